@@ -1,0 +1,74 @@
+"""The ``gpuprobe`` command: registers the subcommands and maps errors to one line and an exit code.
+
+Exit codes (the same for every command):
+  0  success
+  1  an error the user can fix (bad file, bad config, a vLLM run that failed, ...): one ``Error:`` line
+  2  bad usage (unknown option, bad value)
+  3  a capability is missing: no GPU, no NVML, no CUDA/torch/vLLM package
+  4  the run finished but some measurements failed or did not verify (results are still written)
+  130 interrupted (Ctrl-C); results measured so far are written
+Set GPUPROBE_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from gpuprobe import __version__
+from gpuprobe.errors import GpuprobeError
+
+app = typer.Typer(
+    name="gpuprobe",
+    help="Measure a GPU server's interconnect and pick the vLLM layout to deploy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpuprobe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Measure a GPU server's interconnect and pick the vLLM layout to deploy."""
+
+
+# Subcommands: each module defines one function; registration order is the order in --help.
+from gpuprobe.cli import probe as _probe  # noqa: E402,F401
+
+# app.command("probe")(_probe.probe)
+# (more commands are registered below this line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and, as a console script, exits with) the exit code."""
+    debug = os.environ.get("GPUPROBE_DEBUG") not in (None, "", "0")
+    try:
+        app(args=argv, prog_name="gpuprobe", standalone_mode=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except GpuprobeError as exc:
+        if debug:
+            raise
+        msg = f"Error: {exc.message}"
+        if exc.hint:
+            msg += f"\n  hint: {exc.hint}"
+        print(msg, file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        code = 130
+    if argv is None:
+        sys.exit(code)
+    return code

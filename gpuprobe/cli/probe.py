@@ -1,0 +1,3 @@
+"""``gpuprobe probe``: run the measurement suite and write a results file."""
+
+from __future__ import annotations

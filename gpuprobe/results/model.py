@@ -1,0 +1,187 @@
+"""The result model: the one contract between gpuprobe's stages (probe -> topology -> predict -> ...).
+
+Everything here is a plain dataclass that round-trips through JSON losslessly (``gpuprobe.results.io``).
+Units are in the field names or in ``Measurement.unit``: GB/s means 1e9 bytes per second, sizes are bytes.
+A figure that could not be measured is ``None`` with a ``reason``, never a string such as "N/A".
+
+This module imports nothing else from gpuprobe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+RESULTS_KIND = "gpuprobe.results"
+
+Status = Literal["ok", "waived", "error", "mismatch"]
+"""ok: measured and verified; waived: not applicable on this system (reason says why);
+error: the probe failed (reason); mismatch: measured but the copied data did not verify."""
+
+Unit = Literal["GB/s", "us", "ns"]
+
+
+@dataclass
+class Stat:
+    """Summary of a measurement's samples. ``median`` is the reported figure."""
+
+    n: int
+    median: float
+    min: float
+    max: float
+    mean: float
+    stdev: float
+    cv: float
+    """Coefficient of variation, stdev / mean (0 when n == 1)."""
+    p95: float
+
+
+@dataclass
+class Measurement:
+    """One figure: a probe on one source/destination (or one GPU group and message size)."""
+
+    probe: str
+    """Registry key, e.g. ``host_to_device_memcpy_ce`` (nvbandwidth's name where one exists)."""
+    status: Status
+    unit: Unit
+    src: str | None = None
+    """Where the data comes from: ``host``, ``gpu0``, ... (None for collectives)."""
+    dst: str | None = None
+    initiator: str | None = None
+    """Whose context/stream issues the copy (read: the destination GPU; write: the source GPU)."""
+    direction: str | None = None
+    """``h2d``, ``d2h``, ``d2d``, ``local`` or ``collective``."""
+    engine: str | None = None
+    """``ce`` (copy engine), ``sm`` (copy kernel), ``staged`` (through host), ``nccl``, ``gloo``."""
+    traffic: Literal["unidirectional", "bidirectional"] = "unidirectional"
+    """Bidirectional: reverse traffic ran at the same time; the figure is the measured direction only."""
+    host_memory: str | None = None
+    """``pinned`` or ``pageable`` for host buffers."""
+    size_bytes: int | None = None
+    """Bytes per copy (or message size for collectives) that the figure is computed from."""
+    samples: list[float] = field(default_factory=list)
+    """Every sample, in ``unit``."""
+    stat: Stat | None = None
+    verified: bool | None = None
+    """True when every copied byte was checked against the expected pattern and matched."""
+    wrong_elements: int | None = None
+    path_class: str | None = None
+    """Link crossed, in ``nvidia-smi topo -m`` vocabulary (NV#, PIX, PXB, PHB, NODE, SYS) or ``PCIe``/``HBM``."""
+    ranks: list[int] | None = None
+    """GPU indices (or CPU process ranks) of a collective's group."""
+    algbw_gbps: float | None = None
+    busbw_gbps: float | None = None
+    reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+    duration_s: float | None = None
+    """Wall time this measurement took, setup and verification included."""
+
+    @property
+    def value(self) -> float | None:
+        """The reported figure (median of the samples), or None if nothing was measured."""
+        return self.stat.median if self.stat else None
+
+
+@dataclass
+class RunInfo:
+    """Where, when and with what a results file was made."""
+
+    gpuprobe_version: str
+    started_utc: str
+    finished_utc: str | None = None
+    hostname: str | None = None
+    os: str | None = None
+    python: str | None = None
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+    cuda_runtime_version: str | None = None
+    torch_version: str | None = None
+    nccl_version: str | None = None
+    cupy_version: str | None = None
+    virtual_machine: bool | None = None
+    command: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    source: str = "gpuprobe"
+    """``gpuprobe`` for its own runs; ``nvbandwidth``, ``nccl-tests``, ... for imported outputs."""
+
+
+@dataclass
+class NvLink:
+    link: int
+    active: bool
+    version: int | None = None
+    remote_pci_bus_id: str | None = None
+
+
+@dataclass
+class DeviceInfo:
+    """Facts about one GPU (NVML and CUDA). None means the driver did not say."""
+
+    index: int
+    name: str
+    uuid: str | None = None
+    pci_bus_id: str | None = None
+    memory_total_bytes: int | None = None
+    compute_capability: str | None = None
+    multiprocessor_count: int | None = None
+    sm_clock_max_mhz: int | None = None
+    mem_clock_max_mhz: int | None = None
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    persistence_mode: bool | None = None
+    ecc_enabled: bool | None = None
+    ecc_errors_uncorrected: int | None = None
+    power_limit_w: float | None = None
+    pcie_gen_current: int | None = None
+    pcie_gen_max: int | None = None
+    pcie_width_current: int | None = None
+    pcie_width_max: int | None = None
+    pcie_replay_counter: int | None = None
+    numa_node: int | None = None
+    cpu_affinity: list[int] | None = None
+    nvlinks: list[NvLink] = field(default_factory=list)
+
+
+@dataclass
+class GpuPair:
+    """How two GPUs are connected (unordered pair, a < b)."""
+
+    a: int
+    b: int
+    path_class: str
+    """``nvidia-smi topo -m`` vocabulary: NV#, PIX, PXB, PHB, NODE, SYS (or ``unknown``)."""
+    nvlink_count: int = 0
+    p2p_nvml: dict[str, str] = field(default_factory=dict)
+    """NVML P2P status per capability (read, write, nvlink, atomics): ``ok`` or the reason it is not."""
+    cuda_peer_access: bool | None = None
+
+
+@dataclass
+class Topology:
+    gpu_count: int
+    pairs: list[GpuPair] = field(default_factory=list)
+    source: str = "nvml"
+    unavailable: list[str] = field(default_factory=list)
+    """NVML queries the driver did not answer (e.g. NVLink state on a PCIe GPU), each once."""
+
+
+@dataclass
+class Results:
+    """A probe run: the facts, the topology and every measurement (in the order they were made)."""
+
+    run: RunInfo
+    devices: list[DeviceInfo] = field(default_factory=list)
+    topology: Topology | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+    status: Literal["running", "complete", "partial", "interrupted", "error"] = "running"
+    problems: list[str] = field(default_factory=list)
+    """Run-level problems in one line each (a probe that crashed, an interrupt, ...)."""
+    kind: str = RESULTS_KIND
+    schema_version: int = SCHEMA_VERSION
+
+    def find(self, probe: str, **match: Any) -> list[Measurement]:
+        """Measurements of ``probe`` whose fields equal ``match`` (e.g. ``src="host"``)."""
+        return [
+            m for m in self.measurements if m.probe == probe and all(getattr(m, k) == v for k, v in match.items())
+        ]

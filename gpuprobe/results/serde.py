@@ -1,0 +1,114 @@
+"""Dataclass <-> plain JSON data, driven by the type hints (lossless round trip).
+
+Supported field types: dataclasses, ``list[T]``, ``dict[str, T]``, ``T | None``, ``Literal[...]``,
+``int``, ``float``, ``str``, ``bool`` and ``Any`` (kept as is). Unknown keys in the input are an error,
+so a file written by a newer schema is not silently half-read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SerdeError(ValueError):
+    """The data does not match the dataclass it is loaded into; the message names the path."""
+
+
+def to_data(obj: Any) -> Any:
+    """Dataclass tree -> dicts/lists/scalars. NaN/inf floats become None (JSON has no such numbers)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_data(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_data(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def from_data(cls: type[T], data: Any, path: str = "$") -> T:
+    """Build ``cls`` (a dataclass) from ``data``; raises SerdeError naming the offending path."""
+    return _convert(cls, data, path)
+
+
+def _convert(tp: Any, data: Any, path: str) -> Any:
+    if tp is Any:
+        return data
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if data is None:
+            if type(None) in args:
+                return None
+            raise SerdeError(f"{path}: null is not allowed here")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, data, path)
+            except SerdeError as exc:
+                errors.append(str(exc))
+        raise SerdeError(errors[0] if len(errors) == 1 else f"{path}: matches none of {args}")
+    if origin is typing.Literal:
+        if data not in typing.get_args(tp):
+            raise SerdeError(f"{path}: {data!r} is not one of {typing.get_args(tp)}")
+        return data
+    if origin is list:
+        if not isinstance(data, list):
+            raise SerdeError(f"{path}: expected a list, got {type(data).__name__}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(data)]
+    if origin is dict:
+        if not isinstance(data, dict):
+            raise SerdeError(f"{path}: expected an object, got {type(data).__name__}")
+        _, val = typing.get_args(tp) or (str, Any)
+        return {str(k): _convert(val, v, f"{path}.{k}") for k, v in data.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(data, dict):
+            raise SerdeError(f"{path}: expected an object for {tp.__name__}, got {type(data).__name__}")
+        hints = _hints(tp)
+        fields = {f.name: f for f in dataclasses.fields(tp)}
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise SerdeError(f"{path}: unknown field(s) {sorted(unknown)} for {tp.__name__}")
+        kwargs = {}
+        for name, f in fields.items():
+            if name in data:
+                kwargs[name] = _convert(hints[name], data[name], f"{path}.{name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SerdeError(f"{path}: missing field {name!r} for {tp.__name__}")
+        return tp(**kwargs)
+    if tp is float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            raise SerdeError(f"{path}: expected a number, got {data!r}")
+        return float(data)
+    if tp is int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            raise SerdeError(f"{path}: expected an integer, got {data!r}")
+        return data
+    if tp is bool:
+        if not isinstance(data, bool):
+            raise SerdeError(f"{path}: expected true/false, got {data!r}")
+        return data
+    if tp is str:
+        if not isinstance(data, str):
+            raise SerdeError(f"{path}: expected a string, got {data!r}")
+        return data
+    raise SerdeError(f"{path}: unsupported type {tp!r}")
