@@ -177,6 +177,12 @@ class Results:
     status: Literal["running", "complete", "partial", "interrupted", "error"] = "running"
     problems: list[str] = field(default_factory=list)
     """Run-level problems in one line each (a probe that crashed, an interrupt, ...)."""
+    notes: list[str] = field(default_factory=list)
+    """Run-level notes (buffers reduced to fit memory, ...)."""
+    probe_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each probe (setup, timing and verification), by probe key."""
+    setup_seconds: float | None = None
+    """Time spent before the first probe (NVML inventory, CUDA context, kernel compilation)."""
     kind: str = RESULTS_KIND
     schema_version: int = SCHEMA_VERSION
 

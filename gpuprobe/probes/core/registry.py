@@ -1,0 +1,121 @@
+"""The probe table: stable keys, descriptions, applicability, selection by key / prefix / group / index.
+
+A probe is a declaration (:class:`ProbeSpec`) plus a function that yields Measurements; it never times
+anything itself (that is ``gpuprobe.probes.core.timing`` for CUDA copies and ``gpuprobe.probes.allreduce``
+for collectives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gpuprobe.errors import UsageError
+from gpuprobe.results.model import DeviceInfo, Measurement, Topology
+
+if TYPE_CHECKING:
+    from gpuprobe.options import ProbeOptions
+
+
+@dataclass
+class ProbeContext:
+    """What a probe function gets: the options, the GPUs, the topology, and a progress hook."""
+
+    options: ProbeOptions
+    gpus: list[int]
+    """GPU indices taking part (empty on a machine without GPUs)."""
+    devices: list[DeviceInfo] = field(default_factory=list)
+    topology: Topology | None = None
+    cuda: Any = None
+    """The CUDA backend (``gpuprobe.probes.core.cuda.Cuda``) or None when CUDA is unavailable."""
+    progress: Callable[[str], None] = lambda label: None
+    notes: list[str] = field(default_factory=list)
+    """Run-level notes (e.g. a buffer reduced to fit free memory), each once."""
+    cache: dict[str, Any] = field(default_factory=dict)
+    """Buffers shared between probes of one run (freed with the CUDA backend)."""
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def device(self, index: int) -> DeviceInfo | None:
+        return next((d for d in self.devices if d.index == index), None)
+
+    def path_class(self, a: int, b: int) -> str | None:
+        """Link class between GPUs a and b from the topology (NV#, PIX, ..., SYS), if known."""
+        if self.topology is None:
+            return None
+        lo, hi = min(a, b), max(a, b)
+        pair = next((p for p in self.topology.pairs if p.a == lo and p.b == hi), None)
+        return pair.path_class if pair else None
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """Every ordered pair of distinct GPUs."""
+        return [(a, b) for a in self.gpus for b in self.gpus if a != b]
+
+
+ProbeFn = Callable[[ProbeContext], Iterator[Measurement]]
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    key: str
+    group: str
+    """``host``, ``p2p``, ``latency``, ``local`` or ``collective``."""
+    description: str
+    run: ProbeFn
+    needs: str = "cuda"
+    """``cuda`` (CUDA runtime through CuPy) or ``dist`` (torch.distributed: NCCL or gloo)."""
+    min_gpus: int = 1
+    unit: str = "GB/s"
+
+    def waived_reason(self, ctx: ProbeContext) -> str | None:
+        """Why this probe cannot run here (None when it can)."""
+        if self.needs == "cuda":
+            if ctx.cuda is None:
+                return "no CUDA GPU available"
+            if len(ctx.gpus) < self.min_gpus:
+                return f"needs at least {self.min_gpus} GPUs, {len(ctx.gpus)} selected"
+        return None
+
+
+REGISTRY: list[ProbeSpec] = []
+
+
+def register(spec: ProbeSpec) -> ProbeSpec:
+    if any(s.key == spec.key for s in REGISTRY):
+        raise ValueError(f"probe {spec.key} registered twice")
+    REGISTRY.append(spec)
+    return spec
+
+
+def probe(key: str, group: str, description: str, **kw: Any) -> Callable[[ProbeFn], ProbeFn]:
+    """Decorator: register ``fn`` as probe ``key``."""
+
+    def deco(fn: ProbeFn) -> ProbeFn:
+        register(ProbeSpec(key=key, group=group, description=description, run=fn, **kw))
+        return fn
+
+    return deco
+
+
+def select(patterns: list[str], registry: list[ProbeSpec] | None = None) -> list[ProbeSpec]:
+    """Probes matching any of ``patterns`` (exact key, key prefix, group name or index), in table order."""
+    table = REGISTRY if registry is None else registry
+    if not patterns:
+        return list(table)
+    chosen: set[str] = set()
+    for pat in patterns:
+        pat = pat.strip()
+        if pat.isdigit():
+            i = int(pat)
+            if i >= len(table):
+                raise UsageError(f"probe index {i} is out of range (0..{len(table) - 1}); see 'gpuprobe probe --list'")
+            chosen.add(table[i].key)
+            continue
+        hits = [s.key for s in table if s.key == pat or s.key.startswith(pat) or s.group == pat]
+        if not hits:
+            raise UsageError(f"no probe matches {pat!r}; see 'gpuprobe probe --list'")
+        chosen.update(hits)
+    return [s for s in table if s.key in chosen]

@@ -1,0 +1,1 @@
+"""Renderers: they read the result model and never change it."""

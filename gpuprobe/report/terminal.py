@@ -1,0 +1,117 @@
+"""Rich tables for results files: the probe summary, the all-reduce sweep and the probe list."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.table import Table
+
+from gpuprobe.results.model import Measurement, Results
+
+NA = "—"
+
+
+def fmt_value(v: float | None, unit: str) -> str:
+    if v is None:
+        return NA
+    if unit == "GB/s":
+        return f"{v:,.2f}"
+    if unit == "ns":
+        return f"{v:,.0f}"
+    return f"{v:,.2f}"
+
+
+def fmt_size(n: int | None) -> str:
+    if n is None:
+        return NA
+    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div and n % div == 0:
+            return f"{n // div} {unit}"
+    return f"{n} B"
+
+
+def _route(m: Measurement) -> str:
+    if m.src is None and m.dst is None:
+        return NA
+    route = f"{m.src} → {m.dst}"
+    if m.initiator and m.direction == "d2d":
+        route += f" (by {m.initiator})"
+    return route
+
+
+def _status(m: Measurement) -> str:
+    if m.status == "ok":
+        if m.verified:
+            return "[green]verified[/green]"
+        return "ok" if m.verified is None else "[yellow]unchecked[/yellow]"
+    if m.status == "waived":
+        return f"[dim]waived: {m.reason}[/dim]"
+    if m.status == "mismatch":
+        return f"[red]DATA MISMATCH[/red] {m.reason}"
+    return f"[red]error[/red]: {m.reason}"
+
+
+def summary_table(results: Results) -> Table:
+    """One row per non-collective measurement: the median, the spread and the verification."""
+    dev = ", ".join(f"GPU{d.index} {d.name}" for d in results.devices) or "no GPU"
+    t = Table(title=f"gpuprobe results — {results.run.hostname or '?'} — {dev}", title_justify="left")
+    for col, kw in (("probe", {}), ("route", {}), ("size", {"justify": "right"}), ("median", {"justify": "right"}),
+                    ("unit", {}), ("min … max", {"justify": "right"}), ("cv", {"justify": "right"}),
+                    ("check", {}), ("time", {"justify": "right"})):
+        t.add_column(col, **kw)
+    for m in results.measurements:
+        if m.direction == "collective":
+            continue
+        spread = f"{fmt_value(m.stat.min, m.unit)} … {fmt_value(m.stat.max, m.unit)}" if m.stat else ""
+        cv = f"{m.stat.cv * 100:.1f}%" if m.stat else ""
+        t.add_row(m.probe, _route(m), fmt_size(m.size_bytes), fmt_value(m.value, m.unit), m.unit, spread, cv,
+                  _status(m), f"{m.duration_s:.2f}s" if m.duration_s is not None else "")
+    return t
+
+
+def allreduce_table(results: Results) -> Table | None:
+    """nccl-tests-like rows per group: size, time, algbw, busbw, #wrong."""
+    groups: dict[tuple[int, ...], list[Measurement]] = defaultdict(list)
+    failures = []
+    for m in results.measurements:
+        if m.direction == "collective" or m.probe.startswith("all_reduce"):
+            if m.ranks is None:
+                failures.append(m)
+            else:
+                groups[tuple(m.ranks)].append(m)
+    if not groups and not failures:
+        return None
+    t = Table(title="all-reduce (float32 sum; time per operation, nccl-tests busbw = algbw x 2(n-1)/n)",
+              title_justify="left")
+    for col in ("group", "engine", "size", "time µs", "algbw GB/s", "busbw GB/s", "#wrong"):
+        t.add_column(col, justify="right" if col not in ("group", "engine") else "left")
+    for ranks, ms in groups.items():
+        for m in ms:
+            t.add_row(",".join(map(str, ranks)), m.engine or NA, fmt_size(m.size_bytes), fmt_value(m.value, "us"),
+                      fmt_value(m.algbw_gbps, "GB/s"), fmt_value(m.busbw_gbps, "GB/s"),
+                      str(m.wrong_elements) if m.wrong_elements is not None else (m.reason or NA))
+    for m in failures:
+        t.add_row(NA, m.engine or NA, NA, NA, NA, NA, f"{m.status}: {m.reason}")
+    return t
+
+
+def timing_table(results: Results) -> Table:
+    t = Table(title="time per probe", title_justify="left")
+    t.add_column("probe")
+    t.add_column("seconds", justify="right")
+    for k, v in results.probe_seconds.items():
+        t.add_row(k, f"{v:.2f}")
+    total = sum(results.probe_seconds.values())
+    t.add_row("[bold]all probes[/bold]", f"[bold]{total:.2f}[/bold]")
+    if results.setup_seconds is not None:
+        t.add_row("[dim]setup (NVML, CUDA context, kernels)[/dim]", f"[dim]{results.setup_seconds:.2f}[/dim]")
+    return t
+
+
+def probe_list_table(specs: list) -> Table:
+    t = Table(title="probes (select with --tests KEY, PREFIX, GROUP or INDEX)", title_justify="left")
+    for col in ("#", "key", "group", "unit", "description"):
+        t.add_column(col)
+    for i, s in enumerate(specs):
+        t.add_row(str(i), s.key, s.group, s.unit, s.description + (f" (≥{s.min_gpus} GPUs)" if s.min_gpus > 1 else ""))
+    return t
