@@ -1,0 +1,1 @@
+"""Facts about the machine, no timing: the NVML gateway (``nvml``) and the GPU inventory (``inventory``)."""
