@@ -1,0 +1,118 @@
+"""Calibration: every factor of the memory and performance models that real vLLM runs should pin down.
+
+Defaults come from published figures (each field says which); ``load_calibration`` / ``save_calibration``
+read and write them as a versioned JSON file so ``gpuprobe recommend --calibration FILE`` can use factors
+fitted from this box's own vLLM runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+from gpuprobe.errors import UsageError
+from gpuprobe.results.io import read_json, write_json_atomic
+from gpuprobe.results.serde import SerdeError, from_data, to_data
+
+CALIBRATION_KIND = "gpuprobe.calibration"
+CALIBRATION_SCHEMA_VERSION = 1
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+@dataclass
+class MemoryCalibration:
+    """The terms of vLLM's startup memory accounting that gpuprobe cannot derive from shapes alone.
+
+    How to pin each from one vLLM start (``vllm serve`` at default log level, plus
+    ``VLLM_LOGGING_LEVEL=DEBUG`` for the profile breakdown):
+    ``Model loading took X GiB`` checks weights; the debug ``memory_profiling`` result gives
+    ``torch_peak_increase`` (activation peak) and ``non_torch_increase``; ``Estimated CUDA graph memory:
+    X GiB total`` gives the graph estimate; ``Available KV cache memory`` and ``GPU KV cache size: N tokens``
+    are the end result to hold the model against.
+    """
+
+    sampler_logits_copies: float = 9.58
+    """Peak of the profile run's dummy sampler, in float32 copies of a [max_num_seqs, vocab] logits tensor.
+    Fitted to three vLLM logs on H100 at max_num_seqs 1024 (llm-d config_explorer empirical results: peak
+    activation 4.76 GiB Llama-3.1-8B, 5.56 GiB Qwen3-0.6B, 7.38 GiB gpt-oss-20b; all three within 0.5 %)."""
+    forward_bytes_per_token_factor: float = 1.0
+    """Scale on the forward-pass activation peak derived from the shapes (memory.forward_activation_bytes)."""
+    non_torch_bytes: int = int(0.13 * GiB)
+    """Memory outside torch that appears during profiling with tp = pp = 1 (cuBLAS/attention workspaces):
+    0.13 GiB in the same H100 logs (Llama-3.1-8B, Qwen3-0.6B, gpt-oss-20b)."""
+    non_torch_parallel_bytes: int = int(0.42 * GiB)
+    """Extra non-torch memory when the rank is in a TP or PP group (NCCL buffers, custom all-reduce IPC
+    buffers): Llama-3.3-70B-FP8 at TP2 logged 0.55 GiB vs 0.13 at TP1 (same source)."""
+    cudagraph_bytes_per_capture_size: int = 8 * MiB
+    """vLLM >= 0.21 subtracts an estimate of the CUDA-graph pool (``Estimated CUDA graph memory``) from the KV
+    budget unless --enforce-eager. Modelled as bytes per capture size; published estimates for dense models
+    are 0.36-0.61 GiB (vLLM 0.2x logs quoted in research/predictors.md §4.1 and public serve logs)."""
+    cudagraph_fixed_bytes: int = int(0.15 * GiB)
+    """Fixed part of the CUDA-graph estimate (shared pool memory of the first captured graph)."""
+    cuda_reserved_bytes: int | None = None
+    """Override of NVML-total minus cudaMemGetInfo-total (None: the per-GPU default in gpu_specs)."""
+
+
+@dataclass
+class Calibration:
+    """Efficiency factors of the performance model, with the spread used for the uncertainty band."""
+
+    hbm_efficiency: float = 0.85
+    """Decode: achieved bytes/s over the achievable HBM bandwidth (measured copy or 0.89 x datasheet).
+    Roofline studies of vLLM decode on H100 reach 75-90 % of copy bandwidth (BLIS, AIC mem_bw scaling 0.8)."""
+    hbm_efficiency_range: list[float] = field(default_factory=lambda: [0.72, 0.92])
+    prefill_compute_efficiency: float = 0.55
+    """Prefill MFU against the dense datasheet peak (BLIS roofline ~0.45; AIC GEMM tables 0.5-0.7)."""
+    prefill_compute_efficiency_range: list[float] = field(default_factory=lambda: [0.40, 0.70])
+    decode_compute_efficiency: float = 0.35
+    """MFU of small-batch GEMMs in decode when compute-bound (BLIS ~0.30)."""
+    step_overhead_ms: float = 0.8
+    """Per-step fixed cost with CUDA graphs: scheduler, sampler, input preparation (vLLM v1 on H100)."""
+    eager_overhead_per_layer_us: float = 60.0
+    """Extra kernel-launch cost per layer per step without CUDA graphs (--enforce-eager)."""
+    prefill_overhead_per_layer_ms: float = 0.05
+    """Per-layer fixed cost of a prefill forward (AIC uses 0.8 ms/layer for vLLM prefill dispatch on older
+    versions; v1 with torch.compile is much lower)."""
+    allreduce_efficiency: float = 1.0
+    """Multiplier on measured all-reduce times (> 1: slower inside vLLM than in the microbenchmark)."""
+    p2p_efficiency: float = 0.8
+    """NCCL send/recv bandwidth over copy-engine P2P bandwidth (PP stage boundaries)."""
+    p2p_alpha_us: float = 10.0
+    """Fixed cost of one PP send/recv (AIC p2p_latency 10 us)."""
+    memory: MemoryCalibration = field(default_factory=MemoryCalibration)
+    source: str = "defaults"
+    """Where these factors came from: ``defaults`` or the file they were loaded from."""
+
+    def variant(self, which: str) -> Calibration:
+        """The pessimistic (``low``) or optimistic (``high``) end of the efficiency spread."""
+        i = 0 if which == "low" else 1
+        out = replace(self)
+        out.hbm_efficiency = self.hbm_efficiency_range[i]
+        out.prefill_compute_efficiency = self.prefill_compute_efficiency_range[i]
+        scale = self.hbm_efficiency_range[i] / self.hbm_efficiency
+        out.decode_compute_efficiency = self.decode_compute_efficiency * scale
+        out.step_overhead_ms = self.step_overhead_ms * (1.5 if i == 0 else 0.7)
+        out.allreduce_efficiency = self.allreduce_efficiency * (1.25 if i == 0 else 0.9)
+        return out
+
+
+def load_calibration(path: str | os.PathLike[str]) -> Calibration:
+    data = read_json(path, what="calibration file")
+    if not isinstance(data, dict) or data.get("kind") != CALIBRATION_KIND:
+        raise UsageError(f"{path} is not a gpuprobe calibration file (kind must be {CALIBRATION_KIND!r})")
+    if data.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
+        raise UsageError(f"{path}: calibration schema version {data.get('schema_version')!r} is not supported")
+    body = data.get("calibration")
+    try:
+        cal = from_data(Calibration, body)
+    except SerdeError as exc:
+        raise UsageError(f"{path} is damaged: {exc}") from None
+    cal.source = str(path)
+    return cal
+
+
+def save_calibration(cal: Calibration, path: str | os.PathLike[str]) -> None:
+    write_json_atomic(
+        path, {"kind": CALIBRATION_KIND, "schema_version": CALIBRATION_SCHEMA_VERSION, "calibration": to_data(cal)}
+    )
