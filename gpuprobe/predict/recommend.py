@@ -1,0 +1,202 @@
+"""Rank every layout of a model on a system: memory (can vLLM start it, how much KV) then speed.
+
+Entry points: ``predict_layout`` (one layout, what the validation runs compare against) and ``recommend``
+(all layouts, ranked). ``fits_nowhere_message`` words the error when no layout can start.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from gpuprobe import __version__
+from gpuprobe.errors import UsageError
+from gpuprobe.predict.calibration import Calibration
+from gpuprobe.predict.layouts import Layout, assign_gpus, check_layout, enumerate_shapes
+from gpuprobe.predict.memory import GiB, MemoryPrediction, kv_bytes_per_token_per_layer, predict_memory
+from gpuprobe.predict.model_spec import ModelSpec
+from gpuprobe.predict.options import VLLM_VERSION, ServeOptions, Workload, resolve_serve
+from gpuprobe.predict.params import param_totals, stage_weight_bytes
+from gpuprobe.predict.perf import PerfPrediction, predict_perf
+from gpuprobe.predict.system import SystemProfile
+from gpuprobe.results.recommendation import LayoutResult, Predicted, Recommendation, StageMemoryInfo
+
+Objective = Literal["throughput", "latency"]
+BASE_PORT = 8000
+
+
+@dataclass
+class Slo:
+    max_ttft_ms: float | None = None
+    max_tpot_ms: float | None = None
+
+    def met(self, p: Predicted | None) -> bool | None:
+        if p is None or p.ttft_ms is None or p.tpot_ms is None:
+            return None
+        return (self.max_ttft_ms is None or p.ttft_ms <= self.max_ttft_ms) and (
+            self.max_tpot_ms is None or p.tpot_ms <= self.max_tpot_ms
+        )
+
+
+def predict_layout_memory(spec: ModelSpec, system: SystemProfile, layout: Layout, serve: ServeOptions,
+                          cal: Calibration) -> MemoryPrediction:
+    """vLLM's KV accounting for one replica of ``layout`` on its GPUs (the smallest GPU of the replica)."""
+    gpus = [system.gpus[g] for g in layout.replica_gpus(0)]
+    total = min(g.memory_bytes.value for g in gpus)
+    if cal.memory.cuda_reserved_bytes is not None and gpus[0].memory_bytes.source == "measured":
+        spec_total = gpus[0].spec.nvml_memory_mib << 20 if gpus[0].spec else None
+        total = (spec_total or total) - cal.memory.cuda_reserved_bytes
+    resolved = resolve_serve(serve, int(total), gpus[0].name, spec.max_position_embeddings, spec.mla is not None)
+    return predict_memory(spec, layout.tp, layout.pp, int(total), resolved, cal.memory)
+
+
+def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, workload: Workload,
+                   serve: ServeOptions, cal: Calibration, model_ref: str | None = None) -> LayoutResult:
+    """Everything gpuprobe predicts for one layout: startup failure or KV capacity, then TTFT/TPOT/tok/s."""
+    reason = check_layout(spec, layout.tp, layout.pp)
+    mem: MemoryPrediction | None = None
+    perf: PerfPrediction | None = None
+    if reason is None:
+        mem = predict_layout_memory(spec, system, layout, serve, cal)
+        reason = mem.reason
+        if mem.fits:
+            perf = predict_perf(spec, system, layout, mem, workload, cal)
+    if reason is None and spec.max_position_embeddings < (mem.settings.max_model_len if mem else 0):
+        reason = (f"--max-model-len {mem.settings.max_model_len} exceeds the model's max_position_embeddings "  # type: ignore[union-attr]
+                  f"{spec.max_position_embeddings}")
+    fits = reason is None
+    predicted = None
+    if perf is not None and fits:
+        predicted = Predicted(
+            ttft_ms=round(perf.ttft_ms, 2), tpot_ms=round(perf.tpot_ms, 3),
+            output_tokens_per_s=round(perf.output_tokens_per_s, 1), model_load_s=round(perf.model_load_s, 2),
+            ttft_ms_range=[round(x, 2) for x in perf.ttft_ms_range],
+            tpot_ms_range=[round(x, 3) for x in perf.tpot_ms_range],
+            output_tokens_per_s_range=[round(x, 1) for x in perf.output_tokens_per_s_range],
+            running_per_replica=perf.running_per_replica, bottleneck=perf.bottleneck, shares=perf.shares,
+            sources=perf.sources,
+        )
+    notes = list(mem.notes if mem else []) + list(perf.notes if perf else [])
+    return LayoutResult(
+        tp=layout.tp, pp=layout.pp, replicas=layout.replicas, gpus=layout.gpus,
+        replica_gpus=[layout.replica_gpus(r) for r in range(layout.replicas)],
+        fits=fits, reason=reason,
+        kv_cache_tokens=mem.kv_cache_tokens if mem and fits else None,
+        max_concurrency=round(mem.max_concurrency, 2) if mem and fits else None,
+        allreduce_backend=perf.allreduce_backend if perf else ("none" if layout.tp == 1 else "unknown"),
+        predicted=predicted,
+        vllm_command=vllm_commands(layout, model_ref or spec.name, serve) if fits else [],
+        kv_heads_per_rank=mem.kv_heads_per_rank if mem else None,
+        kv_replication=mem.kv_replication if mem else None,
+        memory=[StageMemoryInfo(s.stage, s.first_layer, s.num_layers, s.budget_bytes, s.weights_bytes,
+                                s.activation_bytes, s.non_torch_bytes, s.cudagraph_bytes, s.kv_available_bytes,
+                                s.num_blocks) for s in (mem.stages if mem else [])],
+        notes=notes,
+    )
+
+
+def vllm_commands(layout: Layout, model_ref: str, serve: ServeOptions) -> list[str]:
+    """One ``vllm serve`` line per replica: its own GPUs (vLLM rank order) and its own port. Separate servers
+    rather than ``--data-parallel-size`` so each replica lands exactly on the GPUs chosen for it."""
+    flags = [f"--tensor-parallel-size {layout.tp}", f"--pipeline-parallel-size {layout.pp}"]
+    if serve.max_model_len:
+        flags.append(f"--max-model-len {serve.max_model_len}")
+    if serve.gpu_memory_utilization:
+        flags.append(f"--gpu-memory-utilization {serve.gpu_memory_utilization}")
+    if serve.max_num_seqs:
+        flags.append(f"--max-num-seqs {serve.max_num_seqs}")
+    if serve.max_num_batched_tokens:
+        flags.append(f"--max-num-batched-tokens {serve.max_num_batched_tokens}")
+    if serve.kv_cache_dtype != "auto":
+        flags.append(f"--kv-cache-dtype {serve.kv_cache_dtype}")
+    if serve.quantization:
+        flags.append(f"--quantization {serve.quantization}")
+    if serve.enforce_eager:
+        flags.append("--enforce-eager")
+    out = []
+    for r in range(layout.replicas):
+        devices = ",".join(str(g) for g in layout.replica_gpus(r))
+        port = f" --port {BASE_PORT + r}" if layout.replicas > 1 else ""
+        out.append(f"CUDA_VISIBLE_DEVICES={devices} vllm serve {shlex.quote(model_ref)} {' '.join(flags)}{port}")
+    return out
+
+
+def _sort_key(objective: Objective, slo: Slo, w: Workload):
+    def key(r: LayoutResult) -> tuple:
+        p = r.predicted
+        n = r.tp * r.pp * r.replicas
+        if not r.fits or p is None:
+            return (2, n, r.tp, r.pp)
+        miss = 0 if slo.met(p) else 1
+        if objective == "throughput":
+            return (miss, -(p.output_tokens_per_s or 0), n, r.pp, r.tp)
+        latency = (p.ttft_ms or 0) + w.output_len * (p.tpot_ms or 0)
+        return (miss, latency, n, r.pp)
+
+    return key
+
+
+def recommend(spec: ModelSpec, system: SystemProfile, serve: ServeOptions, workload: Workload, cal: Calibration,
+              objective: Objective = "throughput", slo: Slo | None = None,
+              model_ref: str | None = None) -> Recommendation:
+    """Predict and rank every tp x pp x replicas layout of ``spec`` on ``system``."""
+    if objective not in ("throughput", "latency"):
+        raise UsageError(f"--objective must be throughput or latency, not {objective!r}")
+    slo = slo or Slo()
+    results = []
+    for tp, pp, rep in enumerate_shapes(system.gpu_count):
+        layout = assign_gpus(system, tp, pp, rep)
+        results.append(predict_layout(spec, system, layout, workload, serve, cal, model_ref))
+    for r in results:
+        r.meets_slo = slo.met(r.predicted) if r.fits else None
+    results.sort(key=_sort_key(objective, slo, workload))
+    for i, r in enumerate(results):
+        r.rank = i + 1 if r.fits else None
+    totals = param_totals(spec)
+    first = system.gpus[0]
+    return Recommendation(
+        model={
+            "name": spec.name, "architecture": spec.architecture, "family": spec.family,
+            "parameters": totals.total, "active_parameters_per_token": totals.active_per_token,
+            "weight_format": spec.weights.kind, "weights_bytes": stage_weight_bytes(
+                spec, 1, range(spec.num_layers), True, True),
+            "layers": spec.num_layers, "attention_heads": spec.num_heads, "kv_heads": spec.num_kv_heads,
+            "head_dim": spec.head_dim, "vocab_size": spec.vocab_size, "mla": spec.mla is not None,
+            "experts": spec.num_experts, "max_position_embeddings": spec.max_position_embeddings,
+            "kv_bytes_per_token": kv_bytes_per_token_per_layer(
+                spec, 1, 1 if serve.kv_cache_dtype == "fp8" else 2) * spec.num_layers,
+        },
+        system={
+            "name": system.name, "source": system.source, "gpu_count": system.gpu_count,
+            "gpu": first.name, "memory_bytes": int(first.memory_bytes.value),
+            "memory_source": first.memory_bytes.source, "hbm_gbps": round(first.hbm_gbps.value, 1),
+            "hbm_source": first.hbm_gbps.source,
+        },
+        settings={
+            "gpu_memory_utilization": serve.gpu_memory_utilization, "max_model_len": serve.max_model_len,
+            "max_num_seqs": serve.max_num_seqs, "max_num_batched_tokens": serve.max_num_batched_tokens,
+            "kv_cache_dtype": serve.kv_cache_dtype, "enforce_eager": serve.enforce_eager,
+            "quantization": serve.quantization, "input_len": workload.input_len,
+            "output_len": workload.output_len, "concurrency": workload.concurrency,
+            "max_ttft_ms": slo.max_ttft_ms, "max_tpot_ms": slo.max_tpot_ms,
+        },
+        objective=objective, layouts=results, vllm_version=VLLM_VERSION, gpuprobe_version=__version__,
+        created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), calibration=cal.source,
+        notes=list(dict.fromkeys(system.notes)),
+    )
+
+
+def fits_nowhere_message(rec: Recommendation) -> str:
+    """One line naming what the model needs and what the largest layout here offers."""
+    biggest = max(rec.layouts, key=lambda r: (r.tp * r.pp, -r.replicas, r.tp))
+    budget = sum(m.budget_bytes for m in biggest.memory) * biggest.tp
+    weights = rec.model["weights_bytes"]
+    offer = f"{budget / GiB:.1f} GiB under vLLM's memory budget" if budget else "no usable layout"
+    return (
+        f"{rec.model['name']} fits no layout on {rec.system['name']}: it needs at least {weights / GiB:.1f} GiB "
+        f"for its weights plus KV cache for one {rec.settings.get('max_model_len') or 'max-length'}-token request; "
+        f"the largest layout here (TP{biggest.tp} PP{biggest.pp}, {biggest.tp * biggest.pp} GPUs) has {offer} "
+        f"and fails with: {biggest.reason}"
+    )
