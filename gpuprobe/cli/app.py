@@ -48,6 +48,9 @@ from gpuprobe.cli import probe as _probe  # noqa: E402,F401
 
 # app.command("probe")(_probe.probe)
 # (more commands are registered below this line)
+from gpuprobe.cli import recommend as _recommend  # noqa: E402
+
+app.command("recommend")(_recommend.recommend)
 from gpuprobe.cli import topo as _topo  # noqa: E402
 
 app.command("topo")(_topo.topo)

@@ -1,0 +1,116 @@
+"""``gpuprobe recommend``: rank vLLM layouts of a model on a measured (or described) system."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from gpuprobe.cli.output import Output
+from gpuprobe.errors import ModelDoesNotFit, UsageError
+from gpuprobe.predict.calibration import Calibration, load_calibration
+from gpuprobe.predict.model_spec import load_model_spec
+from gpuprobe.predict.options import ServeOptions, Workload
+from gpuprobe.predict.recommend import Slo, fits_nowhere_message
+from gpuprobe.predict.recommend import recommend as run_recommend
+from gpuprobe.predict.system import system_from_results, system_from_spec
+from gpuprobe.results.io import load_results, write_json_atomic
+from gpuprobe.results.recommendation import Recommendation
+from gpuprobe.results.serde import to_data
+
+SHOW_COMMANDS = 3
+
+
+def recommend(
+    model: Path = typer.Option(..., "--model", help="Model directory or its config.json."),
+    system: Path | None = typer.Option(None, "--system", help="Results file from 'gpuprobe probe -o FILE'."),
+    gpu: str | None = typer.Option(None, "--gpu", help="Describe the system instead: GPU type, e.g. H100-SXM."),
+    num_gpus: int | None = typer.Option(None, "--num-gpus", help="Number of GPUs (with --gpu)."),
+    gpu_memory_utilization: float | None = typer.Option(None, "--gpu-memory-utilization"),
+    max_model_len: int | None = typer.Option(None, "--max-model-len"),
+    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs"),
+    max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens"),
+    input_len: int = typer.Option(1024, "--input-len", help="Prompt tokens per request."),
+    output_len: int = typer.Option(256, "--output-len", help="Output tokens per request."),
+    concurrency: int = typer.Option(64, "--concurrency", help="Requests in flight at once."),
+    kv_cache_dtype: str = typer.Option("auto", "--kv-cache-dtype", help="auto or fp8."),
+    quantization: str | None = typer.Option(None, "--quantization", help="fp8, awq or gptq (default: config.json)."),
+    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="No CUDA graphs."),
+    objective: str = typer.Option("throughput", "--objective", help="throughput or latency."),
+    max_ttft_ms: float | None = typer.Option(None, "--max-ttft-ms", help="SLO on time to first token."),
+    max_tpot_ms: float | None = typer.Option(None, "--max-tpot-ms", help="SLO on time per output token."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Fitted factors (gpuprobe.calibration)."),
+    json_mode: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Also write the recommendation to FILE."),
+) -> None:
+    """Predict KV capacity, TTFT, TPOT and throughput for every TP x PP x replicas layout and rank them."""
+    out = Output(json_mode=json_mode)
+    if system is not None:
+        if gpu is not None or num_gpus is not None:
+            raise UsageError("give either --system FILE or --gpu NAME --num-gpus N, not both")
+        profile = system_from_results(load_results(system), name=system.name)
+    elif gpu is not None and num_gpus is not None:
+        profile = system_from_spec(gpu, num_gpus)
+    else:
+        raise UsageError(
+            "no system given: pass --system RESULTS.json (from 'gpuprobe probe -o RESULTS.json') "
+            "or describe one with --gpu H100-SXM --num-gpus 8"
+        )
+    if kv_cache_dtype not in ("auto", "fp8"):
+        raise UsageError(f"--kv-cache-dtype must be auto or fp8, not {kv_cache_dtype!r}")
+    if objective not in ("throughput", "latency"):
+        raise UsageError(f"--objective must be throughput or latency, not {objective!r}")
+    spec = load_model_spec(model, quantization=quantization)
+    serve = ServeOptions(
+        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens, kv_cache_dtype=kv_cache_dtype,  # type: ignore[arg-type]
+        enforce_eager=enforce_eager, quantization=quantization,
+    )
+    workload = Workload(input_len=input_len, output_len=output_len, concurrency=concurrency)
+    cal = load_calibration(calibration) if calibration else Calibration()
+    model_ref = str(model.parent if model.name == "config.json" else model)
+    rec = run_recommend(spec, profile, serve, workload, cal, objective, Slo(max_ttft_ms, max_tpot_ms),  # type: ignore[arg-type]
+                        model_ref=model_ref)
+    if output is not None:
+        write_json_atomic(output, to_data(rec))
+    if not any(r.fits for r in rec.layouts):
+        raise ModelDoesNotFit(fits_nowhere_message(rec), hint="use more or larger GPUs, FP8/INT4 weights, or a "
+                              "shorter --max-model-len")
+    if json_mode:
+        out.data(to_data(rec))
+        return
+    _render(out, rec)
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def _render(out: Output, rec: Recommendation) -> None:
+    title = (f"{rec.model['name']} on {rec.system['name']} ({rec.system['source']}) - objective {rec.objective}, "
+             f"vLLM {rec.vllm_version} semantics")
+    table = Table(title=title, title_justify="left")
+    for col in ("#", "layout", "GPUs", "fits / reason", "KV tokens", "max conc.", "all-reduce", "TTFT ms",
+                "TPOT ms", "out tok/s", "bottleneck"):
+        table.add_column(col, overflow="fold")
+    for r in rec.layouts:
+        p = r.predicted
+        label = f"TP{r.tp} PP{r.pp}" + (f" x{r.replicas}" if r.replicas > 1 else "")
+        gpus = " | ".join(",".join(str(g) for g in rg) for rg in r.replica_gpus)
+        fit = ("yes" + ("" if r.meets_slo in (None, True) else " (misses SLO)")) if r.fits else (r.reason or "no")
+        kv = f"{r.kv_cache_tokens:,}" if r.kv_cache_tokens is not None else "-"
+        bottleneck = f"{p.bottleneck} {p.shares.get(p.bottleneck or '', 0):.0%}" if p and p.bottleneck else "-"
+        table.add_row(str(r.rank or "-"), label, gpus, fit, kv, _fmt(r.max_concurrency, 2), r.allreduce_backend,
+                      _fmt(p.ttft_ms if p else None), _fmt(p.tpot_ms if p else None, 2),
+                      _fmt(p.output_tokens_per_s if p else None, 0), bottleneck)
+    out.data(table)
+    best = [r for r in rec.layouts if r.fits][:SHOW_COMMANDS]
+    if best:
+        out.data("\nReady to run (one server per replica, ports from 8000):")
+        for r in best:
+            out.data(f"  # rank {r.rank}: TP{r.tp} PP{r.pp} x{r.replicas}")
+            for line in r.vllm_command:
+                out.data(f"  {line}")
+    for note in rec.notes:
+        out.info(f"note: {note}")
