@@ -1,0 +1,215 @@
+"""``gpuprobe validate``: short real vLLM runs of layouts (dummy weights), measured against the prediction."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.console import Group
+from rich.markup import escape
+from rich.table import Table
+
+from gpuprobe.cli.output import Output
+from gpuprobe.errors import UsageError
+from gpuprobe.results.serde import to_data
+from gpuprobe.results.validation import LayoutRun, ValidationLayout, ValidationRuns, Workload
+
+DEFAULT_WORKLOADS = ["n=1,in=128,out=64", "n=16,in=128,out=64"]
+
+
+def validate(
+    model: str | None = typer.Option(None, "--model", help="Model directory (or its config.json); no weights needed."),
+    recommendation: Path | None = typer.Option(
+        None, "--recommendation", help="Output of 'gpuprobe recommend -o/--json': validate its top layouts."
+    ),
+    layout: list[str] = typer.Option([], "--layout", help="A layout, e.g. 'tp=2,pp=1' or 'tp=1,gpus=3' (repeatable)."),
+    top: int = typer.Option(3, "--top", help="How many layouts of --recommendation to run."),
+    workload: list[str] = typer.Option(
+        [], "--workload", help="Batch shape 'n=16,in=128,out=64' (repeatable; all run on one engine start)."
+    ),
+    enforce_eager: bool = typer.Option(
+        True, "--enforce-eager/--cuda-graphs", help="Eager (fast start) or vLLM's compiled mode with CUDA graphs."
+    ),
+    max_model_len: int | None = typer.Option(None, "--max-model-len", help="vLLM max_model_len (default: vLLM's)."),
+    gpu_memory_utilization: float | None = typer.Option(
+        None, "--gpu-memory-utilization", help="vLLM gpu_memory_utilization (default: vLLM's)."
+    ),
+    max_num_seqs: int | None = typer.Option(
+        None, "--max-num-seqs", help="vLLM max_num_seqs (default: the largest workload's n)."
+    ),
+    timeout_s: float = typer.Option(900.0, "--timeout-s", help="Hard limit per layout, in seconds."),
+    output: Path = typer.Option(
+        Path("validation.json"), "-o", "--output", help="Validation file (resumed when it exists)."
+    ),
+    outdir: Path | None = typer.Option(None, "--outdir", help="Logs folder (default: <output>-logs)."),
+    system: Path | None = typer.Option(None, "--system", help="Results file of 'gpuprobe probe' for predictions."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file for the predictions."),
+    fit_calibration: Path | None = typer.Option(
+        None, "--fit-calibration", help="Fit the performance model's factors to the runs and write them here."
+    ),
+    compare: list[Path] = typer.Option(
+        [], "--compare", help="Recompute the comparison of stored validation file(s) (no vLLM run; repeatable)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Run layouts again even when the file has their result."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed and timed-out layouts again."),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the vLLM processes (repeatable)."),
+    python: str | None = typer.Option(None, "--python", help="Interpreter that imports vLLM (default: this one)."),
+    json_: bool = typer.Option(False, "--json", help="Print the validation file as JSON on stdout."),
+) -> None:
+    """Run each layout briefly in real vLLM with dummy weights; compare KV tokens, tokens/s, TTFT, TPOT.
+
+    Exit code 0 when every layout ran, 4 when some failed or timed out (their reasons and logs are in the
+    file), 3 when vLLM is not installed.
+    """
+    from gpuprobe.validate import calibrate as cal
+    from gpuprobe.validate import compare as cmp
+    from gpuprobe.validate import runner
+    from gpuprobe.validate.store import load_runs, save_runs
+
+    out = Output(json_mode=json_)
+    if compare:
+        all_runs = [load_runs(p) for p in compare]
+        for path, runs in zip(compare, all_runs, strict=True):
+            cmp.recompare(runs, system=system, calibration=calibration)
+            save_runs(runs, path)
+            out.info(f"comparison recomputed in {path}")
+    else:
+        if model is None:
+            raise UsageError("--model is required to run layouts", hint="or pass --compare RUNS.json")
+        workloads = [parse_workload(w) for w in (workload or DEFAULT_WORKLOADS)]
+        layouts = [parse_layout(x) for x in layout]
+        if recommendation is not None:
+            layouts += runner.load_recommendation(str(recommendation), top)
+        seqs = max_num_seqs or max(w.num_requests for w in workloads)
+        for lay in layouts:
+            lay.enforce_eager, lay.max_num_seqs = enforce_eager, seqs
+            lay.max_model_len, lay.gpu_memory_utilization = max_model_len, gpu_memory_utilization
+        opts = runner.ValidateOptions(
+            model=model, layouts=layouts, workloads=workloads, output=output, outdir=outdir, timeout_s=timeout_s,
+            force=force, retry_failed=retry_failed, env=parse_env(env), python=python or sys.executable,
+            compare=cmp.comparer(system=system, calibration=calibration),
+        )  # fmt: skip
+        all_runs = [runner.run_validation(opts, progress=lambda msg: out.info(escape(msg)), command=sys.argv)]
+        out.info(f"validation file: {opts.output} (logs in {opts.outdir})")
+    fit = None
+    if fit_calibration is not None:
+        fit = cal.fit_calibration(all_runs, system=system, calibration=calibration)
+        cal.save_fit(fit, fit_calibration)
+        out.info(f"calibration written to {fit_calibration}")
+    if json_:
+        payload = [to_data(r) for r in all_runs]
+        out.data({"runs": payload, "calibration_fit": to_data(fit) if fit else None})
+    else:
+        for runs in all_runs:
+            out.data(runs_table(runs))
+        if fit is not None:
+            out.data(cal.fit_table(fit))
+    if any(r.status in ("failed", "timeout") for runs in all_runs for r in runs.layouts):
+        raise typer.Exit(4)
+
+
+def _kv(text: str, what: str) -> dict[str, str]:
+    out = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise UsageError(f"{what} {text!r}: {part!r} is not key=value")
+        out[key.strip().lower()] = value.strip()
+    return out
+
+
+def parse_workload(text: str) -> Workload:
+    """``n=16,in=128,out=64`` -> Workload."""
+    kv = _kv(text, "--workload")
+    try:
+        wl = Workload(int(kv.pop("n")), int(kv.pop("in")), int(kv.pop("out")))
+    except (KeyError, ValueError):
+        raise UsageError(f"--workload {text!r} must be like 'n=16,in=128,out=64'") from None
+    if kv:
+        raise UsageError(f"--workload {text!r}: unknown key(s) {sorted(kv)}")
+    if min(wl.num_requests, wl.input_len, wl.output_len) < 1:
+        raise UsageError(f"--workload {text!r}: n, in and out must be at least 1")
+    return wl
+
+
+def parse_layout(text: str) -> ValidationLayout:
+    """``tp=2,pp=1[,replicas=1][,gpus=0+1]`` -> ValidationLayout."""
+    kv = _kv(text, "--layout")
+    try:
+        lay = ValidationLayout(tp=int(kv.pop("tp")), pp=int(kv.pop("pp", "1")), replicas=int(kv.pop("replicas", "1")))
+        if "gpus" in kv:
+            lay.gpus = [int(g) for g in kv.pop("gpus").replace(":", "+").split("+") if g]
+    except (KeyError, ValueError):
+        raise UsageError(f"--layout {text!r} must be like 'tp=2,pp=1' (optional replicas=N, gpus=0+1)") from None
+    if kv:
+        raise UsageError(f"--layout {text!r}: unknown key(s) {sorted(kv)}")
+    if lay.tp < 1 or lay.pp < 1 or lay.replicas < 1:
+        raise UsageError(f"--layout {text!r}: tp, pp and replicas must be at least 1")
+    return lay
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r} must be KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def _num(x: float | None, fmt: str = "{:,.1f}") -> str:
+    return "—" if x is None else fmt.format(x)
+
+
+def _err(x: float | None) -> str:
+    """The prediction's signed error, on its own line under the measured figure."""
+    if x is None:
+        return ""
+    colour = "green" if abs(x) <= 0.05 else "yellow" if abs(x) <= 0.15 else "red"
+    return f"\n[{colour}]{x:+.1%}[/{colour}]"
+
+
+def runs_table(runs: ValidationRuns) -> Group:
+    """One row per layout and workload: measured figures with the prediction's signed error; reasons below."""
+    title = f"{runs.model_name} on {runs.run.device} — vLLM {runs.run.vllm_version or '?'}"
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for col in ("layout", "status", "KV tokens", "n×in→out", "out tok/s", "TTFT ms", "TPOT ms"):
+        left = col in ("layout", "status", "n×in→out")
+        width = {"status": 7, "KV tokens": 9}.get(col)
+        t.add_column(col, justify="left" if left else "right", no_wrap=left, min_width=width)
+    notes = []
+    for run in runs.layouts:
+        _add_run_rows(t, run)
+        if run.reason:
+            log = f" (log: {run.log_path})" if run.log_path else ""
+            notes.append(f"{run.layout.name}: {escape(run.reason)}{log}")
+        if run.comparison and run.comparison.reason:
+            notes.append(f"{run.layout.name}: no comparison: {escape(run.comparison.reason)}")
+    return Group(t, *notes)
+
+
+def _add_run_rows(t: Table, run: LayoutRun) -> None:
+    m = run.measured
+    errs = {(f.figure, f.workload): f.rel_error for f in (run.comparison.figures if run.comparison else [])}
+    kv = m.kv_cache.tokens if m and m.kv_cache else None
+    start = f"\n[dim]start {m.engine_start_s:.0f} s[/dim]" if m and m.engine_start_s else ""
+    head = [run.layout.name + start, run.status, f"{_num(kv, '{:,.0f}')}{_err(errs.get(('kv_cache_tokens', None)))}"]
+    workloads = m.workloads if m else []
+    if not workloads:
+        t.add_row(*head, "", "", "", "")
+    for i, w in enumerate(workloads):
+        lab, wl = w.workload.label, w.workload
+        row = head if i == 0 else ["", "", ""]
+        short = f"{wl.num_requests}×{wl.input_len}→{wl.output_len}"
+        t.add_row(
+            *row,
+            short if w.status == "ok" else f"{short} failed",
+            f"{_num(w.output_tokens_per_s)}{_err(errs.get(('output_tokens_per_s', lab)))}",
+            f"{_num(w.ttft.median_ms if w.ttft else None)}{_err(errs.get(('ttft_ms', lab)))}",
+            f"{_num(w.tpot.median_ms if w.tpot else None, '{:,.2f}')}{_err(errs.get(('tpot_ms', lab)))}",
+        )

