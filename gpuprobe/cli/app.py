@@ -51,6 +51,9 @@ from gpuprobe.cli import probe as _probe  # noqa: E402,F401
 from gpuprobe.cli import recommend as _recommend  # noqa: E402
 
 app.command("recommend")(_recommend.recommend)
+from gpuprobe.cli import validate as _validate  # noqa: E402
+
+app.command("validate")(_validate.validate)
 from gpuprobe.cli import topo as _topo  # noqa: E402
 
 app.command("topo")(_topo.topo)
