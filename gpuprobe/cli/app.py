@@ -44,9 +44,9 @@ def _root(
 
 
 # Subcommands: each module defines one function; registration order is the order in --help.
-from gpuprobe.cli import probe as _probe  # noqa: E402,F401
+from gpuprobe.cli import probe as _probe  # noqa: E402
 
-# app.command("probe")(_probe.probe)
+app.command("probe")(_probe.probe)
 # (more commands are registered below this line)
 from gpuprobe.cli import recommend as _recommend  # noqa: E402
 

@@ -1,3 +1,134 @@
 """``gpuprobe probe``: run the measurement suite and write a results file."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gpuprobe.cli.output import Output
+from gpuprobe.errors import NoGpu
+from gpuprobe.options import MiB, ProbeOptions
+from gpuprobe.report import terminal
+from gpuprobe.results.io import load_results
+from gpuprobe.results.serde import to_data
+
+RECORDED = Path(__file__).resolve().parent.parent / "data" / "h100-probe-2026-11-25.json"
+"""A real capture shipped with gpuprobe (one NVIDIA H100 80GB HBM3, 2026-11-25), shown where no GPU is."""
+
+
+def probe(
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write the results file here (JSON)."),
+    tests: list[str] = typer.Option([], "-t", "--tests", help="Probe key, prefix, group or index (repeatable)."),
+    list_: bool = typer.Option(False, "-l", "--list", help="List the probes and exit."),
+    quick: bool = typer.Option(False, "--quick", help="64 MiB buffers, fewer copies and a shorter sweep."),
+    gpus: str | None = typer.Option(None, "--gpus", help="GPU indices to probe, e.g. 0,1,2 (default: all)."),
+    buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size", help="MiB per copy (default 512)."),
+    samples: int | None = typer.Option(None, "-i", "--samples", help="Timed samples per figure (default 3)."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the data check of the copies."),
+    backend: str | None = typer.Option(None, "--backend", help="Collectives backend: nccl or gloo."),
+    cpu_ranks: int | None = typer.Option(None, "--cpu-ranks", help="Processes for the gloo all-reduce on CPU."),
+    ar_max: int | None = typer.Option(None, "--allreduce-max-bytes", help="Largest all-reduce message (bytes)."),
+    input_: Path | None = typer.Option(None, "--input", help="Show an existing results file instead of probing."),
+    json_: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+) -> None:
+    """Measure host<->GPU and GPU<->GPU bandwidth and latency, local HBM copy and all-reduce.
+
+    Exit code 0 when every selected probe ran (or was waived), 4 when some failed or did not verify,
+    3 when there is no GPU (the recorded capture shipped with gpuprobe is shown instead).
+    """
+    from gpuprobe.probes import run as _run  # noqa: F401  (imports every probe into the registry)
+    from gpuprobe.probes.core.registry import REGISTRY, select
+
+    out = Output(json_mode=json_)
+    if list_:
+        specs = select(tests) if tests else REGISTRY
+        out.data([{"index": REGISTRY.index(s), "key": s.key, "group": s.group, "unit": s.unit,
+                   "description": s.description, "min_gpus": s.min_gpus} for s in specs] if json_
+                 else terminal.probe_list_table(specs))
+        return
+    if input_ is not None:
+        _show(out, load_results(input_))
+        return
+    kw: dict = {"tests": tests, "quick": quick, "verify": not no_verify}
+    if gpus:
+        kw["gpus"] = _parse_gpus(gpus)
+    if buffer_mib is not None:
+        kw["buffer_size_bytes"] = buffer_mib * MiB
+    if samples is not None:
+        kw["samples"] = samples
+    if backend is not None:
+        kw["collective_backend"] = backend
+    if cpu_ranks is not None:
+        kw["cpu_ranks"] = cpu_ranks
+    if ar_max is not None:
+        kw["allreduce_max_bytes"] = ar_max
+    options = ProbeOptions(**kw)
+
+    results = _run_with_progress(out, options, output)
+    cuda_missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
+    ran_any = any(m.status != "waived" for m in results.measurements)
+    if cuda_missing and not ran_any:
+        out.warn(cuda_missing[0])
+        if RECORDED.exists():
+            out.info(f"Showing the recorded capture shipped with gpuprobe instead: {RECORDED.name} "
+                     "(a real run on one NVIDIA H100 80GB HBM3, 2026-11-25)")
+            _show(out, load_results(RECORDED))
+        raise NoGpu(cuda_missing[0].removeprefix("CUDA probes skipped: "),
+                    hint="run on a machine with an NVIDIA GPU and CuPy ('pip install gpuprobe[gpu]'), or run "
+                         "'gpuprobe probe --tests all_reduce --backend gloo' for the CPU collectives")
+    _show(out, results)
+    if output:
+        out.info(f"results written to {output}")
+    for p in results.problems:
+        out.warn(p)
+    if results.status == "partial":
+        raise typer.Exit(4)
+
+
+def _parse_gpus(text: str) -> list[int]:
+    from gpuprobe.errors import UsageError
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--gpus {text!r} is not a comma-separated list of GPU indices") from None
+
+
+def _run_with_progress(out: Output, options: ProbeOptions, output: Path | None):
+    from gpuprobe.probes.run import run_probes
+
+    if not out.interactive:
+        return run_probes(options, output=output)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]probing[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=out.err, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        state = {"key": None}
+
+        def on_start(specs: list) -> None:
+            bar.update(task, total=len(specs))
+
+        def progress(label: str) -> None:
+            key = label.split()[0]
+            if state["key"] is not None and key != state["key"]:
+                bar.advance(task)
+            state["key"] = key
+            bar.update(task, description=label)
+
+        return run_probes(options, output=output, progress=progress, on_start=on_start)
+
+
+def _show(out: Output, results) -> None:
+    if out.json_mode:
+        out.data(to_data(results))
+        return
+    out.data(terminal.summary_table(results))
+    ar = terminal.allreduce_table(results)
+    if ar is not None:
+        out.data(ar)
+    if results.probe_seconds:
+        out.data(terminal.timing_table(results))
+    for n in results.notes:
+        out.info(f"note: {n}")

@@ -81,12 +81,16 @@ class ProbeSpec:
 
 
 REGISTRY: list[ProbeSpec] = []
+GROUP_ORDER = ("host", "local", "latency", "p2p", "collective")
+"""Run and list order: cheap single-GPU probes first, all-reduce last."""
 
 
 def register(spec: ProbeSpec) -> ProbeSpec:
     if any(s.key == spec.key for s in REGISTRY):
         raise ValueError(f"probe {spec.key} registered twice")
     REGISTRY.append(spec)
+    rank = {g: i for i, g in enumerate(GROUP_ORDER)}
+    REGISTRY.sort(key=lambda s: rank.get(s.group, len(rank)))  # stable: registration order within a group
     return spec
 
 

@@ -1,0 +1,83 @@
+"""``gpuprobe probe`` in-process on a machine without a GPU: exit codes, one-line errors, real gloo runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gpuprobe import load_results
+from gpuprobe.cli.app import main
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_version_and_help(capsys) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("gpuprobe ")
+    code, out, _ = run(capsys, "probe", "--help")
+    assert code == 0 and "--quick" in out
+
+
+def test_list_shows_nvbandwidth_keys(capsys) -> None:
+    code, out, _ = run(capsys, "probe", "--list", "--json")
+    assert code == 0
+    keys = [p["key"] for p in json.loads(out)]
+    for key in ("host_to_device_memcpy_ce", "device_to_device_memcpy_read_sm", "host_device_latency_sm",
+                "device_local_copy", "all_reduce"):
+        assert key in keys
+    assert keys.index("host_to_device_memcpy_ce") == 0
+
+
+def test_no_gpu_says_so_and_shows_the_recorded_capture(capsys) -> None:
+    code, out, err = run(capsys, "probe")
+    assert code == 3
+    assert "H100" in out  # the shipped real capture is rendered
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+
+
+def test_unknown_probe_is_a_usage_error(capsys) -> None:
+    code, _, err = run(capsys, "probe", "--tests", "no_such_probe")
+    assert code == 2 and err.startswith("Error: no probe matches 'no_such_probe'")
+
+
+def test_bad_option_values_are_usage_errors(capsys) -> None:
+    code, _, err = run(capsys, "probe", "--tests", "all_reduce", "--backend", "mpi")
+    assert code == 2 and "collective backend 'mpi'" in err
+    code, _, err = run(capsys, "probe", "--gpus", "zero")
+    assert code == 2 and "--gpus" in err
+
+
+def test_corrupt_input_file_is_one_error_line(capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "r.json"
+    bad.write_text('{"kind": "gpuprobe.results", "schema_version": 1, "run": 3}')
+    code, _, err = run(capsys, "probe", "--input", str(bad))
+    assert code == 1 and err.count("Error:") == 1 and "Traceback" not in err
+
+
+def test_input_renders_the_real_capture(capsys, h100_results_path: Path) -> None:
+    code, out, _ = run(capsys, "probe", "--input", str(h100_results_path), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["kind"] == "gpuprobe.results" and data["devices"][0]["name"].startswith("NVIDIA H100")
+
+
+@pytest.mark.slow
+def test_gloo_all_reduce_through_the_cli(capsys, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    out_file = tmp_path / "cpu.json"
+    code, _, err = run(capsys, "probe", "--tests", "all_reduce", "--backend", "gloo", "--cpu-ranks", "2",
+                       "--allreduce-max-bytes", "65536", "-o", str(out_file))
+    assert code == 0, err
+    res = load_results(out_file)
+    assert res.status == "complete"
+    ms = [m for m in res.measurements if m.probe == "all_reduce"]
+    assert len(ms) == len({m.size_bytes for m in ms}) >= 10
+    assert all(m.status == "ok" and m.verified and m.wrong_elements == 0 and m.engine == "gloo" for m in ms)
+    assert all(m.value > 0 and m.busbw_gbps == pytest.approx(m.algbw_gbps * 2 * (2 - 1) / 2) for m in ms)

@@ -1,0 +1,54 @@
+"""run_probes keeps going after a crashed probe and keeps what was measured when interrupted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpuprobe import load_results
+from gpuprobe.options import ProbeOptions
+from gpuprobe.probes import run as run_mod
+from gpuprobe.probes.core.registry import ProbeSpec
+from gpuprobe.results.model import Measurement
+
+
+def _spec(key: str, fn) -> ProbeSpec:
+    return ProbeSpec(key=key, group="test", description=key, run=fn, needs="dist")
+
+
+def _one(ctx):
+    yield Measurement(probe="first", status="waived", unit="GB/s", reason="placeholder record of the run machinery")
+
+
+def _crash(ctx):
+    raise RuntimeError("boom\nsecond line")
+    yield  # pragma: no cover
+
+
+def _interrupt(ctx):
+    raise KeyboardInterrupt
+    yield  # pragma: no cover
+
+
+def test_a_crashing_probe_becomes_an_error_record(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(run_mod, "select", lambda tests: [_spec("first", _one), _spec("crash", _crash),
+                                                          _spec("after", _one)])
+    out = tmp_path / "r.json"
+    res = run_mod.run_probes(ProbeOptions(tests=["x"]), output=out)
+    keys = [(m.probe, m.status) for m in res.measurements]
+    assert ("crash", "error") in keys and keys[-1] == ("first", "waived") and len(keys) == 3
+    err = next(m for m in res.measurements if m.status == "error")
+    assert err.reason == "RuntimeError: boom"
+    assert res.status == "partial" and load_results(out) == res
+    assert set(res.probe_seconds) == {"first", "crash", "after"}
+
+
+def test_interrupt_keeps_the_results_measured_so_far(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(run_mod, "select", lambda tests: [_spec("first", _one), _spec("stop", _interrupt)])
+    out = tmp_path / "r.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_mod.run_probes(ProbeOptions(tests=["x"]), output=out)
+    saved = load_results(out)
+    assert saved.status == "interrupted" and [m.probe for m in saved.measurements] == ["first"]
+    assert saved.run.finished_utc is not None
