@@ -28,7 +28,7 @@ def test_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["kind"] == "gpuprobe.recommendation" and doc["vllm_version"] == "0.26.0"
     assert len(doc["layouts"]) == 38
     for layout in doc["layouts"]:
-        assert LAYOUT_KEYS <= set(layout)
+        assert set(layout) >= LAYOUT_KEYS
     best = doc["layouts"][0]
     assert best["fits"] and best["reason"] is None
     assert {"ttft_ms", "tpot_ms", "output_tokens_per_s"} <= set(best["predicted"])
