@@ -45,9 +45,10 @@ def predict_layout_memory(spec: ModelSpec, system: SystemProfile, layout: Layout
     """vLLM's KV accounting for one replica of ``layout`` on its GPUs (the smallest GPU of the replica)."""
     gpus = [system.gpus[g] for g in layout.replica_gpus(0)]
     total = min(g.memory_bytes.value for g in gpus)
-    if cal.memory.cuda_reserved_bytes is not None and gpus[0].memory_bytes.source == "measured":
-        spec_total = gpus[0].spec.nvml_memory_mib << 20 if gpus[0].spec else None
-        total = (spec_total or total) - cal.memory.cuda_reserved_bytes
+    reserved = cal.memory.cuda_reserved_bytes
+    if reserved is not None:
+        total = min((g.reported_memory_bytes or (g.spec.nvml_memory_mib << 20 if g.spec else 0)) - reserved
+                    for g in gpus)
     resolved = resolve_serve(serve, int(total), gpus[0].name, spec.max_position_embeddings, spec.mla is not None)
     return predict_memory(spec, layout.tp, layout.pp, int(total), resolved, cal.memory)
 

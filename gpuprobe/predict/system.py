@@ -55,6 +55,8 @@ class GpuProfile:
     h2d_gbps: Figure
     bf16_tflops: Figure
     fp8_tflops: Figure | None
+    reported_memory_bytes: int | None = None
+    """Total memory as the results file reports it (before subtracting the CUDA-reserved part)."""
 
 
 @dataclass
@@ -270,7 +272,7 @@ def _gpu_profile(
     else:
         bf16 = Figure(hbm_fig.value * 0.2, "assumed", "unknown GPU: 200 FLOP per byte of HBM bandwidth")
         fp8 = None
-    return GpuProfile(index, name, spec, mem, hbm_fig, h2d_fig, bf16, fp8)
+    return GpuProfile(index, name, spec, mem, hbm_fig, h2d_fig, bf16, fp8, nvml_total)
 
 
 def system_from_spec(gpu: str, num_gpus: int) -> SystemProfile:

@@ -90,3 +90,16 @@ def test_calibration_round_trip(tmp_path: Path) -> None:
     back = load_calibration(tmp_path / "cal.json")
     assert back.hbm_efficiency == 0.8 and back.memory.sampler_logits_copies == 8.0
     assert back.source.endswith("cal.json")
+
+
+def test_real_h100_results_file(h100_results_path: Path, configs: Path) -> None:
+    """The committed single-H100 results file (skipped until it is in tests/data)."""
+    if not h100_results_path.exists():
+        pytest.skip("tests/data/h100-probe-2026-11-25.json not committed yet")
+    from gpuprobe.predict.recommend import recommend
+    from gpuprobe.results import load_results
+
+    sysp = system_from_results(load_results(h100_results_path), name=h100_results_path.name)
+    assert sysp.gpu_count == 1 and sysp.gpus[0].spec is not None
+    rec = recommend(load_model_spec(configs / "llama-3.1-8b.json"), sysp, ServeOptions(), Workload(), Calibration())
+    assert len(rec.layouts) == 1 and rec.layouts[0].fits
