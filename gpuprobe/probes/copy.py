@@ -42,6 +42,9 @@ def _host_probe(ctx: ProbeContext, key: str, direction: str, engine: str, bidire
         res = measure_copies(ctx.cuda, copies, count=o.copies_per_sample, warmup=o.warmup_copies,
                              samples=o.samples, verify=o.verify)
         src, dst = ("host", gpu(g)) if direction == H2D else (gpu(g), "host")
+        if bidirectional and res.other_gbps:
+            reverse = sorted(o[0] for o in res.other_gbps)[len(res.other_gbps) // 2]
+            res.notes.append(f"reverse direction ran at {reverse:.2f} GB/s (median over its own window)")
         yield from_window(key, res, src=src, dst=dst, initiator=gpu(g), direction=direction, engine=engine,
                           traffic="bidirectional" if bidirectional else "unidirectional", host_memory="pinned",
                           size_bytes=copies[0].nbytes, path_class="PCIe")

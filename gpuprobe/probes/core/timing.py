@@ -45,6 +45,8 @@ class WindowResult:
     """Per-sample bandwidths (GB/s) of the measured copy, its verification, and warnings."""
 
     gbps: list[float] = field(default_factory=list)
+    other_gbps: list[list[float]] = field(default_factory=list)
+    """Per sample, the bandwidth of each interfering copy over its own window."""
     wrong_elements: int = 0
     verified: bool = True
     notes: list[str] = field(default_factory=list)
@@ -100,6 +102,8 @@ def measure_copies(
             out.notes.append("enqueue took longer than the spin kernel's timeout: a sample includes enqueue time")
         ms = cuda.elapsed_ms(starts[0], ends[0])
         out.gbps.append(copies[0].nbytes * count / (ms * 1e-3) / 1e9)
+        out.other_gbps.append([c.nbytes * 2 * count / (cuda.elapsed_ms(starts[i], ends[i]) * 1e-3) / 1e9
+                               for i, c in enumerate(copies) if i > 0])
         if verify:
             for c in copies:
                 wrong = cuda.check(c.check_device if c.check_device is not None else c.device, c.dst, c.nbytes,
