@@ -145,6 +145,7 @@ class _Plan:
     path_class: Callable[[int, int], str | None] | None
     progress: Callable[[str], None]
     notes: list[str] = field(default_factory=list)
+    cuda_graph: bool = False
 
     def who(self, group: Sequence[int]) -> str:
         return f"{'GPUs' if self.backend == 'nccl' else 'ranks'} {list(group)}"
@@ -165,6 +166,12 @@ def _base_notes(plan: _Plan, n: int) -> list[str]:
         f"time: host clock over {plan.iters} back-to-back ops / {plan.iters}, device synchronized, averaged over "
         f"ranks, as nccl-tests; median of {plan.samples} samples after {plan.warmup} warm-up ops",
     ]
+    if plan.cuda_graph:
+        notes.append(f"CUDA graph: the {plan.iters} ops of a sample are captured once and replayed, as nccl-tests "
+                     "-G 1 (no per-call launch overhead in the time)")
+    elif plan.backend == "nccl":
+        notes.append("eager: each op's torch.distributed + NCCL launch cost is in the time (17-30 us per call on "
+                     "one H100 host), which dominates small messages; cuda_graph=True removes it")
     if n == 1:
         notes.append("one rank: busbw is 0 by definition; NCCL's in-place all-reduce on one rank moves no data, "
                      "so the time is the per-call launch overhead")
@@ -252,7 +259,8 @@ class _World:
         budgets = sum(plan.budget_s(plan.counts) for _ in groups)
         wplan = WorkerPlan(backend=plan.backend, labels=plan.labels, port=_free_port(), groups=groups,
                            counts=plan.counts, iters=plan.iters, warmup=plan.warmup, samples=plan.samples,
-                           directory=str(directory), init_timeout_s=plan.startup_timeout_s + budgets)
+                           directory=str(directory), init_timeout_s=plan.startup_timeout_s + budgets,
+                           cuda_graph=plan.cuda_graph)
         mp = multiprocessing.get_context("spawn")
         procs: list[Any] = []
         try:
@@ -406,19 +414,24 @@ def iter_allreduce_sweep(
     path_class: Callable[[int, int], str | None] | None = None,
     progress: Callable[[str], None] | None = None,
     notes: Sequence[str] = (),
+    cuda_graph: bool = False,
 ) -> Iterator[Measurement]:
     """Sweep ``sizes`` (bytes, float32) over each group; yield one Measurement per (group, size) as measured.
 
     ``groups`` and ``world`` name GPUs for NCCL (one process per GPU index) and process ranks for gloo (CPU
     processes). ``world`` defaults to every member of every group. ``timeout_s`` is the deadline of one group's
     sweep (default: :func:`group_timeout_s`). A group that fails yields ``error`` records for its unmeasured
-    sizes, and the remaining groups run in a fresh set of workers.
+    sizes, and the remaining groups run in a fresh set of workers. ``cuda_graph`` (NCCL only) captures each
+    sample's ops in a CUDA graph and times the replay (nccl-tests ``-G 1``): the device-side time without the
+    per-call launch cost, which is what a CUDA-graph-captured decode step (vLLM) pays.
     """
     torch = _torch()
     if backend not in ("nccl", "gloo"):
         raise UsageError(f"collective backend {backend!r} is not one of nccl, gloo")
     if not groups or any(not g or len(set(g)) != len(g) for g in groups):
         raise UsageError(f"all-reduce groups {list(map(list, groups))} are invalid: give non-empty distinct ranks")
+    if cuda_graph and backend != "nccl":
+        raise UsageError("CUDA-graph timing needs the NCCL backend")
     if not sizes or min(sizes) < 1 or min(iters, samples) < 1 or warmup < 0:
         raise UsageError("all-reduce sweep needs sizes >= 1 byte, iters and samples >= 1, warm-up >= 0")
     labels = sorted(set(world) if world is not None else {m for g in groups for m in g})
@@ -427,7 +440,7 @@ def iter_allreduce_sweep(
     plan = _Plan(backend=backend, labels=labels, groups=[sorted(g) for g in groups], counts=element_counts(sizes),
                  iters=iters, warmup=warmup, samples=samples, timeout_s=timeout_s,
                  startup_timeout_s=startup_timeout_s, path_class=path_class,
-                 progress=progress or (lambda label: None), notes=list(notes))
+                 progress=progress or (lambda label: None), notes=list(notes), cuda_graph=cuda_graph)
     if backend == "nccl" and not (torch.cuda.is_available() and torch.distributed.is_nccl_available()):
         reason = f"torch {torch.__version__} has no CUDA/NCCL support here; the NCCL all-reduce cannot run"
         for g in plan.groups:

@@ -53,6 +53,8 @@ class WorkerPlan:
     samples: int
     directory: str
     init_timeout_s: float
+    cuda_graph: bool = False
+    """NCCL only: capture the ``iters`` ops of a sample in a CUDA graph and time its replay (nccl-tests -G 1)."""
 
 
 class _Out:
@@ -161,6 +163,16 @@ def _run(rank: int, plan: WorkerPlan, out: _Out) -> None:
     dist.destroy_process_group()
 
 
+def _capture(torch: Any, dist: Any, plan: WorkerPlan, views: list[Any], pg: Any) -> Any:
+    """The ``iters`` all-reduces of one sample captured in a CUDA graph (launch overhead out of the window)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=torch.cuda.Stream()):
+        for k in range(plan.iters):
+            dist.all_reduce(views[k % len(views)], group=pg)
+    torch.cuda.synchronize()
+    return graph
+
+
 def _sweep_group(torch: Any, dist: Any, plan: WorkerPlan, out: _Out, rank: int, gi: int, members: list[int],
                  counts: list[int], buf: Any, pg: Any, cpg: Any, sync: Any) -> None:
     leader = rank == members[0]
@@ -179,14 +191,19 @@ def _sweep_group(torch: Any, dist: Any, plan: WorkerPlan, out: _Out, rank: int, 
         for k in range(plan.warmup):
             dist.all_reduce(views[k % len(views)], group=pg)
         sync()
+        graph = _capture(torch, dist, plan, views, pg) if plan.cuda_graph else None
         per_op_s = []
         for _ in range(plan.samples):
             dist.barrier(group=cpg)
             start = time.perf_counter()
-            for k in range(plan.iters):
-                dist.all_reduce(views[k % len(views)], group=pg)
+            if graph is not None:
+                graph.replay()
+            else:
+                for k in range(plan.iters):
+                    dist.all_reduce(views[k % len(views)], group=pg)
             sync()
             per_op_s.append((time.perf_counter() - start) / plan.iters)
+        del graph
         times = torch.tensor(per_op_s, dtype=torch.float64)
         dist.all_reduce(times, group=cpg)  # average over ranks, as nccl-tests' default -a 1
         region = buf[:count]

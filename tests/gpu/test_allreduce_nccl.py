@@ -46,3 +46,13 @@ def test_probe_quick_on_gpus() -> None:
     assert ms and all(m.status == "ok" and m.engine == "nccl" for m in ms), [m.reason for m in ms]
     assert {m.size_bytes for m in ms} == set(opts.allreduce_sizes())
     assert labels
+
+
+def test_nccl_sweep_cuda_graph() -> None:
+    gpus = _gpus()
+    ms = run_allreduce_sweep([gpus], "nccl", SIZES, iters=20, warmup=5, samples=3, cuda_graph=True)
+    assert [m.size_bytes for m in ms] == SIZES
+    for m in ms:
+        assert m.status == "ok", m.reason
+        assert m.verified is True and m.wrong_elements == 0 and m.stat.median > 0
+        assert any("CUDA graph" in n for n in m.notes)

@@ -158,3 +158,5 @@ def test_bad_arguments() -> None:
         run_allreduce_sweep([[0, 1]], "mpi", [64])
     with pytest.raises(UsageError):
         run_allreduce_sweep([[0, 1]], "gloo", [64], world=[0])
+    with pytest.raises(UsageError, match="CUDA-graph"):
+        run_allreduce_sweep([[0, 1]], "gloo", [64], cuda_graph=True)
