@@ -69,7 +69,7 @@ def recommend(
     )
     workload = Workload(input_len=input_len, output_len=output_len, concurrency=concurrency)
     cal = load_calibration(calibration) if calibration else Calibration()
-    model_ref = str(model.parent if model.name == "config.json" else model)
+    model_ref = str(model.parent if model.is_file() else model)  # vLLM takes the directory holding config.json
     rec = run_recommend(spec, profile, serve, workload, cal, objective, Slo(max_ttft_ms, max_tpot_ms),  # type: ignore[arg-type]
                         model_ref=model_ref)
     if output is not None:

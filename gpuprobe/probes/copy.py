@@ -94,8 +94,8 @@ def _pageable(ctx: ProbeContext, key: str, direction: str) -> Iterator[Measureme
             host.fill(0)
             src, dst = b.d_src, hptr
         times = measure_unblocked(cuda, g, lambda s, src=src, dst=dst, n=b.nbytes: cuda.memcpy_async(dst, src, n, s),
-                                  count=max(1, o.copies_per_sample // 4), warmup=1, samples=o.samples)
-        count = max(1, o.copies_per_sample // 4)
+                                  count=max(1, o.copies_per_sample // 8), warmup=1, samples=o.samples)
+        count = max(1, o.copies_per_sample // 8)
         wrong = None
         if o.verify:
             if direction == D2H:
