@@ -15,6 +15,7 @@ from gpuprobe.cli.output import Output
 from gpuprobe.errors import UsageError
 from gpuprobe.results.serde import to_data
 from gpuprobe.results.validation import LayoutRun, ValidationLayout, ValidationRuns, Workload
+from gpuprobe.validate.calibrate import CalibrationFit
 
 DEFAULT_WORKLOADS = ["n=1,in=128,out=64", "n=16,in=128,out=64"]
 
@@ -105,7 +106,7 @@ def validate(
         for runs in all_runs:
             out.data(runs_table(runs))
         if fit is not None:
-            out.data(cal.fit_table(fit))
+            out.data(fit_table(fit))
     if any(r.status in ("failed", "timeout") for runs in all_runs for r in runs.layouts):
         raise typer.Exit(4)
 
@@ -188,7 +189,7 @@ def runs_table(runs: ValidationRuns) -> Group:
         if run.reason:
             log = f" (log: {run.log_path})" if run.log_path else ""
             notes.append(f"{run.layout.name}: {escape(run.reason)}{log}")
-        if run.comparison and run.comparison.reason:
+        if run.status == "ok" and run.comparison and run.comparison.reason:
             notes.append(f"{run.layout.name}: no comparison: {escape(run.comparison.reason)}")
     return Group(t, *notes)
 
@@ -213,3 +214,20 @@ def _add_run_rows(t: Table, run: LayoutRun) -> None:
             f"{_num(w.ttft.median_ms if w.ttft else None)}{_err(errs.get(('ttft_ms', lab)))}",
             f"{_num(w.tpot.median_ms if w.tpot else None, '{:,.2f}')}{_err(errs.get(('tpot_ms', lab)))}",
         )
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def fit_table(fit: CalibrationFit) -> Table:
+    """Error before, in-sample after and held-out after calibration, per figure; then the factors."""
+    t = Table(title=f"Calibration ({fit.holdout})", title_justify="left")
+    for col in ("figure", "n", "|error| before", "after (in-sample)", "held-out median", "held-out max"):
+        t.add_column(col, justify="left" if col == "figure" else "right")
+    for f in fit.figures:
+        t.add_row(f.figure, str(f.n), _pct(f.median_abs_before), _pct(f.median_abs_after),
+                  _pct(f.median_abs_heldout), _pct(f.max_abs_heldout))  # fmt: skip
+    for fac in fit.factors:
+        t.add_row(f"[dim]{fac.name}[/dim]", "", f"{fac.before:.4g}", f"{fac.after:.4g}", "", "")
+    return t

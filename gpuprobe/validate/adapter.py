@@ -99,8 +99,107 @@ def _predict_cpu(req: PredictRequest) -> PredictedRun:
 
 
 # --- GPU ---------------------------------------------------------------------------------------------------
+_SYSTEMS: dict[tuple[str | None, str | None, int], Any] = {}
+_SPECS: dict[str, Any] = {}
+
+
+def _system(req: PredictRequest) -> Any:
+    """The predictor's SystemProfile: the probe results file if given, else datasheet figures of the device."""
+    name = (req.measured.device_name if req.measured else None) or req.device or ""
+    key = (req.system_path, name, req.gpu_count)
+    if key not in _SYSTEMS:
+        from gpuprobe.predict.gpu_specs import spec_for_device_name
+        from gpuprobe.predict.system import system_from_results, system_from_spec
+        from gpuprobe.results.io import load_results
+
+        if req.system_path:
+            _SYSTEMS[key] = system_from_results(load_results(req.system_path), name=req.system_path)
+        else:
+            spec = spec_for_device_name(name)
+            if spec is None:
+                raise PredictorUnavailable(f"no datasheet for GPU {name!r}; pass --system RESULTS.json")
+            _SYSTEMS[key] = system_from_spec(spec.key, max(req.gpu_count, req.layout.gpu_count))
+    return _SYSTEMS[key]
+
+
+def _model_spec(config: dict[str, Any]) -> Any:
+    import json
+
+    from gpuprobe.predict.model_spec import model_spec_from_dict
+
+    text = json.dumps(config, sort_keys=True)
+    if text not in _SPECS:
+        _SPECS[text] = model_spec_from_dict(config, name=str(config.get("_name_or_path") or "model"))
+    return _SPECS[text]
+
+
+def _layout(req: PredictRequest, system: Any) -> Any:
+    """One replica (a validation run starts one engine), on the run's GPUs when it named them."""
+    from gpuprobe.predict.layouts import Layout, assign_gpus
+
+    lay = req.layout
+    if lay.gpus and len(lay.gpus) == lay.gpu_count:
+        stages = tuple(tuple(lay.gpus[s * lay.tp : (s + 1) * lay.tp]) for s in range(lay.pp))
+        return Layout(lay.tp, lay.pp, 1, (stages,))
+    return assign_gpus(system, lay.tp, lay.pp, 1)
+
+
+def _serve(req: PredictRequest) -> Any:
+    """The engine's effective settings (as it reported them), so the prediction answers the same question."""
+    from gpuprobe.predict.options import ServeOptions
+
+    m, lay = req.measured, req.layout
+    kv = m.kv_cache if m else None
+    return ServeOptions(
+        gpu_memory_utilization=(m.gpu_memory_utilization if m else None) or lay.gpu_memory_utilization,
+        max_model_len=(m.max_model_len if m else None) or lay.max_model_len,
+        max_num_seqs=(m.max_num_seqs if m else None) or lay.max_num_seqs,
+        max_num_batched_tokens=(m.max_num_batched_tokens if m else None) or lay.max_num_batched_tokens,
+        block_size=kv.block_size if kv else None,
+        kv_cache_dtype="fp8" if lay.kv_cache_dtype.startswith("fp8") else "auto",
+        enforce_eager=lay.enforce_eager,
+        usage_context="llm",
+    )
+
+
 def _predict_gpu(req: PredictRequest) -> PredictedRun:
-    raise PredictorUnavailable("gpuprobe.predict has no predict_layout yet")
+    try:
+        from gpuprobe.predict.calibration import Calibration
+        from gpuprobe.predict.options import Workload as PredictWorkload
+        from gpuprobe.predict.recommend import predict_layout
+    except ImportError as exc:
+        raise PredictorUnavailable(f"the predictor cannot be imported ({exc})") from None
+    from gpuprobe.results.serde import to_data
+
+    system = _system(req)
+    spec = _model_spec(req.model_config)
+    layout = _layout(req, system)
+    serve = _serve(req)
+    cal = req.calibration or Calibration()
+    out = PredictedRun(predictor="gpuprobe.predict.recommend.predict_layout", system=system.name)
+    for wl in req.workloads or [Workload(1, 128, 16)]:
+        work = PredictWorkload(input_len=wl.input_len, output_len=wl.output_len, concurrency=concurrency_of(req, wl))
+        res = predict_layout(spec, system, layout, work, serve, cal)
+        if out.kv_cache_tokens is None and res.kv_cache_tokens is not None:
+            out.kv_cache_tokens = float(res.kv_cache_tokens)
+            out.raw = {k: v for k, v in to_data(res).items() if k not in ("predicted", "vllm_command")}
+            out.raw["workloads"] = {}
+        if not res.fits:
+            out.reasons.update({f: f"predicted not to start: {res.reason}" for f in _FIGS})
+            out.raw.setdefault("reason", res.reason)
+            continue
+        p = res.predicted
+        out.workloads[wl.label] = {
+            "output_tokens_per_s": p.output_tokens_per_s if p else None,
+            "ttft_ms": p.ttft_ms if p else None,
+            "tpot_ms": p.tpot_ms if p else None,
+        }
+        if p is not None:
+            out.raw.setdefault("workloads", {})[wl.label] = to_data(p)
+    return out
+
+
+_FIGS = ("kv_cache_tokens", "output_tokens_per_s", "ttft_ms", "tpot_ms")
 
 
 def predict_run(req: PredictRequest) -> PredictedRun:

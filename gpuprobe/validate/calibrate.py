@@ -25,8 +25,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.table import Table
-
 from gpuprobe.errors import UsageError
 from gpuprobe.results.serde import to_data
 from gpuprobe.results.validation import LayoutRun, ValidationRuns
@@ -321,19 +319,3 @@ def save_fit(fit: CalibrationFit, path: str | os.PathLike[str]) -> None:
     save_calibration(from_data(Calibration, fit.calibration), path)
     report = {k: v for k, v in to_data(fit).items() if k != "calibration"}
     write_json_atomic(f"{os.fspath(path)}.fit.json", {"kind": "gpuprobe.calibration-fit", **report})
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1%}"
-
-
-def fit_table(fit: CalibrationFit) -> Table:
-    t = Table(title=f"Calibration ({fit.holdout})", title_justify="left")
-    for col in ("figure", "n", "|error| before", "after (in-sample)", "held-out median", "held-out max"):
-        t.add_column(col, justify="left" if col == "figure" else "right")
-    for f in fit.figures:
-        t.add_row(f.figure, str(f.n), _pct(f.median_abs_before), _pct(f.median_abs_after),
-                  _pct(f.median_abs_heldout), _pct(f.max_abs_heldout))  # fmt: skip
-    for fac in fit.factors:
-        t.add_row(f"[dim]{fac.name}[/dim]", "", f"{fac.before:.4g}", f"{fac.after:.4g}", "", "")
-    return t

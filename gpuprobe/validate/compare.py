@@ -62,7 +62,8 @@ def compare_run(
     predictor: Predictor | None = None,
 ) -> Comparison:
     """The comparison of one layout run (needs its measurement; a run that never started has none)."""
-    if run.measured is None or run.status == "skipped":
+    m = run.measured
+    if m is None or run.status == "skipped" or (m.kv_cache is None and not m.workloads):
         return Comparison(predictor="none", reason="nothing was measured")
     req = PredictRequest(
         model_config=runs.model_config,
