@@ -96,6 +96,12 @@ def test_vllm_error_is_one_line_and_the_next_layout_runs(tmp_path: Path, model_d
     assert run["status"] == "failed"
     assert "must be divisible by tensor parallel size (3)" in run["reason"] and "\n" not in run["reason"]
     assert "Traceback" in Path(run["log_path"]).read_text()
+    # the predictor refuses the same layout for the same reason, before any engine starts
+    from gpuprobe.predict.layouts import check_layout
+    from gpuprobe.predict.model_spec import load_model_spec
+
+    predicted = check_layout(load_model_spec(model_dir), tp=3, pp=1)
+    assert predicted is not None and "attention heads (4) not divisible by tensor parallel size 3" in predicted
 
 
 def test_timeout_kills_the_run(tmp_path: Path, model_dir: Path) -> None:
