@@ -1,0 +1,51 @@
+"""The import rule between stages (A may import B): the result model stays the contract, nothing imports the CLI."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "gpuprobe"
+OPEN = {"errors", "options", "__init__"}
+ALLOWED = {
+    "results": set(),
+    "system": {"results"},
+    "probes": {"results", "system", "probes"},
+    "topology": {"results", "system", "topology"},
+    "predict": {"results", "topology", "predict"},
+    "validate": {"results", "predict", "validate"},
+    "report": {"results", "report"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gpuprobe"):
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("gpuprobe"))
+    return names
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_stages_import_only_what_the_rule_allows() -> None:
+    bad = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).parts
+        stage = rel[0] if len(rel) > 1 else None
+        if stage is None or stage == "cli":
+            continue
+        for name in _imports(path):
+            target = _stage(name)
+            if target is None or target in OPEN or target == "__version__":
+                continue
+            if target == "cli" or target not in ALLOWED.get(stage, set()) | {stage}:
+                bad.append(f"{'/'.join(rel)} imports {name}")
+    assert not bad, "\n".join(sorted(bad))
