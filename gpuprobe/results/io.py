@@ -6,11 +6,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gpuprobe.errors import ResultsFileError
 from gpuprobe.results.model import RESULTS_KIND, SCHEMA_VERSION, Results
 from gpuprobe.results.serde import SerdeError, from_data, to_data
+
+T = TypeVar("T")
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
@@ -56,22 +58,32 @@ def read_json(path: str | os.PathLike[str], what: str = "results file") -> Any:
         ) from None
 
 
-def results_from_data(data: Any, origin: str = "results") -> Results:
+def document_from_data(cls: type[T], data: Any, *, kind: str, schema_version: int, what: str, origin: str,
+                       hint: str | None = None) -> T:
+    """Check a versioned gpuprobe document's ``kind`` and ``schema_version``, then build ``cls`` from it.
+
+    Every way it can be wrong is one ResultsFileError line naming ``origin``.
+    """
     if not isinstance(data, dict):
-        raise ResultsFileError(f"{origin} is not a gpuprobe results file (top level is not an object)")
-    kind = data.get("kind")
-    if kind != RESULTS_KIND:
-        raise ResultsFileError(f"{origin} is not a gpuprobe results file (kind is {kind!r})")
+        raise ResultsFileError(f"{origin} is not a gpuprobe {what} (top level is not an object)", hint=hint)
+    found = data.get("kind")
+    if found != kind:
+        raise ResultsFileError(f"{origin} is not a gpuprobe {what} (kind is {found!r})", hint=hint)
     version = data.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
+    if not isinstance(version, int) or version > schema_version or version < 1:
         raise ResultsFileError(
-            f"{origin} has schema version {version!r}; this gpuprobe reads versions 1..{SCHEMA_VERSION}",
+            f"{origin} has schema version {version!r}; this gpuprobe reads versions 1..{schema_version}",
             hint="upgrade gpuprobe to read files written by a newer version",
         )
     try:
-        return from_data(Results, data)
+        return from_data(cls, data)
     except SerdeError as exc:
         raise ResultsFileError(f"{origin} is damaged: {exc}") from None
+
+
+def results_from_data(data: Any, origin: str = "results") -> Results:
+    return document_from_data(Results, data, kind=RESULTS_KIND, schema_version=SCHEMA_VERSION,
+                              what="results file", origin=origin)
 
 
 def load_results(path: str | os.PathLike[str]) -> Results:
