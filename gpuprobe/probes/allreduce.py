@@ -47,16 +47,6 @@ _POLL_S = 0.02
 _EXIT_GRACE_S = 30.0
 
 
-def _torch() -> Any:
-    try:
-        import torch
-        import torch.distributed  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependency("the all-reduce probe needs torch (torch.distributed)", hint="pip install torch") \
-            from exc
-    return torch
-
-
 # ---- planning -----------------------------------------------------------------------------------------------
 
 
@@ -105,10 +95,20 @@ def probe_sizes(options: ProbeOptions, backend: str) -> tuple[list[int], list[st
 
 
 def choose_backend(requested: str | None, gpus: Sequence[int]) -> str:
-    """``requested``, else NCCL when GPUs are selected and torch sees CUDA, else gloo on CPU processes."""
+    """``requested``, else NCCL when GPUs are selected, else gloo on CPU processes.
+
+    The parent never imports torch (seconds of start-up): the workers do, and report a missing NCCL themselves.
+    """
     if requested:
         return requested
-    return "nccl" if gpus and _torch().cuda.is_available() else "gloo"
+    return "nccl" if gpus else "gloo"
+
+
+def _require_torch() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise MissingDependency("the all-reduce probe needs torch (torch.distributed)", hint="pip install torch")
 
 
 def _fmt(n: int) -> str:
@@ -240,10 +240,19 @@ def _kill(procs: list[Any]) -> None:
 
 
 class _World:
-    """One world of workers sweeping ``plan.groups[i] for i in todo``; yields Measurements as lines arrive."""
+    """One world of workers sweeping ``plan.groups[i] for i in todo``; yields Measurements as lines arrive.
+
+    ``start(gated=True)`` spawns the workers and lets them import torch and join the world, then hold until
+    ``run()`` (so their start-up overlaps whatever the parent does in between).
+    """
 
     def __init__(self, plan: _Plan, todo: list[int]) -> None:
         self.plan, self.todo = plan, todo
+        self.procs: list[Any] = []
+        self.directory: Path | None = None
+        self.go_file: Path | None = None
+        self.start_error: str | None = None
+        self.versions: dict[str, Any] = {}
         self.left_over: list[int] = []
         """Groups not attempted because an earlier one failed (run them in a fresh world)."""
         self.counts = list(plan.counts)
@@ -252,32 +261,44 @@ class _World:
         self.ready = False
         self.setup_s: dict[int, float] = {}
 
-    def run(self) -> Iterator[Measurement]:
+    def start(self, gated: bool = False) -> None:
         plan = self.plan
-        directory = Path(tempfile.mkdtemp(prefix="gpuprobe-allreduce-"))
+        self.directory = directory = Path(tempfile.mkdtemp(prefix="gpuprobe-allreduce-"))
+        self.go_file = directory / "go" if gated else None
         groups = [[plan.labels.index(m) for m in plan.groups[i]] for i in self.todo]
         budgets = sum(plan.budget_s(plan.counts) for _ in groups)
         wplan = WorkerPlan(backend=plan.backend, labels=plan.labels, port=_free_port(), groups=groups,
                            counts=plan.counts, iters=plan.iters, warmup=plan.warmup, samples=plan.samples,
                            directory=str(directory), init_timeout_s=plan.startup_timeout_s + budgets,
-                           cuda_graph=plan.cuda_graph)
+                           cuda_graph=plan.cuda_graph, go_file=str(self.go_file) if self.go_file else None)
         mp = multiprocessing.get_context("spawn")
-        procs: list[Any] = []
         try:
-            try:
-                for rank in range(len(plan.labels)):
-                    p = mp.Process(target=worker_main, args=(rank, wplan), daemon=True,
-                                   name=f"gpuprobe-allreduce-{rank}")
-                    p.start()
-                    procs.append(p)
-            except Exception as exc:  # noqa: BLE001 - e.g. too many processes; becomes a record
-                yield from self._fail(f"could not start the {plan.backend} workers: {' '.join(str(exc).split())[:300]}")
+            for rank in range(len(plan.labels)):
+                p = mp.Process(target=worker_main, args=(rank, wplan), daemon=True, name=f"gpuprobe-allreduce-{rank}")
+                p.start()
+                self.procs.append(p)
+        except Exception as exc:  # noqa: BLE001 - e.g. too many processes; becomes a record
+            self.start_error = f"could not start the {plan.backend} workers: {' '.join(str(exc).split())[:300]}"
+
+    def close(self) -> None:
+        _kill(self.procs)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def run(self) -> Iterator[Measurement]:
+        if self.directory is None:
+            self.start()
+        assert self.directory is not None
+        try:
+            if self.start_error:
+                yield from self._fail(self.start_error)
                 return
-            yield from self._watch(procs, _Tail([directory / f"rank{r}.jsonl" for r in range(len(procs))]),
-                                   directory)
+            if self.go_file is not None:
+                self.go_file.touch()
+            tail = _Tail([self.directory / f"rank{r}.jsonl" for r in range(len(self.procs))])
+            yield from self._watch(self.procs, tail, self.directory)
         finally:
-            _kill(procs)
-            shutil.rmtree(directory, ignore_errors=True)
+            self.close()
 
     def _current(self) -> int | None:
         return next((i for i in range(len(self.todo)) if i not in self.done), None)
@@ -297,6 +318,7 @@ class _World:
                     return
                 if kind == "ready":
                     self.ready = True
+                    self.versions = {"torch": line.get("torch"), "nccl": line.get("nccl")}
                     cap = int(line["cap_bytes"])
                     self.counts = [c for c in plan.counts if c * FLOAT32_BYTES <= cap]
                 elif kind == "bye":
@@ -425,7 +447,30 @@ def iter_allreduce_sweep(
     sample's ops in a CUDA graph and times the replay (nccl-tests ``-G 1``): the device-side time without the
     per-call launch cost, which is what a CUDA-graph-captured decode step (vLLM) pays.
     """
-    torch = _torch()
+    plan = make_plan(groups, backend, sizes, iters, warmup, samples, world=world, timeout_s=timeout_s,
+                     startup_timeout_s=startup_timeout_s, path_class=path_class, progress=progress, notes=notes,
+                     cuda_graph=cuda_graph)
+    yield from sweep(plan)
+
+
+def make_plan(
+    groups: Sequence[Sequence[int]],
+    backend: str,
+    sizes: Sequence[int],
+    iters: int = 20,
+    warmup: int = 5,
+    samples: int = 3,
+    *,
+    world: Sequence[int] | None = None,
+    timeout_s: float | None = None,
+    startup_timeout_s: float = STARTUP_TIMEOUT_S,
+    path_class: Callable[[int, int], str | None] | None = None,
+    progress: Callable[[str], None] | None = None,
+    notes: Sequence[str] = (),
+    cuda_graph: bool = False,
+) -> _Plan:
+    """Check the arguments of a sweep (see :func:`iter_allreduce_sweep`) and plan it."""
+    _require_torch()
     if backend not in ("nccl", "gloo"):
         raise UsageError(f"collective backend {backend!r} is not one of nccl, gloo")
     if not groups or any(not g or len(set(g)) != len(g) for g in groups):
@@ -437,20 +482,21 @@ def iter_allreduce_sweep(
     labels = sorted(set(world) if world is not None else {m for g in groups for m in g})
     if any(m not in labels for g in groups for m in g):
         raise UsageError(f"all-reduce groups {list(map(list, groups))} name ranks outside the world {labels}")
-    plan = _Plan(backend=backend, labels=labels, groups=[sorted(g) for g in groups], counts=element_counts(sizes),
+    return _Plan(backend=backend, labels=labels, groups=[sorted(g) for g in groups], counts=element_counts(sizes),
                  iters=iters, warmup=warmup, samples=samples, timeout_s=timeout_s,
                  startup_timeout_s=startup_timeout_s, path_class=path_class,
                  progress=progress or (lambda label: None), notes=list(notes), cuda_graph=cuda_graph)
-    if backend == "nccl" and not (torch.cuda.is_available() and torch.distributed.is_nccl_available()):
-        reason = f"torch {torch.__version__} has no CUDA/NCCL support here; the NCCL all-reduce cannot run"
-        for g in plan.groups:
-            yield _measurement(plan, g, "error", reason=reason, notes=list(plan.notes))
-        return
+
+
+def sweep(plan: _Plan, first: _World | None = None) -> Iterator[Measurement]:
+    """Run ``plan``: the groups in one world (``first``, possibly started early), failed ones' successors in
+    fresh worlds."""
     todo = list(range(len(plan.groups)))
+    w = first
     while todo:
-        w = _World(plan, todo)
+        w = w if w is not None else _World(plan, todo)
         yield from w.run()
-        todo = w.left_over
+        todo, w = w.left_over, None
 
 
 def run_allreduce_sweep(
@@ -471,16 +517,53 @@ def run_allreduce_sweep(
        "CPU processes), result checked like nccl-tests' #wrong",
        needs="dist", unit="us")
 def all_reduce(ctx: ProbeContext) -> Iterator[Measurement]:
+    world: _World | None = ctx.cache.pop(PRESTART_KEY, None)
+    plan = world.plan if world is not None else _probe_plan(ctx)
+    if plan is None:
+        yield Measurement(probe=PROBE, status="waived", unit="us", direction="collective",
+                          engine=choose_backend(ctx.options.collective_backend, ctx.gpus),
+                          reason="NCCL all-reduce needs GPUs; none selected")
+        return
+    plan.progress = ctx.progress
+    if world is not None:
+        plan.notes.append("workers started while the earlier probes ran (their start-up is not in this probe's time)")
+    first = world or _World(plan, list(range(len(plan.groups))))
+    yield from sweep(plan, first)
+    if first.versions.get("nccl"):
+        ctx.cache["nccl_version"] = first.versions["nccl"]
+
+
+PRESTART_KEY = "all_reduce.world"
+
+
+def _probe_plan(ctx: ProbeContext) -> _Plan | None:
     opts = ctx.options
     backend = choose_backend(opts.collective_backend, ctx.gpus)
     members = list(ctx.gpus) if backend == "nccl" else list(range(opts.cpu_ranks))
     if not members:
-        yield Measurement(probe=PROBE, status="waived", unit="us", direction="collective", engine=backend,
-                          reason="NCCL all-reduce needs GPUs; none selected")
-        return
+        return None
     sizes, notes = probe_sizes(opts, backend)
-    yield from iter_allreduce_sweep(
-        collective_groups(members, opts.allreduce_pairs), backend, sizes, opts.allreduce_iters,
-        opts.allreduce_warmup_iters, opts.allreduce_samples, world=members,
-        path_class=ctx.path_class if backend == "nccl" else None, progress=ctx.progress, notes=notes,
-    )
+    return make_plan(collective_groups(members, opts.allreduce_pairs), backend, sizes, opts.allreduce_iters,
+                     opts.allreduce_warmup_iters, opts.allreduce_samples, world=members,
+                     path_class=ctx.path_class if backend == "nccl" else None, notes=notes)
+
+
+def prestart(ctx: ProbeContext) -> None:
+    """Start the all-reduce workers now, held before their sweep, so that importing torch and joining the world
+    overlap the probes that run first. The ``all_reduce`` probe picks them up; :func:`discard` ends them if it
+    never runs. Any problem here is left for the probe itself to report."""
+    try:
+        plan = _probe_plan(ctx)
+    except Exception:  # noqa: BLE001 - the probe reports it in its own record
+        return
+    if plan is None:
+        return
+    world = _World(plan, list(range(len(plan.groups))))
+    world.start(gated=True)
+    ctx.cache[PRESTART_KEY] = world
+
+
+def discard(ctx: ProbeContext) -> None:
+    world = ctx.cache.pop(PRESTART_KEY, None)
+    if world is not None:
+        world.close()

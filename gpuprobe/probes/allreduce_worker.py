@@ -55,6 +55,9 @@ class WorkerPlan:
     init_timeout_s: float
     cuda_graph: bool = False
     """NCCL only: capture the ``iters`` ops of a sample in a CUDA graph and time its replay (nccl-tests -G 1)."""
+    go_file: str | None = None
+    """When set, wait after start-up (torch imported, world joined) until this file exists: the parent starts
+    the workers early, while other probes run, and lets them sweep when the all-reduce probe's turn comes."""
 
 
 class _Out:
@@ -130,6 +133,9 @@ def _run(rank: int, plan: WorkerPlan, out: _Out) -> None:
     import torch.distributed as dist
 
     if plan.backend == "nccl":
+        if not (torch.cuda.is_available() and dist.is_nccl_available()):
+            raise RuntimeError(f"torch {torch.__version__} has no CUDA/NCCL support here; the NCCL all-reduce "
+                               "cannot run")
         device = torch.device("cuda", plan.labels[rank])
         torch.cuda.set_device(device)
         sync = lambda: torch.cuda.synchronize(device)  # noqa: E731 - the NCCL stream is on this device
@@ -148,6 +154,12 @@ def _run(rank: int, plan: WorkerPlan, out: _Out) -> None:
     if rank == 0:
         nccl = ".".join(map(str, torch.cuda.nccl.version())) if plan.backend == "nccl" else None
         out.put("ready", cap_bytes=int(cap.item()), torch=torch.__version__, nccl=nccl)
+    if plan.go_file:
+        go, deadline = Path(plan.go_file), time.monotonic() + plan.init_timeout_s
+        while not go.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no start signal within {plan.init_timeout_s:.0f} s")
+            time.sleep(0.005)
     buf = torch.zeros(max(counts), dtype=torch.float32, device=device) if counts else None
 
     for gi, members in enumerate(plan.groups):

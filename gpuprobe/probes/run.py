@@ -77,6 +77,7 @@ def run_probes(
     specs = select(options.tests)
     results = Results(run=_run_info(options, argv))
     cuda = None
+    ctx: ProbeContext | None = None
     needs_cuda = any(s.needs == "cuda" for s in specs)
     if needs_cuda:
         from gpuprobe.probes.core.cuda import Cuda
@@ -110,6 +111,8 @@ def run_probes(
         if on_start:
             on_start(specs)
         results.setup_seconds = round(time.perf_counter() - t0, 3)
+        if len(specs) > 1 and any(s.key == "all_reduce" and not (cuda is None and not options.tests) for s in specs):
+            allreduce.prestart(ctx)  # its workers start up while the copy probes run
         for spec in specs:
             if cuda is None and not options.tests and spec.needs == "dist":
                 # no GPU and no explicit selection: do not silently turn a GPU run into a CPU benchmark
@@ -129,11 +132,9 @@ def run_probes(
         raise
     finally:
         results.run.finished_utc = now_utc()
-        if "torch" in sys.modules:
-            with contextlib.suppress(Exception):
-                import torch
-
-                results.run.nccl_version = ".".join(map(str, torch.cuda.nccl.version()))
+        if ctx is not None:
+            allreduce.discard(ctx)
+            results.run.nccl_version = ctx.cache.get("nccl_version")
         if output:
             save_results(results, output)
         if cuda is not None:
