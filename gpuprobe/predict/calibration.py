@@ -74,6 +74,9 @@ class Calibration:
     prefill_overhead_per_layer_ms: float = 0.05
     """Per-layer fixed cost of a prefill forward (AIC uses 0.8 ms/layer for vLLM prefill dispatch on older
     versions; v1 with torch.compile is much lower)."""
+    request_overhead_ms: float = 5.0
+    """Fixed latency of a one-shot batch before its first scheduled step (request intake, engine-core IPC)
+    and of handing the first token back; added to the TTFT and to the batch's total time."""
     allreduce_efficiency: float = 1.0
     """Multiplier on measured all-reduce times (> 1: slower inside vLLM than in the microbenchmark)."""
     p2p_efficiency: float = 0.8

@@ -5,12 +5,26 @@ Per pipeline stage and step (``_stage_time``):
   memory  = (weights read + KV read) / (efficiency x HBM bandwidth)      (MoE: only experts touched)
   comm    = (2 x layers + 1 on the first stage) all-reduces of tokens x hidden x 2 bytes, each timed on the
             curve of the backend vLLM picks for that TP group and size (``allreduce_time``)
-  step    = max(compute, memory) + comm + fixed overhead
+  step    = max(compute, memory) + comm + host overhead (eager); max(that GPU time, host overhead) with
+            CUDA graphs, where the host work overlaps the forward (``_stage_total``)
 Steady state with B requests running: every step decodes B tokens and carries B x input/output prompt
 tokens of chunked prefill (the prefill work amortised over the outputs). With pp > 1, vLLM keeps pp
 micro-batches in flight: a token round takes max(pp x slowest stage, sum of stages + transfers).
 TTFT = the prompt's prefill chunks (with the running decodes) + queueing when more requests are offered
 than fit (KV cache or max_num_seqs). Load time = weights per GPU / measured H2D bandwidth.
+
+One-shot batch (``batch=True``, what ``gpuprobe validate`` runs): ``concurrency`` requests arrive at once.
+vLLM's scheduler fills each step with the decode tokens of requests already past prefill, then prompt
+chunks in arrival order up to max_num_batched_tokens; a request's first token comes out of the step that
+finishes its prompt. Median TTFT = end of the step that finishes the median request's prompt (the upper
+median: requests reach the engine one by one, so the first step is short and most of the batch lands in
+the last prompt chunk), plus ``request_overhead_ms`` and the host time of the next step (it is launched
+before the token is handed back). Then every
+request decodes one token per step at batch n. A request's TPOT counts the mixed prefill steps it decoded
+through (the median request's is reported). Output tokens/s = n x output_len / (prefill steps + decode steps).
+With more requests than fit at once (max_num_seqs or KV room) the batch runs in waves.
+Host overhead per step: ``step_overhead_ms`` always, plus ``eager_overhead_per_layer_us`` x layers when the
+step runs without CUDA graphs (--enforce-eager, or prefill steps above the largest captured size).
 
 Uncertainty: the same prediction with the calibration's pessimistic and optimistic efficiency ends
 (``Calibration.variant``), reported as [low, high].
@@ -154,12 +168,24 @@ def _stage_time(ctx: _Ctx, st: _Stage, new_tokens: float, seqs: float, ctx_token
         t_comm = n_ar * ctx.allreduce_us(st.group, msg, cal) * 1e-6
         if st.last:  # logits all-gather: half the traffic of an all-reduce of the full [seqs, vocab] tensor
             t_comm += ctx.allreduce_us(st.group, seqs * padded_vocab(spec) * spec.dtype_bytes / 2, cal) * 1e-6
-    graphs = not ctx.eager and not prefill and new_tokens <= MAX_CAPTURE_TOKENS
+    # vLLM 0.26 captures full graphs for decode and piecewise graphs for mixed steps up to the largest
+    # capture size; larger steps and --enforce-eager launch every kernel from the host.
+    graphs = not ctx.eager and new_tokens <= MAX_CAPTURE_TOKENS
     overhead = cal.step_overhead_ms * 1e-3 / ctx.pp
     if not graphs:
-        overhead += st.layers * (cal.eager_overhead_per_layer_us * 1e-6 + (cal.prefill_overhead_per_layer_ms * 1e-3
-                                                                             if prefill else 0.0))
-    return {"compute": t_compute, "hbm": t_memory, "interconnect": t_comm, "overhead": overhead}
+        overhead += st.layers * cal.eager_overhead_per_layer_us * 1e-6
+    if prefill:
+        overhead += st.layers * cal.prefill_overhead_per_layer_ms * 1e-3
+    return {"compute": t_compute, "hbm": t_memory, "interconnect": t_comm, "overhead": overhead,
+            "graphs": 1.0 if graphs else 0.0}
+
+
+def _stage_total(p: dict[str, float]) -> float:
+    """Step time of one stage. With CUDA graphs the host work (scheduling, input preparation) overlaps the
+    GPU's forward (async scheduling), so the step takes the longer of the two; without graphs the host
+    launches every kernel of the forward and its time adds to the GPU's."""
+    gpu = max(p["compute"], p["hbm"]) + p["interconnect"]
+    return max(gpu, p["overhead"]) if p["graphs"] else gpu + p["overhead"]
 
 
 def _p2p_s(ctx: _Ctx, i: int, new_tokens: float, cal: Calibration) -> float:
@@ -175,7 +201,7 @@ def _round(ctx: _Ctx, tokens: float, seqs: float, ctx_tokens: float, attn: float
     """(latency of one pass through all stages, time per round with ``micro`` micro-batches, components)."""
     per = [_stage_time(ctx, st, tokens / micro, seqs / micro, ctx_tokens / micro, attn / micro, cal, prefill)
            for st in ctx.stages]
-    totals = [sum(p.values()) - min(p["compute"], p["hbm"]) for p in per]
+    totals = [_stage_total(p) for p in per]
     hops = [_p2p_s(ctx, i, tokens / micro, cal) for i in range(ctx.pp - 1)]
     latency = sum(totals) + sum(hops)
     round_time = max(latency, micro * max(t + (hops[i] if i < len(hops) else 0.0) for i, t in enumerate(totals)))
@@ -223,17 +249,78 @@ def _predict_once(ctx: _Ctx, mem: MemoryPrediction, w: Workload, conc: int, cal:
     return {"ttft": ttft, "tpot": tpot, "tput": tput, "running": running, "comp": comp}
 
 
+def _predict_batch(ctx: _Ctx, mem: MemoryPrediction, w: Workload, n: int, cal: Calibration) -> dict:
+    """A one-shot batch of ``n`` requests of input_len -> output_len (see the module docstring)."""
+    s = mem.settings
+    blocks_per_req = -(-(w.input_len + w.output_len) // s.block_size)
+    running = max(1, min(n, s.max_num_seqs, mem.num_blocks // blocks_per_req))
+    waves = -(-n // running)
+    budget = s.max_num_batched_tokens
+    # Prefill phase: steps of decode tokens (requests past prefill) + prompt chunks in arrival order.
+    left = [w.input_len] * running
+    first_step = [0] * running
+    steps: list[float] = []
+    decoding = 0
+    nxt = 0
+    comp: dict[str, float] = {}
+    while nxt < running:
+        room = max(budget - decoding, 1)
+        new = 0
+        attn = 0.0
+        finished = []
+        i = nxt
+        while i < running and room > 0:
+            c = min(left[i], room)
+            done = w.input_len - left[i]
+            attn += c * (done + c / 2)
+            left[i] -= c
+            room -= c
+            new += c
+            if left[i] == 0:
+                finished.append(i)
+            i += 1
+        ctx_tokens = decoding * w.input_len
+        tokens = new + decoding
+        lat, _, _ = _round(ctx, tokens, decoding + (i - nxt), ctx_tokens, attn + decoding * w.input_len, cal,
+                           prefill=True, micro=1)
+        steps.append(lat)
+        for j in finished:
+            first_step[j] = len(steps)
+        decoding += len(finished)
+        nxt = finished[-1] + 1 if finished else nxt
+    avg_ctx = w.input_len + w.output_len / 2
+    micro = min(ctx.pp, running)
+    _, t_dec, comp = _round(ctx, running, running, running * avg_ctx, running * avg_ctx, cal,
+                            prefill=running > MAX_CAPTURE_TOKENS, micro=micro)
+    t_prefill = sum(steps)
+    n_dec = max(w.output_len - 1, 0)
+    wave = cal.request_overhead_ms * 1e-3 + t_prefill + n_dec * t_dec
+    ends = [sum(steps[:k]) for k in range(len(steps) + 1)]
+    mid = first_step[running // 2]
+    # The host launches the next step before it hands back this step's tokens (async scheduling).
+    ttft = cal.request_overhead_ms * 1e-3 + ends[mid] + comp["overhead"] + (waves // 2) * wave
+    mixed = min(len(steps) - mid, n_dec)  # steps the median request decodes through next to others' prompts
+    tpot = (ends[-1] - ends[mid] + (n_dec - mixed) * t_dec) / n_dec if n_dec else t_dec
+    tput = n * w.output_len / (waves * wave)
+    return {"ttft": ttft, "tpot": tpot, "tput": tput, "running": running, "comp": comp}
+
+
 def predict_perf(spec: ModelSpec, system: SystemProfile, layout: Layout, mem: MemoryPrediction, workload: Workload,
-                 cal: Calibration) -> PerfPrediction:
-    """Predict one layout (``mem`` must fit); replicas share the concurrency evenly and add their throughput."""
+                 cal: Calibration, batch: bool = False) -> PerfPrediction:
+    """Predict one layout (``mem`` must fit); replicas share the concurrency evenly and add their throughput.
+
+    ``batch``: ``workload.concurrency`` requests submitted at once (one-shot batch, as ``gpuprobe validate``
+    runs them) instead of a closed loop keeping that many in flight.
+    """
     per_rep = -(-workload.concurrency // layout.replicas)
+    one = _predict_batch if batch else _predict_once
     results = []
     ctx0 = None
     for r in range(layout.replicas):
         ctx = _Ctx(spec, system, layout, r, mem)
         ctx0 = ctx0 or ctx
-        results.append([_predict_once(ctx, mem, workload, per_rep, c) for c in (cal, cal.variant("low"),
-                                                                                cal.variant("high"))])
+        results.append([one(ctx, mem, workload, per_rep, c) for c in (cal, cal.variant("low"),
+                                                                      cal.variant("high"))])
     assert ctx0 is not None
     mid = [r[0] for r in results]
     ttft = max(m["ttft"] for m in mid)

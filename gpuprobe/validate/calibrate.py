@@ -11,10 +11,11 @@ costs the same as 20 % too low. The small ridge term (λ = 0.02) keeps factors t
 at their published defaults instead of letting them drift. Efficiency factors whose default is below 1
 are capped at 1.
 
-Honesty: the error after calibration is reported on held-out data. With two or more engine runs, each
-run is left out in turn (leave-one-run-out): the factors are fitted on the others and the left-out run
-is predicted. With a single run, each workload is left out in turn. The in-sample error is shown too,
-labelled as such.
+Honesty: the error after calibration is reported on held-out data. ``holdout`` picks what is left out in
+turn (the factors are fitted on the rest and the left-out points are predicted):
+``run`` each engine run; ``workload`` each workload shape (n x in -> out) in every run at once;
+``model`` each model (all its runs). ``auto``: ``run`` with two or more engine runs, else ``workload``.
+The in-sample error is shown too, labelled as such.
 """
 
 from __future__ import annotations
@@ -223,6 +224,7 @@ def fit_calibration(
     calibration: str | os.PathLike[str] | None = None,
     predictor: Predictor | None = None,
     base: Any = None,
+    holdout: str = "auto",
 ) -> CalibrationFit:
     """Fit the factors to every ok run of ``all_runs``; report before / in-sample / held-out errors."""
     predictor = predictor or adapter.predict_run
@@ -245,7 +247,7 @@ def fit_calibration(
     names = _sensitive(cases, base, _factor_names(base), predictor)
     fitted = _scale_ranges(_fit(cases, base, names, predictor), base, names) if names else base
     after = _predict(cases, fitted, predictor)
-    groups = _holdout_groups(cases)
+    groups = _holdout_groups(cases, holdout)
     heldout: dict[tuple[str, str, str], float] = {}
     for held in groups:
         train = [_restrict(c, held, exclude=True) for c in cases]
@@ -256,7 +258,7 @@ def fit_calibration(
         heldout.update(_predict(test, cal, predictor))
     fit = CalibrationFit(
         method=METHOD,
-        holdout=_holdout_name(groups),
+        holdout=_holdout_name(groups, holdout, cases),
         runs=[c.key for c in cases],
         factors=[FactorFit(n, getattr(base, n), getattr(fitted, n)) for n in names],
     )
@@ -285,26 +287,49 @@ def fit_calibration(
     return fit
 
 
-def _holdout_groups(cases: list[_Case]) -> list[tuple[str, str | None]]:
-    """(run key, workload label or None) groups to leave out in turn."""
-    if len(cases) >= 2:
-        return [(c.key, None) for c in cases]
-    c = cases[0]
-    labels = sorted({lab for (_, lab) in c.measured})
-    return [(c.key, lab) for lab in labels] if len(labels) >= 2 else []
+HOLDOUTS = ("auto", "run", "workload", "model")
 
 
-def _holdout_name(groups: list[tuple[str, str | None]]) -> str:
+def _model_of(key: str) -> str:
+    return key.split(":")[1]
+
+
+def _holdout_groups(cases: list[_Case], holdout: str = "auto") -> list[tuple[str | None, str | None]]:
+    """(run key or ``model:NAME`` or None, workload label or None) groups to leave out in turn."""
+    if holdout not in HOLDOUTS:
+        raise UsageError(f"holdout must be one of {', '.join(HOLDOUTS)}, not {holdout!r}")
+    labels = sorted({lab for c in cases for (_, lab) in c.measured})
+    if holdout == "auto":
+        holdout = "run" if len(cases) >= 2 else "workload"
+    if holdout == "run":
+        return [(c.key, None) for c in cases] if len(cases) >= 2 else []
+    if holdout == "model":
+        models = sorted({_model_of(c.key) for c in cases})
+        return [(f"model:{m}", None) for m in models] if len(models) >= 2 else []
+    return [(None, lab) for lab in labels] if len(labels) >= 2 else []
+
+
+def _holdout_name(groups: list[tuple[str | None, str | None]], holdout: str = "auto",
+                  cases: list[_Case] | None = None) -> str:
     if not groups:
-        return "none (a single point: the after-figure is in-sample only)"
-    return "leave-one-run-out" if groups[0][1] is None else "leave-one-workload-out (a single run)"
+        return "none (nothing to leave out: the after-figure is in-sample only)"
+    key, lab = groups[0]
+    if key is None:
+        return "leave-one-workload-out" + (" (a single run)" if cases is not None and len(cases) == 1 else "")
+    return "leave-one-model-out" if key.startswith("model:") else "leave-one-run-out"
 
 
-def _restrict(c: _Case, held: tuple[str, str | None], exclude: bool) -> _Case:
+def _restrict(c: _Case, held: tuple[str | None, str | None], exclude: bool) -> _Case:
     key, lab = held
 
     def is_held(label: str) -> bool:
-        return c.key == key and (lab is None or label == lab)
+        if key is None:
+            in_group = True
+        elif key.startswith("model:"):
+            in_group = _model_of(c.key) == key[len("model:"):]
+        else:
+            in_group = c.key == key
+        return in_group and (lab is None or label == lab)
 
     meas = {k: v for k, v in c.measured.items() if is_held(k[1]) != exclude}
     return _Case(c.key, c.req, meas)
