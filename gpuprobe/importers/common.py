@@ -1,0 +1,98 @@
+"""Pieces every importer shares: one-figure statistics, run facts and the nvbandwidth key vocabulary."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from gpuprobe import __version__
+from gpuprobe.results.model import Measurement, Results, RunInfo, Stat
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def single_stat(value: float) -> Stat:
+    """The summary of one reported figure (the tool printed a median or a mean, not its samples)."""
+    return Stat(n=1, median=value, min=value, max=value, mean=value, stdev=0.0, cv=0.0, p95=value)
+
+
+def run_info(source: str, *, origin: str, tool_version: str | None, started_utc: str | None = None,
+             **facts: object) -> RunInfo:
+    """RunInfo of an imported output: ``source`` is the tool, ``options`` keeps where and when it was imported."""
+    options: dict[str, object] = {"imported_from": origin, "imported_utc": now_utc()}
+    if tool_version:
+        options["tool_version"] = tool_version
+    return RunInfo(gpuprobe_version=__version__, started_utc=started_utc or options["imported_utc"],
+                   source=source, options=options, **facts)  # type: ignore[arg-type]
+
+
+def finish(results: Results) -> Results:
+    """Set the run status from the measurements: ``partial`` when any failed or did not verify."""
+    bad = [m for m in results.measurements if m.status in ("error", "mismatch")]
+    results.status = "partial" if bad else "complete"
+    return results
+
+
+def cuda_version(value: object) -> str | None:
+    """13000 -> "13.0" (the CUDA version integer as the runtime reports it)."""
+    try:
+        n = int(str(value))
+    except ValueError:
+        return str(value) if value not in (None, "") else None
+    return f"{n // 1000}.{(n % 1000) // 10}"
+
+
+def nccl_version(value: object) -> str | None:
+    """22809 -> "2.28.9" (NCCL_VERSION_CODE of NCCL >= 2.9)."""
+    try:
+        n = int(str(value))
+    except ValueError:
+        return None
+    if n >= 10000:
+        return f"{n // 10000}.{(n % 10000) // 100}.{n % 100}"
+    return f"{n // 1000}.{(n % 1000) // 100}.{n % 100}"
+
+
+# -- nvbandwidth testcase keys -> gpuprobe measurement fields -----------------------------------------------
+_UNIT = re.compile(r"\((GB/s|ns|us)\)")
+
+
+def nvbandwidth_measurement(key: str, description: str, row: int, col: int, value: float | None,
+                            status: str = "ok", reason: str | None = None) -> Measurement:
+    """One matrix cell of an nvbandwidth testcase as a Measurement in gpuprobe's vocabulary.
+
+    nvbandwidth's orientation (its ``testcase.h``): host tests have the CPU as the row and the GPU as the column;
+    in device-to-device tests the row GPU is the initiator, so a *read* pulls from the column GPU into the row GPU
+    and a *write* pushes from the row GPU into the column GPU.
+    """
+    m = _UNIT.search(description)
+    unit = m.group(1) if m else "GB/s"
+    engine = "sm" if key.endswith("_sm") else "ce"
+    traffic = "bidirectional" if "bidirectional" in key else "unidirectional"
+    gpu_col, gpu_row = f"gpu{col}", f"gpu{row}"
+    src = dst = initiator = direction = path = None
+    if key.startswith(("host_to_device", "host_to_all", "host_device_latency")):
+        src, dst, initiator, direction, path = "host", gpu_col, gpu_col, "h2d", "PCIe"
+    elif key.startswith(("device_to_host", "all_to_host")):
+        src, dst, initiator, direction, path = gpu_col, "host", gpu_col, "d2h", "PCIe"
+    elif key.startswith("device_local_copy"):
+        src = dst = initiator = gpu_col
+        direction, path = "local", "HBM"
+    elif key.startswith(("device_to_device", "all_to_one", "one_to_all")):
+        direction = "d2d"
+        if "_read" in key:
+            src, dst = gpu_col, gpu_row
+        else:
+            src, dst = gpu_row, gpu_col
+        initiator = gpu_row
+    if value is None and status == "ok":
+        status, reason = "waived", reason or "N/A in the nvbandwidth matrix (no such pair or not run)"
+    notes = ["nvbandwidth prints one figure per cell (the median of its samples), not the samples"]
+    return Measurement(probe=key, status=status, unit=unit, src=src, dst=dst,  # type: ignore[arg-type]
+                       initiator=initiator, direction=direction, engine=engine, traffic=traffic,  # type: ignore[arg-type]
+                       host_memory="pinned" if "host" in (src, dst) else None,
+                       samples=[value] if value is not None else [],
+                       stat=single_stat(value) if value is not None else None, path_class=path,
+                       reason=reason, notes=notes)
