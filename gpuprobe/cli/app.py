@@ -6,6 +6,8 @@ Exit codes (the same for every command):
   2  bad usage (unknown option, bad value)
   3  a capability is missing: no GPU, no NVML, no CUDA/torch/vLLM package
   4  the run finished but some measurements failed or did not verify (results are still written)
+  10 qualify: the verdict is WARN (some figure or link fact below the warn band; nothing failed)
+  11 qualify: the verdict is FAIL (a figure below the fail band, data that did not verify, a link down)
   130 interrupted (Ctrl-C); results measured so far are written
 Set GPUPROBE_DEBUG=1 to see tracebacks.
 """
@@ -57,6 +59,9 @@ app.command("validate")(_validate.validate)
 from gpuprobe.cli import topo as _topo  # noqa: E402
 
 app.command("topo")(_topo.topo)
+from gpuprobe.cli import qualify as _qualify  # noqa: E402
+
+app.command("qualify")(_qualify.qualify)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ ALLOWED = {
     "predict": {"results", "topology", "predict"},
     "validate": {"results", "predict", "validate"},
     "report": {"results", "report"},
+    "qualify": {"results", "system", "topology", "qualify"},
     "importers": {"results", "importers"},
 }
 
