@@ -62,6 +62,15 @@ app.command("topo")(_topo.topo)
 from gpuprobe.cli import qualify as _qualify  # noqa: E402
 
 app.command("qualify")(_qualify.qualify)
+from gpuprobe.cli import report as _report  # noqa: E402
+
+app.command("report")(_report.report)
+from gpuprobe.cli import compare as _compare  # noqa: E402
+
+app.command("compare")(_compare.compare)
+from gpuprobe.cli import importer as _importer  # noqa: E402
+
+app.command("import")(_importer.import_output)
 
 
 def main(argv: list[str] | None = None) -> int:

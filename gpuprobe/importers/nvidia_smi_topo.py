@@ -62,7 +62,7 @@ def from_text(text: str, origin: str = "nvidia-smi topo -m output") -> Results:
             raise ResultsFileError(f"{origin}: row {cells[0]} has {len(links)} cells, the header has {ndev}")
         rest = dict(zip(extras, cells[1 + ndev:], strict=False))
         numa = rest.get("NUMA Affinity", "")
-        gpus[idx] = DeviceInfo(index=idx, name=f"GPU{idx}",
+        gpus[idx] = DeviceInfo(index=idx, name="unknown (not in nvidia-smi topo -m)",
                                cpu_affinity=parse_cpu_list(rest.get("CPU Affinity", "")),
                                numa_node=int(numa) if numa.isdigit() else None)
         matrix[idx] = dict(zip(columns, links, strict=True))

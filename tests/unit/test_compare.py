@@ -1,0 +1,74 @@
+"""Comparing two results files: matching, the change and whether it exceeds the spread of the samples."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from gpuprobe.importers import import_file
+from gpuprobe.report.compare import compare_results, comparison_data
+from gpuprobe.results import load_results
+from gpuprobe.results.stats import summarize
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+RUN1, RUN2 = DATA / "h100-probe-2026-11-25.json", DATA / "h100-probe-2026-11-25-run2.json"
+
+
+def test_two_real_runs_match_every_measured_test() -> None:
+    a, b = load_results(RUN1), load_results(RUN2)
+    cmp = compare_results(a, b)
+    ok = [m for m in a.measurements if m.status == "ok"]
+    assert len([r for r in cmp.rows if r.change_pct is not None]) == len(ok)
+    assert not cmp.only_a and not cmp.only_b
+    row = next(r for r in cmp.rows if r.probe == "host_to_device_memcpy_ce")
+    assert abs(row.change_pct - (row.b.value - row.a.value) / row.a.value * 100) < 1e-9
+    data = json.loads(json.dumps(comparison_data(cmp), allow_nan=False))
+    assert data["kind"] == "gpuprobe.comparison" and data["summary"]["matched"] == len(cmp.rows)
+
+
+def test_a_lowered_figure_exceeds_the_spread_and_noise_does_not() -> None:
+    a = load_results(RUN1)
+    b = copy.deepcopy(a)  # derived test input: run 1 with one figure lowered by 20 %
+    m = b.find("host_to_device_memcpy_ce")[0]
+    m.samples = [x * 0.8 for x in m.samples]
+    m.stat = summarize(m.samples)
+    cmp = compare_results(a, b)
+    changed = {r.probe for r in cmp.significant}
+    assert changed == {"host_to_device_memcpy_ce"}
+    row = cmp.significant[0]
+    assert row.better is False and round(row.change_pct) == -20 and "apart" in row.basis
+
+
+def test_overlapping_ranges_are_within_noise() -> None:
+    a = load_results(RUN1)
+    b = copy.deepcopy(a)
+    m = b.find("device_to_host_memcpy_ce")[0]
+    lo, hi = m.stat.min, m.stat.max
+    m.samples = [lo, (lo + hi) / 2 * 1.0005, hi]
+    m.stat = summarize(m.samples)
+    row = next(r for r in compare_results(a, b).rows if r.probe == "device_to_host_memcpy_ce")
+    assert row.exceeds_spread is False and "overlap" in row.basis
+
+
+def test_latency_lower_is_better() -> None:
+    a = load_results(RUN1)
+    b = copy.deepcopy(a)
+    m = b.find("host_device_latency_sm")[0]
+    m.samples = [x * 0.5 for x in m.samples]
+    m.stat = summarize(m.samples)
+    row = next(r for r in compare_results(a, b).rows if r.probe == "host_device_latency_sm")
+    assert row.exceeds_spread and row.better is True
+
+
+def test_imported_nvbandwidth_matches_across_the_unrecorded_size() -> None:
+    ours = load_results(RUN1)
+    nvb = import_file(DATA / "nvbandwidth" / "nvbandwidth-h100-2026-11-25.txt")
+    cmp = compare_results(nvb, ours, "nvbandwidth", "gpuprobe")
+    got = {r.probe: r for r in cmp.rows}
+    assert set(got) == {m.probe for m in nvb.measurements}
+    h2d = got["host_to_device_memcpy_ce"]
+    assert not h2d.size_matched and h2d.a.value == 52.78 and h2d.exceeds_spread is False  # +4.3 % < 5 % floor
+    sm = got["host_to_device_memcpy_sm"]  # 30.65 vs 50.87: far beyond the floor
+    assert sm.exceeds_spread and sm.better is True and "floor" in sm.basis
+    assert any("device_to_device" not in x for x in cmp.only_b)
