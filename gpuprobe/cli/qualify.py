@@ -15,7 +15,7 @@ from gpuprobe.cli.output import Output
 from gpuprobe.errors import NoGpu
 from gpuprobe.options import MiB, ProbeOptions
 from gpuprobe.results.io import load_results
-from gpuprobe.results.qualification import Qualification
+from gpuprobe.results.qualification import Check, Qualification
 
 COLOURS = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim", "INFO": "cyan"}
 
@@ -127,14 +127,27 @@ def _verdict(v: str) -> Text:
 
 
 def checks_table(q: Qualification) -> Table:
-    table = Table(title=f"gpuprobe qualify — {q.host or '?'} — {', '.join(q.gpus) or 'no device facts'}",
+    names = [g.split(" ", 1)[-1] for g in q.gpus]
+    gpus = f"{len(names)} × {names[0]}" if len(names) > 1 and len(set(names)) == 1 else ", ".join(q.gpus)
+    table = Table(title=f"gpuprobe qualify — {q.host or '?'} — {gpus or 'no device facts'}",
                   title_justify="left", show_lines=True)
     for name, kw in (("verdict", {}), ("subject", {}), ("test", {"overflow": "fold"}),
                      ("figure", {"justify": "right"}), ("expected (how derived)", {"ratio": 3}),
                      ("ratio", {"justify": "right"}), ("cause → next step", {"ratio": 4})):
         table.add_column(name, **kw)
+    grouped: dict[tuple[str, str], list[Check]] = defaultdict(list)
+    for c in q.checks:
+        if c.verdict in ("PASS", "INFO"):
+            grouped[(c.test, c.verdict)].append(c)
+    shown: set[tuple[str, str]] = set()
     for c in q.checks:
         if c.verdict == "SKIP":
+            continue
+        key = (c.test, c.verdict)
+        if key in grouped and len(grouped[key]) > 1:
+            if key not in shown:  # one row for every PASS (or INFO) of a test over many GPUs or pairs
+                shown.add(key)
+                table.add_row(*_group_row(grouped[key]))
             continue
         expected = Text(_fmt(c.expected, c.unit) if c.expected is not None else "—")
         if c.expectation_basis:
@@ -147,6 +160,23 @@ def checks_table(q: Qualification) -> Table:
         ratio = f"{c.ratio:.0%}" if c.ratio is not None else "—"
         table.add_row(_verdict(c.verdict), c.subject, c.test, _fmt(c.value, c.unit), expected, ratio, why)
     return table
+
+
+def _group_row(checks: list[Check]) -> tuple:
+    c0 = checks[0]
+    values = [c.value for c in checks if c.value is not None]
+    figure = "—" if not values else _fmt(values[0], c0.unit) if min(values) == max(values) else \
+        f"{_fmt(min(values), None)} … {_fmt(max(values), c0.unit)}"
+    exps = sorted({round(c.expected, 6) for c in checks if c.expected is not None})
+    expected = Text("—" if not exps else _fmt(exps[0], c0.unit) if len(exps) == 1 else
+                    f"{_fmt(exps[0], None)} … {_fmt(exps[-1], c0.unit)}")
+    if c0.expectation_basis:
+        expected.append("\n" + c0.expectation_basis, style="dim")
+    ratios = [c.ratio for c in checks if c.ratio is not None]
+    gpu_pair = any(c.subject.count("gpu") > 1 for c in checks)
+    note = Text("every one passes" if c0.verdict == "PASS" else c0.cause or "", style="dim")
+    return (_verdict(c0.verdict), f"{len(checks)} {'pairs' if gpu_pair else 'GPUs'}", c0.test, figure, expected,
+            f"≥ {min(ratios):.0%}" if ratios else "—", note)
 
 
 def skipped_lines(q: Qualification) -> list[str]:

@@ -124,9 +124,9 @@ class _Judge:
             self.allreduce(members)
 
     def base(self, i: int, m: Measurement, verdict: str, **kw) -> Check:
-        return Check(subject=_subject(m), test=m.probe, verdict=verdict, unit=m.unit, category=_category(m),
-                     src=m.src, dst=m.dst, path_class=m.path_class, size_bytes=m.size_bytes, measurement_index=i,
-                     **kw)
+        kw.setdefault("category", _category(m))
+        return Check(subject=_subject(m), test=m.probe, verdict=verdict, unit=m.unit, src=m.src, dst=m.dst,
+                     path_class=m.path_class, size_bytes=m.size_bytes, measurement_index=i, **kw)
 
     def measurement(self, i: int, m: Measurement) -> None:
         if m.status == "waived":
