@@ -44,7 +44,6 @@ GLOO_DEFAULT_MAX_BYTES = 16 * MiB
 STARTUP_TIMEOUT_S = 180.0
 """Spawn, import torch, join the world and agree on the memory cap."""
 _POLL_S = 0.02
-_EXIT_GRACE_S = 30.0
 
 
 # ---- planning -----------------------------------------------------------------------------------------------
@@ -330,10 +329,7 @@ class _World:
                 started, deadline = cur, time.monotonic() + plan.budget_s(self.counts)
                 plan.progress(f"{PROBE} {plan.who(plan.groups[self.todo[cur]])}")
             if cur is None and (bye or all(p.exitcode is not None for p in procs)):
-                grace = time.monotonic() + _EXIT_GRACE_S
-                for p in procs:
-                    p.join(timeout=max(0.0, grace - time.monotonic()))
-                return
+                return  # everything is measured; close() ends the workers (their tear-down is not waited for)
             dead = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode is not None and p.exitcode != 0]
             if dead or (cur is not None and all(p.exitcode is not None for p in procs)):
                 lines = tail.read()  # a worker writes its failure line just before exiting

@@ -154,17 +154,25 @@ def _run(rank: int, plan: WorkerPlan, out: _Out) -> None:
     if rank == 0:
         nccl = ".".join(map(str, torch.cuda.nccl.version())) if plan.backend == "nccl" else None
         out.put("ready", cap_bytes=int(cap.item()), torch=torch.__version__, nccl=nccl)
+    buf = torch.zeros(max(counts), dtype=torch.float32, device=device) if counts else None
+    # every group made now (each rank, same order); the first group's communicator is created by one small op,
+    # so that with a start gate this set-up, too, happens before the gate
+    groups = []
+    for members in plan.groups:
+        pg = dist.new_group(members, timeout=timeout)
+        groups.append((pg, dist.new_group(members, backend="gloo", timeout=timeout) if plan.backend == "nccl" else pg))
+    if buf is not None and plan.groups and rank in plan.groups[0]:
+        dist.all_reduce(buf[:1], group=groups[0][0])
+        sync()
     if plan.go_file:
         go, deadline = Path(plan.go_file), time.monotonic() + plan.init_timeout_s
         while not go.exists():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no start signal within {plan.init_timeout_s:.0f} s")
             time.sleep(0.005)
-    buf = torch.zeros(max(counts), dtype=torch.float32, device=device) if counts else None
 
     for gi, members in enumerate(plan.groups):
-        pg = dist.new_group(members, timeout=timeout)
-        cpg = dist.new_group(members, backend="gloo", timeout=timeout) if plan.backend == "nccl" else pg
+        pg, cpg = groups[gi]
         if rank in members:
             _sweep_group(torch, dist, plan, out, rank, gi, members, counts, buf, pg, cpg, sync)
             if plan.backend == "nccl":

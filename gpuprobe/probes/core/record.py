@@ -15,6 +15,9 @@ def gpu(i: int) -> str:
 
 def from_samples(probe: str, samples: list[float], unit: str, *, verified: bool | None = None,
                  wrong_elements: int | None = None, notes: list[str] | None = None, **fields: Any) -> Measurement:
+    if not samples:
+        return Measurement(probe=probe, status="error", unit=unit, reason="no valid sample", notes=list(notes or []),
+                           verified=verified, wrong_elements=wrong_elements, **fields)
     status = "mismatch" if wrong_elements else "ok"
     return Measurement(probe=probe, status=status, unit=unit, samples=list(samples), stat=summarize(samples),
                        verified=verified, wrong_elements=wrong_elements, notes=list(notes or []),
