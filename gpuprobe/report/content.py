@@ -298,16 +298,16 @@ def _qualification_section(runs: Sequence[tuple[str, Results]], quals: Sequence[
             continue
         counts = ", ".join(f"{v} {k}" for k, v in (getattr(q, "counts", {}) or {}).items() if v)
         sec.blocks.append(f"{label}: verdict {q.verdict} (exit code {getattr(q, 'exit_code', NA)}); {counts}.")
-        t = Table(["verdict", "subject", "test", "measured", "expected", "ratio", "cause / next step"], [],
-                  align=["l", "l", "l", "r", "r", "r", "l"])
+        t = Table(["verdict", "subject", "test", "measured", "expected", "ratio", "expectation from",
+                   "cause / next step"], [], align=["l", "l", "l", "r", "r", "r", "l", "l"])
         order = {"FAIL": 0, "WARN": 1, "PASS": 2, "INFO": 3, "SKIP": 4}
         for c in sorted(q.checks, key=lambda c: order.get(c.verdict, 5)):
             unit = getattr(c, "unit", None) or ""
             why = " — ".join(x for x in (getattr(c, "cause", None), getattr(c, "next_step", None)) if x)
             basis = getattr(c, "expectation_basis", None)
             t.rows.append([c.verdict, c.subject, c.test, f"{fmt(c.value, unit)} {unit}".strip(),
-                           f"{fmt(c.expected, unit)} {unit}".strip() + (f" ({basis})" if basis else ""),
-                           f"{c.ratio:.2f}" if c.ratio is not None else NA, why or NA])
+                           f"{fmt(c.expected, unit)} {unit}".strip(),
+                           f"{c.ratio:.2f}" if c.ratio is not None else NA, basis or NA, why or NA])
             t.cell_class[len(t.rows) - 1, 0] = VERDICT_CLASS.get(c.verdict, "muted")
         sec.blocks.append(t)
     return sec
