@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run gpuprobe's tests on a fresh machine: makes a virtual environment (.venv), installs what the tests
-# need (real vLLM for CPU, which brings a CPU build of PyTorch for the gloo collectives), checks the style
-# and runs pytest. Extra arguments go to pytest. GPU tests are skipped where there is no GPU.
+# need (real vLLM for CPU, which brings a CPU build of PyTorch for the gloo collectives; a headless Chromium
+# for the report's browser test, where the system package manager can install it), checks the style and
+# runs pytest. Extra arguments go to pytest. GPU tests are skipped where there is no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${GPUPROBE_TEST_VENV:-.venv}"
@@ -15,5 +16,9 @@ if ! python -c "import vllm" 2>/dev/null; then
   python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
 python -m pip install -q -e ".[test]"
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+    || echo "chromium could not be installed: the browser test will be skipped" >&2
+fi
 ruff check gpuprobe tests benchmarks
 python -m pytest -q "$@"
