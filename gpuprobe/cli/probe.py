@@ -50,20 +50,8 @@ def probe(
     if input_ is not None:
         _show(out, load_results(input_))
         return
-    kw: dict = {"tests": tests, "quick": quick, "verify": not no_verify}
-    if gpus:
-        kw["gpus"] = _parse_gpus(gpus)
-    if buffer_mib is not None:
-        kw["buffer_size_bytes"] = buffer_mib * MiB
-    if samples is not None:
-        kw["samples"] = samples
-    if backend is not None:
-        kw["collective_backend"] = backend
-    if cpu_ranks is not None:
-        kw["cpu_ranks"] = cpu_ranks
-    if ar_max is not None:
-        kw["allreduce_max_bytes"] = ar_max
-    options = ProbeOptions(**kw)
+    options = probe_options(tests, quick, gpus, buffer_mib, samples, verify=not no_verify,
+                            collective_backend=backend, cpu_ranks=cpu_ranks, allreduce_max_bytes=ar_max)
 
     results = _run_with_progress(out, options, output)
     cuda_missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
@@ -84,6 +72,19 @@ def probe(
         out.warn(p)
     if results.status == "partial":
         raise typer.Exit(4)
+
+
+def probe_options(tests: list[str], quick: bool, gpus: str | None, buffer_mib: int | None, samples: int | None,
+                  **more: object) -> ProbeOptions:
+    """ProbeOptions from the command line's values; options left unset (None) keep their defaults."""
+    kw: dict = {"tests": tests, "quick": quick, **{k: v for k, v in more.items() if v is not None}}
+    if gpus:
+        kw["gpus"] = _parse_gpus(gpus)
+    if buffer_mib is not None:
+        kw["buffer_size_bytes"] = buffer_mib * MiB
+    if samples is not None:
+        kw["samples"] = samples
+    return ProbeOptions(**kw)
 
 
 def _parse_gpus(text: str) -> list[int]:

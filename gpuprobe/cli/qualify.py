@@ -13,7 +13,6 @@ from rich.text import Text
 
 from gpuprobe.cli.output import Output
 from gpuprobe.errors import NoGpu
-from gpuprobe.options import MiB, ProbeOptions
 from gpuprobe.results.io import load_results
 from gpuprobe.results.qualification import Check, Qualification
 
@@ -81,16 +80,9 @@ def qualify(
 
 def _probe(out: Output, tests: list[str], quick: bool, gpus: str | None, buffer_mib: int | None,
            samples: int | None, output: Path | None):
-    from gpuprobe.cli.probe import _parse_gpus, _run_with_progress
+    from gpuprobe.cli.probe import _run_with_progress, probe_options
 
-    kw: dict = {"tests": tests, "quick": quick}
-    if gpus:
-        kw["gpus"] = _parse_gpus(gpus)
-    if buffer_mib is not None:
-        kw["buffer_size_bytes"] = buffer_mib * MiB
-    if samples is not None:
-        kw["samples"] = samples
-    results = _run_with_progress(out, ProbeOptions(**kw), output)
+    results = _run_with_progress(out, probe_options(tests, quick, gpus, buffer_mib, samples), output)
     cuda_missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
     if cuda_missing and not any(m.status != "waived" for m in results.measurements):
         raise NoGpu(cuda_missing[0].removeprefix("CUDA probes skipped: "),

@@ -418,22 +418,8 @@ class _World:
         self.left_over = [self.todo[i] for i in range(cur + 1, len(self.todo))]
 
 
-def iter_allreduce_sweep(
-    groups: Sequence[Sequence[int]],
-    backend: str,
-    sizes: Sequence[int],
-    iters: int = 20,
-    warmup: int = 5,
-    samples: int = 3,
-    *,
-    world: Sequence[int] | None = None,
-    timeout_s: float | None = None,
-    startup_timeout_s: float = STARTUP_TIMEOUT_S,
-    path_class: Callable[[int, int], str | None] | None = None,
-    progress: Callable[[str], None] | None = None,
-    notes: Sequence[str] = (),
-    cuda_graph: bool = False,
-) -> Iterator[Measurement]:
+def iter_allreduce_sweep(groups: Sequence[Sequence[int]], backend: str, sizes: Sequence[int], iters: int = 20,
+                         warmup: int = 5, samples: int = 3, **kw: Any) -> Iterator[Measurement]:
     """Sweep ``sizes`` (bytes, float32) over each group; yield one Measurement per (group, size) as measured.
 
     ``groups`` and ``world`` name GPUs for NCCL (one process per GPU index) and process ranks for gloo (CPU
@@ -443,10 +429,7 @@ def iter_allreduce_sweep(
     sample's ops in a CUDA graph and times the replay (nccl-tests ``-G 1``): the device-side time without the
     per-call launch cost, which is what a CUDA-graph-captured decode step (vLLM) pays.
     """
-    plan = make_plan(groups, backend, sizes, iters, warmup, samples, world=world, timeout_s=timeout_s,
-                     startup_timeout_s=startup_timeout_s, path_class=path_class, progress=progress, notes=notes,
-                     cuda_graph=cuda_graph)
-    yield from sweep(plan)
+    yield from sweep(make_plan(groups, backend, sizes, iters, warmup, samples, **kw))
 
 
 def make_plan(
@@ -465,7 +448,7 @@ def make_plan(
     notes: Sequence[str] = (),
     cuda_graph: bool = False,
 ) -> _Plan:
-    """Check the arguments of a sweep (see :func:`iter_allreduce_sweep`) and plan it."""
+    """Check the arguments of a sweep (see :func:`iter_allreduce_sweep` for their meaning) and plan it."""
     _require_torch()
     if backend not in ("nccl", "gloo"):
         raise UsageError(f"collective backend {backend!r} is not one of nccl, gloo")
