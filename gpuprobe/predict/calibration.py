@@ -47,7 +47,7 @@ class MemoryCalibration:
     cudagraph_bytes_per_capture_size: int = 8 * MiB
     """vLLM >= 0.21 subtracts an estimate of the CUDA-graph pool (``Estimated CUDA graph memory``) from the KV
     budget unless --enforce-eager. Modelled as bytes per capture size; published estimates for dense models
-    are 0.36-0.61 GiB (vLLM 0.2x logs quoted in research/predictors.md §4.1 and public serve logs)."""
+    are 0.36-0.61 GiB (vLLM 0.2x logs quoted in docs/sources.md and public serve logs)."""
     cudagraph_fixed_bytes: int = int(0.15 * GiB)
     """Fixed part of the CUDA-graph estimate (shared pool memory of the first captured graph)."""
     cuda_reserved_bytes: int | None = None

@@ -20,19 +20,19 @@ from gpuprobe.predict.gpu_specs import GpuSpec, cuda_visible_bytes, spec_by_key,
 from gpuprobe.results.model import Results
 
 NCCL_ALPHA_SPEC_US = {"nvlink": 8.0, "pcie": 20.0}
-"""Small-message NCCL all-reduce time when nothing was measured (research/predictors.md §7.7: NVLink
+"""Small-message NCCL all-reduce time when nothing was measured (docs/sources.md: NVLink
 ~6-16 us, PCIe 8-25 us)."""
 NCCL_BUS_EFFICIENCY_SPEC = {"nvlink": 0.82, "pcie": 0.70}
-"""NCCL busbw / link line rate (probes.md §6: 8xH100 ring 360-370 of 450 GB/s; PCIe CE ~83-88 %, NCCL lower)."""
+"""NCCL busbw / link line rate (docs/sources.md: 8xH100 ring 360-370 of 450 GB/s; PCIe CE ~83-88 %, NCCL lower)."""
 P2P_CE_EFFICIENCY_SPEC = {"nvlink": 0.88, "pcie": 0.80}
-"""Copy-engine P2P bandwidth / line rate (probes.md §6: H100 NVLink read ~395 of 450 GB/s)."""
+"""Copy-engine P2P bandwidth / line rate (docs/sources.md: H100 NVLink read ~395 of 450 GB/s)."""
 HBM_COPY_EFFICIENCY_SPEC = 0.89
 """Achievable / datasheet HBM bandwidth (anchors.md: H100 device_local_copy 1488 GB/s counted once = 2976 GB/s
 of HBM traffic against 3350 GB/s)."""
 HOST_DEVICE_EFFICIENCY_SPEC = 0.85
 """H2D copy-engine bandwidth / PCIe line rate (anchors.md: 52.8 of 63 GB/s on Gen5; 25-26.5 of 31.5 on Gen4)."""
 CUSTOM_AR_ALPHA_US = {"nvlink": 5.0, "pcie": 8.0}
-"""vLLM custom all-reduce fixed cost (research/predictors.md §7.7 "custom AR/NVLink ~4-8 us"; §5.2 one-shot push
+"""vLLM custom all-reduce fixed cost (docs/sources.md "custom AR/NVLink ~4-8 us"; §5.2 one-shot push
 on PCIe 4-7 us at 4-16 KB)."""
 
 

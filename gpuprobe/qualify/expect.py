@@ -1,8 +1,8 @@
 """What each measurement should be, derived from the link and device it ran on.
 
 Every expectation is returned with the figure *and* one line saying how it was derived, so a verdict can
-be checked by hand. The rules, each with where its numbers come from (``probes.md`` is the project's
-research note on the anchor tools; its §6 table lists the published figures):
+be checked by hand. The rules, each with where its numbers come from (``docs/sources.md`` is the project's
+table of published figures with their sources):
 
 PCIe line rate per direction (x16; scaled by width/16): Gen1 4.0, Gen2 8.0, Gen3 15.75, Gen4 31.5,
 Gen5 63.0, Gen6 126 GB/s (transfer rate × encoding, 8b/10b up to Gen2, 128b/130b from Gen3; Gen6's FLIT
@@ -14,7 +14,7 @@ Efficiencies (measured / line rate of a healthy link):
 =====================================  ======  ==============================================================
 host <-> GPU, copy engine, one way      0.87   PCIe CE 83-88 % of line rate: H100 Gen5 H2D/D2H CE 55.2-55.4 of
                                                63.0 (8×H100 qualification sheet), Gen4 25-26.5 of 31.5
-                                               (nvbandwidth README) — probes.md §6
+                                               (nvbandwidth README) — docs/sources.md
 host <-> GPU, SM copy kernel, one way   0.80   SM copies issue smaller requests; gpuprobe's H100 Gen5 captures
                                                50.8-52.4 of 63.0 (2026-11-25)
 host <-> GPU, CE, bidirectional         0.70   per direction, while the reverse copy runs. Published figures
@@ -25,7 +25,7 @@ host <-> GPU, SM, bidirectional         0.45   no published anchor; gpuprobe's H
                                                per direction (0.41-0.45): SM copy kernels split their requests
                                                between both directions
 GPU <-> GPU over NVLink, CE, one way    0.88   H100 NV18 D2D CE read/write 395-397.5 of 450 (nvbandwidth,
-                                               qualification sheet) — probes.md §6
+                                               qualification sheet) — docs/sources.md
 GPU <-> GPU over NVLink, SM, one way    0.80   ~20 of 25 GB/s per link with 128 B payloads (nccl-tests #149)
 GPU <-> GPU over NVLink, bidirectional  0.82   CE, per direction: p2pBandwidthLatencyTest bidir 739-775 GB/s
                                                sum on H100 (0.82-0.86 per direction); SM 0.75 (rule of thumb)
@@ -37,10 +37,10 @@ GPU -> GPU staged through the host      0.58   peer access off, two PCIe hops: H
 local copy (HBM), bytes counted once    0.85   of half the datasheet HBM bandwidth (a copy reads and writes
                                                each byte): H100 1492 of 1675 in gpuprobe's captures (0.89);
                                                p2pBandwidthLatencyTest diagonal 2.5-2.9 TB/s counted twice
-                                               (0.75-0.87) — probes.md §6. SM copy 0.80
+                                               (0.75-0.87) — docs/sources.md. SM copy 0.80
 all-reduce busbw over NVLink            0.80   ring, no NVLS: 8×H100 360-370 of 450 (nccl-tests #212, #326,
                                                nccl #1455), 8×A100 ~230 of 300 (nccl-tests #149): 0.77-0.82
-all-reduce busbw over PCIe              0.40   rule of thumb (no anchor in probes.md): PCIe rings cross the
+all-reduce busbw over PCIe              0.40   rule of thumb (no anchor in docs/sources.md): PCIe rings cross the
                                                host bridge at least once per step
 =====================================  ======  ==============================================================
 
@@ -51,7 +51,7 @@ Latency (lower is better; the expectation is the upper end of healthy figures):
 host pointer chase (``host_device_latency_sm``) 1200 ns — gpuprobe's H100 PCIe Gen5 captures 1187-1200 ns
 (2026-11-25, VM); no published anchor. GPU -> peer pointer chase over NVLink 830 ns (822-830 ns, 8×H100
 qualification sheet); over PCIe not judged. 16-byte CE copies: host <-> GPU 2.5 µs (CPU enqueue 1.6-2.2 µs,
-probes.md §6; gpuprobe H100 1.55-2.43 µs), GPU <-> GPU with peer access 3.3 µs (H100 2.3-3.3 µs), staged
+docs/sources.md; gpuprobe H100 1.55-2.43 µs), GPU <-> GPU with peer access 3.3 µs (H100 2.3-3.3 µs), staged
 through the host 19 µs (H100 15-19 µs).
 
 Not judged (``NoExpectation``, reported as INFO): pageable host copies (the driver stages them through its own
@@ -99,23 +99,23 @@ EFFICIENCY = {
 """Measured / line rate of a healthy link, by (link kind, engine, traffic). See the module docstring."""
 
 EFFICIENCY_SOURCE = {
-    ("pcie", "ce", "unidirectional"): "PCIe CE 83-88 % of line rate (H100 Gen5 55.2-55.4 GB/s, probes.md §6)",
+    ("pcie", "ce", "unidirectional"): "PCIe CE 83-88 % of line rate (H100 Gen5 55.2-55.4 GB/s, docs/sources.md)",
     ("pcie", "sm", "unidirectional"): "SM copy kernel ~80 % (gpuprobe H100 Gen5 captures 50.8-52.4 GB/s)",
-    ("pcie", "ce", "bidirectional"): "bidirectional CE per direction 59-80 % published (probes.md §6); 70 % taken",
+    ("pcie", "ce", "bidirectional"): "bidirectional CE per direction 59-80 % published (docs/sources.md); 70 % taken",
     ("pcie", "sm", "bidirectional"): "no published anchor; gpuprobe H100 Gen5 captures 41-45 % per direction",
-    ("nvlink", "ce", "unidirectional"): "NVLink CE ~88 % (H100 NV18 395-397.5 of 450, probes.md §6)",
+    ("nvlink", "ce", "unidirectional"): "NVLink CE ~88 % (H100 NV18 395-397.5 of 450, docs/sources.md)",
     ("nvlink", "sm", "unidirectional"): "NVLink SM ~80 % (20 of 25 GB/s per link, nccl-tests #149)",
     ("nvlink", "ce", "bidirectional"): "NVLink bidirectional 82-86 % per direction (H100 739-775 GB/s sum)",
     ("nvlink", "sm", "bidirectional"): "rule of thumb 75 % per direction for SM bidirectional",
-    ("pcie_p2p", "ce", "unidirectional"): "PCIe P2P 70-83 % (Gen4 22-26 GB/s, probes.md §6)",
+    ("pcie_p2p", "ce", "unidirectional"): "PCIe P2P 70-83 % (Gen4 22-26 GB/s, docs/sources.md)",
     ("pcie_p2p", "sm", "unidirectional"): "rule of thumb 70 % for SM PCIe P2P",
     ("pcie_p2p", "ce", "bidirectional"): "rule of thumb 60 % per direction for PCIe P2P bidirectional",
     ("pcie_p2p", "sm", "bidirectional"): "rule of thumb 45 % per direction for SM PCIe P2P bidirectional",
     ("staged", "staged", "unidirectional"): "staged via host ~58 % (H100 ~37 of 63 GB/s, nccl #1264)",
     ("staged", "staged", "bidirectional"): "staged via host ~35 % per direction (H100 45-53 GB/s sum)",
-    ("hbm", "ce", "unidirectional"): "local copy 85 % of HBM/2 (H100 captures 89 %, probes.md §6 75-87 %)",
+    ("hbm", "ce", "unidirectional"): "local copy 85 % of HBM/2 (H100 captures 89 %, docs/sources.md 75-87 %)",
     ("hbm", "sm", "unidirectional"): "local SM copy 80 % of HBM/2 (H100 captures 84 %)",
-    ("allreduce", "nvlink", ""): "ring busbw 77-82 % of NVLink (8×H100 360-370 of 450, probes.md §6)",
+    ("allreduce", "nvlink", ""): "ring busbw 77-82 % of NVLink (8×H100 360-370 of 450, docs/sources.md)",
     ("allreduce", "pcie", ""): "rule of thumb 40 % of the PCIe line rate (no published anchor)",
 }
 
@@ -356,20 +356,20 @@ def _latency(m: Measurement, facts: Facts) -> Expectation | NoExpectation:
         a, b = gpu_index(m.src), gpu_index(m.dst)
         if a is not None and b is not None and facts.nvlink(a, b, m.path_class):
             return Expectation(LATENCY_NS_NVLINK_CHASE, "ns", "GPU load from a peer over NVLink: ~830 ns "
-                               "(8×H100 822-830 ns, probes.md §6)", higher_is_better=False, link="NVLink",
+                               "(8×H100 822-830 ns, docs/sources.md)", higher_is_better=False, link="NVLink",
                                kind="latency")
         return NoExpectation("no reference for a peer pointer chase over PCIe (recorded, not judged)")
     if m.probe in ("host_to_device_copy_latency_ce", "device_to_host_copy_latency_ce"):
         return Expectation(LATENCY_US_HOST_COPY, "us", "16-byte CE copy host<->GPU: at most ~2.5 µs (CPU enqueue "
-                           "1.6-2.2 µs, probes.md §6; gpuprobe H100 captures 1.55-2.43 µs)",
+                           "1.6-2.2 µs, docs/sources.md; gpuprobe H100 captures 1.55-2.43 µs)",
                            higher_is_better=False, link="PCIe", kind="latency")
     if m.probe == "device_to_device_copy_latency_ce":
         return Expectation(LATENCY_US_PEER_COPY, "us", "16-byte CE peer copy with peer access: at most ~3.3 µs "
-                           "(H100 2.3-3.3 µs, A100 3.0-3.5 µs, probes.md §6)", higher_is_better=False,
+                           "(H100 2.3-3.3 µs, A100 3.0-3.5 µs, docs/sources.md)", higher_is_better=False,
                            link=m.path_class, kind="latency")
     if m.probe == "device_to_device_copy_latency_staged_ce":
         return Expectation(LATENCY_US_STAGED_COPY, "us", "16-byte copy staged through the host: at most ~19 µs "
-                           "(H100 15-19 µs with P2P off, probes.md §6)", higher_is_better=False, link="host",
+                           "(H100 15-19 µs with P2P off, docs/sources.md)", higher_is_better=False, link="host",
                            kind="latency")
     return NoExpectation(f"no latency rule for {m.probe}")
 

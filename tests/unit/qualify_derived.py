@@ -7,7 +7,7 @@ results' ``notes`` (``DERIVED TEST INPUT: ...``), so a derived file can never pa
 
 Multi-GPU inputs keep the real record structure and the real host figures of GPU 0 for every GPU; the figures
 between GPUs, which the capture cannot have, are the published 8×H100 NV18 numbers of the project's research
-note (probes.md §6): D2D CE read ~395 GB/s, write ~397.5 GB/s, peer pointer chase ~830 ns, ring all-reduce
+note (docs/sources.md): D2D CE read ~395 GB/s, write ~397.5 GB/s, peer pointer chase ~830 ns, ring all-reduce
 busbw ~365 GB/s.
 """
 
@@ -119,7 +119,7 @@ def multi_gpu(n: int = 8, nvlinks: int = 18, path: str | None = None, p2p: str =
     PCIe system (``path`` = PXB/SYS/..., no NVLink) whose peer figures are 0.8 × the Gen5 line rate."""
     base = real()
     kind = f"NV{nvlinks} through NVSwitch" if path is None else f"PCIe {path}"
-    r = derived(f"{n} GPUs made of copies of the real H100 records ({kind}); peer figures from probes.md §6", base)
+    r = derived(f"{n} GPUs made of copies of the real H100 records ({kind}); peer figures from docs/sources.md", base)
     dev0 = r.devices[0]
     r.devices = []
     for g in range(n):
