@@ -126,6 +126,8 @@ def _show(out: Output, results) -> None:
         out.data(to_data(results))
         return
     out.data(terminal.summary_table(results))
+    for line in terminal.waived_lines(results):
+        out.data(f"[dim]{line}[/dim]")
     ar = terminal.allreduce_table(results)
     if ar is not None:
         out.data(ar)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from rich import box
 from rich.table import Table
 
 from gpuprobe.results.model import Measurement, Results
@@ -42,31 +43,46 @@ def _route(m: Measurement) -> str:
 def _status(m: Measurement) -> str:
     if m.status == "ok":
         if m.verified:
-            return "[green]verified[/green]"
+            return "[green]✓ data[/green]"
         return "ok" if m.verified is None else "[yellow]unchecked[/yellow]"
-    if m.status == "waived":
-        return f"[dim]waived: {m.reason}[/dim]"
     if m.status == "mismatch":
         return f"[red]DATA MISMATCH[/red] {m.reason}"
     return f"[red]error[/red]: {m.reason}"
 
 
 def summary_table(results: Results) -> Table:
-    """One row per non-collective measurement: the median, the spread and the verification."""
+    """One row per measured (or failed) figure: the median, the spread and the data check (✓: every copied
+    byte matched). The time of each probe is in :func:`timing_table`.
+
+    Waived probes are not rows: :func:`waived_lines` groups them by reason under the table.
+    """
     dev = ", ".join(f"GPU{d.index} {d.name}" for d in results.devices) or "no GPU"
-    t = Table(title=f"gpuprobe results — {results.run.hostname or '?'} — {dev}", title_justify="left")
-    for col, kw in (("probe", {}), ("route", {}), ("size", {"justify": "right"}), ("median", {"justify": "right"}),
-                    ("unit", {}), ("min … max", {"justify": "right"}), ("cv", {"justify": "right"}),
-                    ("check", {}), ("time", {"justify": "right"})):
-        t.add_column(col, **kw)
+    t = Table(title=f"gpuprobe results — {results.run.hostname or '?'} — {dev}", title_justify="left",
+              box=box.SIMPLE_HEAD)
+    t.add_column("probe", no_wrap=True)
+    t.add_column("route", no_wrap=True)
+    t.add_column("size", justify="right", no_wrap=True)
+    t.add_column("median", justify="right", no_wrap=True)
+    t.add_column("min–max", justify="right", no_wrap=True)
+    t.add_column("cv", justify="right", no_wrap=True)
+    t.add_column("check")
     for m in results.measurements:
-        if m.direction == "collective":
+        if m.direction == "collective" or m.status == "waived":
             continue
-        spread = f"{fmt_value(m.stat.min, m.unit)} … {fmt_value(m.stat.max, m.unit)}" if m.stat else ""
+        spread = f"{fmt_value(m.stat.min, m.unit)}–{fmt_value(m.stat.max, m.unit)}" if m.stat else ""
         cv = f"{m.stat.cv * 100:.1f}%" if m.stat else ""
-        t.add_row(m.probe, _route(m), fmt_size(m.size_bytes), fmt_value(m.value, m.unit), m.unit, spread, cv,
-                  _status(m), f"{m.duration_s:.2f}s" if m.duration_s is not None else "")
+        median = f"{fmt_value(m.value, m.unit)} {m.unit}" if m.value is not None else NA
+        t.add_row(m.probe, _route(m), fmt_size(m.size_bytes), median, spread, cv, _status(m))
     return t
+
+
+def waived_lines(results: Results) -> list[str]:
+    """``waived (reason): key, key, ...`` — one line per reason."""
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for m in results.measurements:
+        if m.status == "waived" and m.probe not in by_reason[m.reason or ""]:
+            by_reason[m.reason or ""].append(m.probe)
+    return [f"waived ({reason}): {', '.join(keys)}" for reason, keys in by_reason.items()]
 
 
 def allreduce_table(results: Results) -> Table | None:
@@ -81,8 +97,8 @@ def allreduce_table(results: Results) -> Table | None:
                 groups[tuple(m.ranks)].append(m)
     if not groups and not failures:
         return None
-    t = Table(title="all-reduce (float32 sum; time per operation, nccl-tests busbw = algbw x 2(n-1)/n)",
-              title_justify="left")
+    t = Table(title="all-reduce (float32 sum; time per operation; busbw = algbw × 2(n-1)/n as nccl-tests)",
+              title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("group", "engine", "size", "time µs", "algbw GB/s", "busbw GB/s", "#wrong"):
         t.add_column(col, justify="right" if col not in ("group", "engine") else "left")
     for ranks, ms in groups.items():
@@ -96,7 +112,7 @@ def allreduce_table(results: Results) -> Table | None:
 
 
 def timing_table(results: Results) -> Table:
-    t = Table(title="time per probe", title_justify="left")
+    t = Table(title="time per probe", title_justify="left", box=box.SIMPLE_HEAD)
     t.add_column("probe")
     t.add_column("seconds", justify="right")
     for k, v in results.probe_seconds.items():
