@@ -22,6 +22,39 @@ from gpuprobe.results.serde import to_data
 SHOW_COMMANDS = 3
 
 
+def _offer_probe(out: Output) -> bool:
+    """Ask (only a person at a terminal, only where NVML sees GPUs) whether to probe this machine first."""
+    import sys
+
+    if out.json_mode or not (sys.stdin.isatty() and out.err.is_terminal):
+        return False
+    try:
+        from gpuprobe.system.inventory import device_count
+        from gpuprobe.system.nvml import LiveNvml
+
+        with LiveNvml() as nvml:
+            if device_count(nvml) < 1:
+                return False
+    except Exception:  # noqa: BLE001 - no NVML, no GPU: nothing to offer
+        return False
+    return typer.confirm("No system given. Probe this machine now (quick mode, about 10 s)?", default=True,
+                         err=True)
+
+
+def _quick_probe(out: Output, path: Path):
+    """The quick probe suite on this machine, saved to ``path``; no GPU is one clear error (exit 3)."""
+    from gpuprobe.cli.probe import _run_with_progress
+    from gpuprobe.errors import NoGpu
+    from gpuprobe.options import ProbeOptions
+
+    results = _run_with_progress(out, ProbeOptions(quick=True), path)
+    missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
+    if missing and not any(m.status == "ok" for m in results.measurements):
+        raise NoGpu(missing[0].removeprefix("CUDA probes skipped: "),
+                    hint="run on the GPU machine, or pass --system RESULTS.json / --gpu NAME --num-gpus N")
+    return results
+
+
 def recommend(
     model: Path = typer.Option(..., "--model", help="Model directory or its config.json."),
     system: Path | None = typer.Option(None, "--system", help="Results file from 'gpuprobe probe -o FILE'."),
@@ -43,6 +76,8 @@ def recommend(
     calibration: Path | None = typer.Option(None, "--calibration", help="Fitted factors (gpuprobe.calibration)."),
     json_mode: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the recommendation to FILE."),
+    probe_first: bool = typer.Option(False, "--probe", help="No --system: measure this machine first (quick probe, "
+                                     "saved to gpuprobe-probe.json). Asked interactively when GPUs are present."),
 ) -> None:
     """Predict KV capacity, TTFT, TPOT and throughput for every TP x PP x replicas layout and rank them."""
     out = Output(json_mode=json_mode)
@@ -52,10 +87,14 @@ def recommend(
         profile = system_from_results(load_results(system), name=system.name)
     elif gpu is not None and num_gpus is not None:
         profile = system_from_spec(gpu, num_gpus)
+    elif probe_first or _offer_probe(out):
+        path = Path("gpuprobe-probe.json")
+        profile = system_from_results(_quick_probe(out, path), name=path.name)
+        out.info(f"measured this machine (quick probe): {path}")
     else:
         raise UsageError(
-            "no system given: pass --system RESULTS.json (from 'gpuprobe probe -o RESULTS.json') "
-            "or describe one with --gpu H100-SXM --num-gpus 8"
+            "no system given: pass --system RESULTS.json (from 'gpuprobe probe -o RESULTS.json'), "
+            "describe one with --gpu H100-SXM --num-gpus 8, or measure this machine first with --probe"
         )
     if kv_cache_dtype not in ("auto", "fp8"):
         raise UsageError(f"--kv-cache-dtype must be auto or fp8, not {kv_cache_dtype!r}")

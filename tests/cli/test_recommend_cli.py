@@ -73,3 +73,21 @@ def test_bad_results_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     bad.write_text('{"kind": "something else"}')
     code, _, err = _run(capsys, "--model", str(CONFIGS / "llama-3.1-8b.json"), "--system", str(bad))
     assert code == 1 and "not a gpuprobe results file" in err
+
+
+def test_no_system_says_how_to_give_one(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "--model", str(CONFIGS / "llama-3.1-8b.json"))
+    assert code == 2 and err.count("Error:") == 1 and "--system" in err and "--probe" in err
+
+
+def test_probe_first_without_a_gpu_is_one_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("CuPy is installed here; this checks the machine without CUDA")
+    except ImportError:
+        pass
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, "--model", str(CONFIGS / "llama-3.1-8b.json"), "--probe")
+    assert code == 3 and err.count("Error:") == 1 and "Traceback" not in err
