@@ -28,10 +28,10 @@ from typing import Any
 
 from gpuprobe.errors import UsageError
 from gpuprobe.results.serde import to_data
-from gpuprobe.results.validation import LayoutRun, ValidationRuns
+from gpuprobe.results.validation import ValidationRuns
 from gpuprobe.validate import adapter
 from gpuprobe.validate.adapter import Predictor, PredictRequest
-from gpuprobe.validate.compare import PERF_FIGURES, measured_figures
+from gpuprobe.validate.compare import PERF_FIGURES, measured_figures, predict_request
 
 RIDGE = 0.02
 METHOD = "least squares of ln(predicted/measured) over TTFT, TPOT and output tokens/s, ridge 0.02 to defaults"
@@ -101,22 +101,8 @@ def _cases(all_runs: list[ValidationRuns], system: str | None) -> list[_Case]:
             meas = {(f, lab): v for (f, lab), v in measured_figures(run).items() if f in PERF_FIGURES and lab and v}
             if not meas:
                 continue
-            cases.append(_Case(f"{i}:{runs.model_name}:{run.layout.name}", _request(runs, run, system), meas))
+            cases.append(_Case(f"{i}:{runs.model_name}:{run.layout.name}", predict_request(runs, run, system), meas))
     return cases
-
-
-def _request(runs: ValidationRuns, run: LayoutRun, system: str | None) -> PredictRequest:
-    assert run.measured is not None
-    return PredictRequest(
-        model_config=runs.model_config,
-        layout=run.layout,
-        workloads=[w.workload for w in run.measured.workloads if w.status == "ok"],
-        measured=run.measured,
-        device=runs.run.device,
-        gpu_count=runs.run.gpu_count,
-        system_path=system,
-        env=dict(run.env),
-    )
 
 
 def _predict(cases: list[_Case], cal: Any, predictor: Predictor) -> dict[tuple[str, str, str], float]:

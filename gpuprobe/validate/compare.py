@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gpuprobe.results.validation import Comparison, FigureComparison, LayoutRun, ValidationRuns
 from gpuprobe.validate import adapter
@@ -54,6 +55,23 @@ def figures_of(run: LayoutRun, pred: PredictedRun) -> list[FigureComparison]:
     return out
 
 
+def predict_request(runs: ValidationRuns, run: LayoutRun, system: str | None,
+                    calibration: Any = None) -> PredictRequest:
+    """What the predictor needs to predict one measured run (its ok workloads, the engine's settings)."""
+    assert run.measured is not None
+    return PredictRequest(
+        model_config=runs.model_config,
+        layout=run.layout,
+        workloads=[w.workload for w in run.measured.workloads if w.status == "ok"],
+        measured=run.measured,
+        device=runs.run.device,
+        gpu_count=runs.run.gpu_count,
+        system_path=system,
+        calibration=calibration,
+        env=dict(run.env),
+    )
+
+
 def compare_run(
     runs: ValidationRuns,
     run: LayoutRun,
@@ -65,17 +83,8 @@ def compare_run(
     m = run.measured
     if m is None or run.status == "skipped" or (m.kv_cache is None and not m.workloads):
         return Comparison(predictor="none", reason="nothing was measured")
-    req = PredictRequest(
-        model_config=runs.model_config,
-        layout=run.layout,
-        workloads=[w.workload for w in run.measured.workloads if w.status == "ok"],
-        measured=run.measured,
-        device=runs.run.device,
-        gpu_count=runs.run.gpu_count,
-        system_path=str(system) if system else None,
-        calibration=adapter.load_calibration_file(calibration) if calibration else None,
-        env=dict(run.env),
-    )
+    req = predict_request(runs, run, str(system) if system else None,
+                          adapter.load_calibration_file(calibration) if calibration else None)
     try:
         pred = (predictor or adapter.predict_run)(req)
     except adapter.PredictorUnavailable as exc:

@@ -65,7 +65,7 @@ def _errors(runs, cal) -> dict[tuple[str, str, str], float]:
     """ln(predicted / measured) of every speed figure of ``runs``."""
     out = {}
     for run in runs.layouts:
-        req = calibrate._request(runs, run, SYSTEM)
+        req = compare.predict_request(runs, run, SYSTEM)
         pred = adapter.predict_run(dataclasses.replace(req, calibration=cal))
         for (fig, lab), meas in compare.measured_figures(run).items():
             if fig in compare.PERF_FIGURES and meas:
