@@ -32,6 +32,7 @@ from gpuprobe.predict.calibration import MemoryCalibration
 from gpuprobe.predict.model_spec import ModelSpec
 from gpuprobe.predict.options import VLLM_VERSION, ResolvedServe
 from gpuprobe.predict.params import kv_heads_per_rank, padded_vocab, stage_weight_bytes
+from gpuprobe.results.recommendation import StageMemoryInfo
 
 GiB = 1 << 30
 
@@ -44,23 +45,14 @@ buffers): 77.64/79.18 GiB free at TP2 in the same source."""
 
 
 @dataclass
-class StageMemory:
-    """One rank of a pipeline stage (all TP ranks of a stage hold the same amounts)."""
+class StageMemory(StageMemoryInfo):
+    """One rank of a pipeline stage (all TP ranks of a stage hold the same amounts): the accounting the
+    recommendation reports, plus what the KV arithmetic needs."""
 
-    stage: int
-    first_layer: int
-    num_layers: int
-    budget_bytes: int
-    weights_bytes: int
-    activation_bytes: int
-    non_torch_bytes: int
-    cudagraph_bytes: int
-    kv_available_bytes: int
-    kv_bytes_per_token: int
+    kv_bytes_per_token: int = 0
     """KV bytes one token needs on this rank, all its layers together."""
-    page_bytes: int
+    page_bytes: int = 0
     """One block of one layer."""
-    num_blocks: int
 
 
 @dataclass
@@ -188,8 +180,10 @@ def predict_memory(
         avail = requested - weights - act - nt - graph
         n = len(layers)
         blocks = max(0, avail // page // n) if n else 0
-        stages.append(StageMemory(i, layers.start, n, requested, weights, act, nt, graph, avail, per_layer_tok * n,
-                                  page, blocks))
+        stages.append(StageMemory(stage=i, first_layer=layers.start, num_layers=n, budget_bytes=requested,
+                                  weights_bytes=weights, activation_bytes=act, non_torch_bytes=nt,
+                                  cudagraph_bytes=graph, kv_available_bytes=avail, num_blocks=blocks,
+                                  kv_bytes_per_token=per_layer_tok * n, page_bytes=page))
     num_blocks = min(st.num_blocks for st in stages)
     blocks_per_req = -(-s.max_model_len // s.block_size)
     kv_heads = kv_heads_per_rank(spec, tp)

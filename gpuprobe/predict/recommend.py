@@ -7,7 +7,7 @@ Entry points: ``predict_layout`` (one layout, what the validation runs compare a
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -95,9 +95,8 @@ def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, workl
         vllm_command=vllm_commands(layout, model_ref or spec.name, serve) if fits else [],
         kv_heads_per_rank=mem.kv_heads_per_rank if mem else None,
         kv_replication=mem.kv_replication if mem else None,
-        memory=[StageMemoryInfo(s.stage, s.first_layer, s.num_layers, s.budget_bytes, s.weights_bytes,
-                                s.activation_bytes, s.non_torch_bytes, s.cudagraph_bytes, s.kv_available_bytes,
-                                s.num_blocks) for s in (mem.stages if mem else [])],
+        memory=[StageMemoryInfo(**{f.name: getattr(s, f.name) for f in fields(StageMemoryInfo)})
+                for s in (mem.stages if mem else [])],
         notes=notes,
     )
 
