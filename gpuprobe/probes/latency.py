@@ -16,7 +16,7 @@ import numpy as np
 from gpuprobe.probes.core.buffers import gpu_buffers
 from gpuprobe.probes.core.record import from_samples, gpu, waived
 from gpuprobe.probes.core.registry import ProbeContext, probe
-from gpuprobe.probes.p2p import peer_ok
+from gpuprobe.probes.p2p import peer_mode, peer_ok
 from gpuprobe.results.model import Measurement
 
 CHAIN_BYTES = 2 << 20
@@ -119,17 +119,14 @@ def peer_copy_latency(ctx: ProbeContext, staged: bool) -> Iterator[Measurement]:
         ctx.progress(f"{key} gpu{a}->gpu{b}")
         fields = dict(src=gpu(a), dst=gpu(b), initiator=gpu(a), direction="d2d", engine="staged" if staged else "ce",
                       path_class=ctx.path_class(a, b))
-        if staged:
-            ctx.cuda.set_peer_access(a, b, False)
-            ctx.cuda.set_peer_access(b, a, False)
-        elif not peer_ok(ctx, a, b):
+        with peer_mode(ctx, a, b, staged) as usable:
+            if usable:
+                sa, sb = gpu_buffers(ctx, a), gpu_buffers(ctx, b)
+                us = _small_copies(ctx, a, sb.d_dst, sa.d_src, b)
+                wrong = _verify_small(ctx, b, sb.d_dst, a, sa.d_src) if ctx.options.verify else None
+        if not usable:
             yield waived(key, f"no peer access between GPU{a} and GPU{b}", "us", **fields)
             continue
-        sa, sb = gpu_buffers(ctx, a), gpu_buffers(ctx, b)
-        us = _small_copies(ctx, a, sb.d_dst, sa.d_src, b)
-        wrong = _verify_small(ctx, b, sb.d_dst, a, sa.d_src) if ctx.options.verify else None
-        if staged and ctx.cuda.can_access_peer(a, b):
-            peer_ok(ctx, a, b)
         yield from_samples(key, us, "us", verified=(wrong == 0) if wrong is not None else None, wrong_elements=wrong,
                            size_bytes=SMALL, **fields)
 

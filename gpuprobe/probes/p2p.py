@@ -7,6 +7,7 @@ as in nvbandwidth. Bidirectional: both directions at once; the figure is the src
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 from gpuprobe.probes.core.buffers import device_seed, gpu_buffers
@@ -26,6 +27,22 @@ def peer_ok(ctx: ProbeContext, a: int, b: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def peer_mode(ctx: ProbeContext, a: int, b: int, staged: bool) -> Iterator[bool]:
+    """Set up the pair for the block: peer access on (yields False when CUDA cannot), or with ``staged`` off both
+    ways, so that the driver stages copies through host memory, and back on afterwards, even on failure."""
+    if not staged:
+        yield peer_ok(ctx, a, b)
+        return
+    ctx.cuda.set_peer_access(a, b, False)
+    ctx.cuda.set_peer_access(b, a, False)
+    try:
+        yield True
+    finally:
+        if ctx.cuda.can_access_peer(a, b):
+            peer_ok(ctx, a, b)
+
+
 def _d2d(ctx: ProbeContext, src: int, dst: int, mode: str, engine: str) -> Copy:
     """A copy from ``src``'s buffer into ``dst``'s; ``mode`` is read, write or staged."""
     s, d = gpu_buffers(ctx, src), gpu_buffers(ctx, dst)
@@ -40,22 +57,19 @@ def _pair_probe(ctx: ProbeContext, key: str, mode: str, engine: str, bidirection
         ctx.progress(f"{key} gpu{a}->gpu{b}")
         fields = dict(src=gpu(a), dst=gpu(b), direction="d2d", engine=engine if mode != "staged" else "staged",
                       traffic="bidirectional" if bidirectional else "unidirectional", path_class=ctx.path_class(a, b))
-        if mode == "staged":
-            ctx.cuda.set_peer_access(a, b, False)
-            ctx.cuda.set_peer_access(b, a, False)
-        elif not peer_ok(ctx, a, b):
+        with peer_mode(ctx, a, b, mode == "staged") as usable:
+            if usable:
+                copies = [_d2d(ctx, a, b, mode, engine)]
+                if bidirectional:
+                    copies.append(_d2d(ctx, b, a, mode, engine))
+                res = measure_copies(ctx.cuda, copies, count=o.copies_per_sample, warmup=o.warmup_copies,
+                                     samples=o.samples, verify=o.verify)
+        if not usable:
             yield waived(key, f"no peer access between GPU{a} and GPU{b} (CUDA reports it cannot)", **fields)
             continue
-        copies = [_d2d(ctx, a, b, mode, engine)]
-        if bidirectional:
-            copies.append(_d2d(ctx, b, a, mode, engine))
-        res = measure_copies(ctx.cuda, copies, count=o.copies_per_sample, warmup=o.warmup_copies,
-                             samples=o.samples, verify=o.verify)
-        notes = ["peer access disabled: the driver stages the copy through host memory"] if mode == "staged" else []
-        res.notes.extend(notes)
+        if mode == "staged":
+            res.notes.append("peer access disabled: the driver stages the copy through host memory")
         yield from_window(key, res, initiator=gpu(copies[0].device), size_bytes=copies[0].nbytes, **fields)
-        if mode == "staged" and ctx.cuda.can_access_peer(a, b):
-            peer_ok(ctx, a, b)
 
 
 def _declare(key: str, mode: str, engine: str, bidirectional: bool, description: str) -> None:
