@@ -205,16 +205,10 @@ def thresholds_from_data(data: Any, source: str = "thresholds") -> Thresholds:
         raise ThresholdsError(f"{source}: the top level must be a table/object")
     _unknown(data, _TOP_KEYS, source)
     t = Thresholds(source=source)
-    if "warn" in data:
-        t.warn = _ratio(data["warn"], "warn")
-    if "fail" in data:
-        t.fail = _ratio(data["fail"], "fail")
-    if "replay_fail" in data:
-        t.replay_fail = _count(data["replay_fail"], "replay_fail")
-    if "outlier_below_median" in data:
-        t.outlier_below_median = _ratio(data["outlier_below_median"], "outlier_below_median")
-    if "nvlinks_expected" in data:
-        t.nvlinks_expected = _count(data["nvlinks_expected"], "nvlinks_expected")
+    for key, parse in (("warn", _ratio), ("fail", _ratio), ("replay_fail", _count),
+                       ("outlier_below_median", _ratio), ("nvlinks_expected", _count)):
+        if key in data:
+            setattr(t, key, parse(data[key], key))
     if "tests" in data:
         t.tests = _tests(data["tests"], "tests")
     gpus = data.get("gpus", {})
