@@ -40,7 +40,7 @@ def _host_probe(ctx: ProbeContext, key: str, direction: str, engine: str, bidire
                     if bidirectional:
                         copies.append(_copy(ctx, h, D2H if direction == H2D else H2D, engine))
         res = measure_copies(ctx.cuda, copies, count=o.copies_per_sample, warmup=o.warmup_copies,
-                             samples=o.samples, verify=o.verify)
+                             samples=o.samples, verify=o.verify, rates=ctx.cache.setdefault("rates", {}))
         src, dst = ("host", gpu(g)) if direction == H2D else (gpu(g), "host")
         if bidirectional and res.other_gbps:
             reverse = sorted(o[0] for o in res.other_gbps)[len(res.other_gbps) // 2]

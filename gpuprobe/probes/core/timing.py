@@ -9,10 +9,17 @@ streams never fall inside a timed window (nvbandwidth's ``doMemcpyCore``).
 Bandwidth of the measured copy (copy 0) in one sample = bytes x count / (end - start). The others are
 interference (reverse traffic, other GPUs): they start with the release and run until after copy 0's window ends,
 as the twice-as-large interference copies of nvbandwidth's bidirectional tests do.
+
+Sizing the interference: nvbandwidth always enqueues twice the measured copies, so half of every bidirectional
+sample is spent after the measured window. Here a sample's interference is sized from the per-copy times seen
+under this same traffic (the previous sample, or an earlier probe that ran the same set of copies with another
+one measured) with a 20 % margin, and every sample checks that the interference did outlast the window: a sample
+it did not cover is discarded and taken again with the full twofold interference. Unknown traffic starts at twice.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +60,23 @@ class WindowResult:
     notes: list[str] = field(default_factory=list)
 
 
+COVER_MARGIN = 1.2
+"""Interference is sized to last this many times the expected measured window (plus ``COVER_SLACK_MS``)."""
+COVER_SLACK_MS = 0.5
+
+RateMemory = dict[frozenset, dict[tuple, float]]
+"""Per set of simultaneous copies: milliseconds per copy of each copy, as last seen under that traffic."""
+
+
+def _sig(c: Copy) -> tuple:
+    return (c.device, c.src, c.dst, c.nbytes, c.engine)
+
+
+def _covering(window_ms: float, per_copy_ms: float) -> int:
+    """Copies of ``per_copy_ms`` each that outlast a window of ``window_ms`` with the margin."""
+    return max(2, math.ceil((window_ms * COVER_MARGIN + COVER_SLACK_MS) / per_copy_ms))
+
+
 def _enqueue(cuda: Cuda, c: Copy, stream: Any) -> None:
     if c.engine == "ce":
         cuda.memcpy_async(c.dst, c.src, c.nbytes, stream)
@@ -72,13 +96,15 @@ def measure_copies(
     samples: int,
     verify: bool = True,
     poison: Callable[[Copy], None] | None = None,
+    rates: RateMemory | None = None,
 ) -> WindowResult:
     """Time ``copies`` running together; report copy 0 (the others are interference).
 
     Copy 0 gets ``warmup`` untimed copies before the first sample's window, then ``count`` timed ones per sample.
     Each interfering copy starts with the release and must still be running when copy 0's window ends: the first
-    sample gives it twice copy 0's copies; when all copies are on one device, later samples size it from the rates
-    just measured (60 % margin) and check that it did cover the window (else the next sample goes back to twice).
+    sample gives it twice copy 0's copies unless ``rates`` knows this traffic; when all copies are on one device,
+    samples are sized from the per-copy times last seen under it (20 % margin) and checked to have covered the
+    window (else the sample is discarded and the next one goes back to twice). ``rates`` is updated.
     """
     out = WindowResult()
     streams = [cuda.stream(c.device) for c in copies]
@@ -87,6 +113,11 @@ def measure_copies(
     ends = [cuda.event(c.device) for c in copies]
     one_device = len({c.device for c in copies}) == 1
     others = [2 * (warmup + count)] * len(copies)
+    key = frozenset(_sig(c) for c in copies)
+    seen = rates.get(key) if rates is not None and one_device else None
+    if seen:
+        for i in range(1, len(copies)):
+            others[i] = _covering((warmup + count) * seen[_sig(copies[0])], seen[_sig(copies[i])])
     uncovered = 0
     sample = 0
     while len([g for g in out.gbps if g == g]) < samples and sample < 2 * samples:
@@ -120,15 +151,21 @@ def measure_copies(
         out.other_gbps.append([c.nbytes * others[i] / (cuda.elapsed_ms(begins[i], ends[i]) * 1e-3) / 1e9
                                for i, c in enumerate(copies) if i > 0])
         if len(copies) > 1 and one_device:
-            window_ms = ms * 1.6 + 1.0  # the next sample's window, with margin (no warm-ups after the first)
+            per_copy = {_sig(copies[0]): ms / count}
+            covered = True
             for i in range(1, len(copies)):
                 if cuda.elapsed_ms(ends[0], ends[i]) < 0:  # interference ended inside the window
-                    uncovered += 1
-                    out.gbps[-1] = float("nan")
+                    covered = False
                     others[i] = 2 * (warmup + count)
                     continue
-                per_copy_ms = cuda.elapsed_ms(begins[i], ends[i]) / others[i]
-                others[i] = max(2, int(window_ms / per_copy_ms) + 1)
+                per_copy[_sig(copies[i])] = cuda.elapsed_ms(begins[i], ends[i]) / others[i]
+                others[i] = _covering(ms, per_copy[_sig(copies[i])])  # next window: no warm-ups
+            if not covered:
+                uncovered += 1
+                out.gbps[-1] = float("nan")
+                others = [2 * (warmup + count)] * len(copies)
+            elif rates is not None:
+                rates[key] = per_copy
         if verify:
             for c in copies:
                 wrong = cuda.check(c.check_device if c.check_device is not None else c.device, c.dst, c.nbytes,
