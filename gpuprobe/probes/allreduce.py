@@ -542,6 +542,22 @@ def prestart(ctx: ProbeContext) -> None:
     ctx.cache[PRESTART_KEY] = world
 
 
+def settle(ctx: ProbeContext, timeout_s: float = 60.0) -> float:
+    """Wait until the prestarted workers have finished starting (they then sit idle before their gate), so that
+    probes sensitive to other host/GPU activity (latencies) do not measure their CUDA and NCCL set-up.
+    Returns the seconds waited; gives up at ``timeout_s`` or when a worker has exited (the probe reports it)."""
+    world = ctx.cache.get(PRESTART_KEY)
+    if world is None or world.directory is None or world.start_error:
+        return 0.0
+    t0 = time.monotonic()
+    held = [world.directory / f"held{r}" for r in range(len(world.procs))]
+    while not all(h.exists() for h in held):
+        if time.monotonic() - t0 > timeout_s or any(p.exitcode is not None for p in world.procs):
+            break
+        time.sleep(0.01)
+    return time.monotonic() - t0
+
+
 def discard(ctx: ProbeContext) -> None:
     world = ctx.cache.pop(PRESTART_KEY, None)
     if world is not None:

@@ -165,6 +165,7 @@ def _run(rank: int, plan: WorkerPlan, out: _Out) -> None:
         dist.all_reduce(buf[:1], group=groups[0][0])
         sync()
     if plan.go_file:
+        (Path(plan.directory) / f"held{rank}").touch()  # start-up done: the parent may run quiet-host probes now
         go, deadline = Path(plan.go_file), time.monotonic() + plan.init_timeout_s
         while not go.exists():
             if time.monotonic() > deadline:

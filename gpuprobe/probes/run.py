@@ -113,7 +113,15 @@ def run_probes(
         results.setup_seconds = round(time.perf_counter() - t0, 3)
         if len(specs) > 1 and any(s.key == "all_reduce" and not (cuda is None and not options.tests) for s in specs):
             allreduce.prestart(ctx)  # its workers start up while the copy probes run
+        settled = False
         for spec in specs:
+            waited = 0.0
+            if spec.group == "latency" and not settled:
+                settled = True
+                waited = allreduce.settle(ctx)  # counted in this probe's time
+                if waited > 0.1:
+                    ctx.note(f"waited {waited:.1f} s for the all-reduce workers to finish starting before the latency "
+                             "probes (their CUDA/NCCL set-up disturbs host-memory latency)")
             if cuda is None and not options.tests and spec.needs == "dist":
                 # no GPU and no explicit selection: do not silently turn a GPU run into a CPU benchmark
                 results.measurements.append(waived(spec.key, "no CUDA GPU; select it explicitly (--tests "
@@ -121,6 +129,8 @@ def run_probes(
                                                    spec.unit))
                 continue
             _run_one(spec, ctx, results)
+            if waited:
+                results.probe_seconds[spec.key] = round(results.probe_seconds[spec.key] + waited, 3)
             results.notes = list(ctx.notes)
             if output:
                 save_results(results, output)

@@ -76,6 +76,30 @@ def test_probe_three_processes_sweeps_every_pair() -> None:
     assert any("[1, 2]" in label for label in labels)
 
 
+def test_prestarted_workers_settle_then_sweep() -> None:
+    """Workers started early hold before their sweep; ``settle`` returns once every rank is held (the latency
+    probes run then), and the probe picks the same workers up."""
+    opts = ProbeOptions(collective_backend="gloo", cpu_ranks=2, allreduce_min_bytes=8, allreduce_max_bytes=64,
+                        allreduce_step_factor=8, allreduce_iters=2, allreduce_warmup_iters=1, allreduce_samples=2,
+                        allreduce_pairs=False)
+    ctx = ProbeContext(options=opts, gpus=[])
+    allreduce.prestart(ctx)
+    try:
+        world = ctx.cache[allreduce.PRESTART_KEY]
+        waited = allreduce.settle(ctx, timeout_s=60)
+        assert waited < 60
+        assert all((world.directory / f"held{r}").exists() for r in range(2))
+        assert not (world.directory / "go").exists()  # held, not yet sweeping
+        spec = next(s for s in REGISTRY if s.key == "all_reduce")
+        ms = list(spec.run(ctx))
+        assert [m.size_bytes for m in ms] == [8, 64]
+        for m in ms:
+            _check_measured(m, [0, 1])
+    finally:
+        allreduce.discard(ctx)
+    assert allreduce.settle(ctx) == 0.0  # nothing prestarted any more
+
+
 @pytest.mark.slow
 def test_forced_timeout_yields_errors_and_goes_on() -> None:
     # two groups, each with a deadline too short to finish: the first world is killed, a fresh one runs the second
