@@ -56,25 +56,43 @@ class MemoryCalibration:
 
 @dataclass
 class Calibration:
-    """Efficiency factors of the performance model, with the spread used for the uncertainty band."""
+    """Efficiency factors of the performance model, with the spread used for the uncertainty band.
 
-    hbm_efficiency: float = 0.85
+    Defaults of the speed terms (HBM and prefill efficiency, per-layer GPU floor, host overheads, request
+    overhead) are a reference calibration: fitted (``gpuprobe validate --fit-calibration``) to the real vLLM
+    0.26.0 runs of a 1B- and an 8B-shaped Llama, eager and CUDA graphs, on one H100 80GB HBM3 (2026-11-25,
+    ``reports/h100-2026-11-25/validation-{1b,8b}.json``). They were checked on runs not used to set them
+    (another host, two more models: ``reports/h100-2026-11-25/lease2/``). Other GPUs, hosts and vLLM versions
+    should fit their own (``recommend --calibration``).
+    """
+
+    hbm_efficiency: float = 0.93
     """Decode: achieved bytes/s over the achievable HBM bandwidth (measured copy or 0.89 x datasheet).
-    Roofline studies of vLLM decode on H100 reach 75-90 % of copy bandwidth (BLIS, AIC mem_bw scaling 0.8)."""
-    hbm_efficiency_range: list[float] = field(default_factory=lambda: [0.72, 0.92])
-    prefill_compute_efficiency: float = 0.55
-    """Prefill MFU against the dense datasheet peak (BLIS roofline ~0.45; AIC GEMM tables 0.5-0.7)."""
-    prefill_compute_efficiency_range: list[float] = field(default_factory=lambda: [0.40, 0.70])
+    Reference fit (see the class docstring) 0.93, next to ``gpu_per_layer_us``; roofline studies of vLLM decode
+    on H100 quote 75-90 % of copy bandwidth without a separate per-kernel term (BLIS, AIC mem_bw scaling 0.8)."""
+    hbm_efficiency_range: list[float] = field(default_factory=lambda: [0.79, 1.0])
+    prefill_compute_efficiency: float = 0.62
+    """Prefill MFU against the dense datasheet peak (reference fit 0.62; BLIS roofline ~0.45; AIC GEMM tables
+    0.5-0.7)."""
+    prefill_compute_efficiency_range: list[float] = field(default_factory=lambda: [0.45, 0.79])
     decode_compute_efficiency: float = 0.35
     """MFU of small-batch GEMMs in decode when compute-bound (BLIS ~0.30)."""
-    step_overhead_ms: float = 0.8
-    """Per-step fixed cost with CUDA graphs: scheduler, sampler, input preparation (vLLM v1 on H100)."""
-    eager_overhead_per_layer_us: float = 60.0
-    """Extra kernel-launch cost per layer per step without CUDA graphs (--enforce-eager)."""
-    prefill_overhead_per_layer_ms: float = 0.05
+    gpu_per_layer_us: float = 20.0
+    """GPU time per layer per step that does not scale with bytes or FLOPs: the gaps between a layer's ~10
+    kernels and the ramp of small ones (a few microseconds each, also inside a CUDA graph)."""
+    step_overhead_ms: float = 2.4
+    """Per-step fixed host cost that overlaps the forward with CUDA graphs: scheduler, input preparation."""
+    step_serial_ms: float = 0.33
+    """Per-step host cost that never overlaps the forward (sampled tokens back to the scheduler)."""
+    seq_overhead_us: float = 4.2
+    """Per-step host cost per running sequence (scheduling, block tables, input and output bookkeeping)."""
+    eager_overhead_per_layer_us: float = 420.0
+    """Extra host cost per layer per step without CUDA graphs (--enforce-eager): launching every kernel from
+    Python. Varies by tens of percent between engine starts on the same VM (README, validation)."""
+    prefill_overhead_per_layer_ms: float = 0.07
     """Per-layer fixed cost of a prefill forward (AIC uses 0.8 ms/layer for vLLM prefill dispatch on older
     versions; v1 with torch.compile is much lower)."""
-    request_overhead_ms: float = 5.0
+    request_overhead_ms: float = 8.6
     """Fixed latency of a one-shot batch before its first scheduled step (request intake, engine-core IPC)
     and of handing the first token back; added to the TTFT and to the batch's total time."""
     allreduce_efficiency: float = 1.0
@@ -95,7 +113,11 @@ class Calibration:
         out.prefill_compute_efficiency = self.prefill_compute_efficiency_range[i]
         scale = self.hbm_efficiency_range[i] / self.hbm_efficiency
         out.decode_compute_efficiency = self.decode_compute_efficiency * scale
-        out.step_overhead_ms = self.step_overhead_ms * (1.5 if i == 0 else 0.7)
+        host = 1.5 if i == 0 else 0.7
+        out.step_overhead_ms = self.step_overhead_ms * host
+        out.step_serial_ms = self.step_serial_ms * host
+        out.seq_overhead_us = self.seq_overhead_us * host
+        out.eager_overhead_per_layer_us = self.eager_overhead_per_layer_us * host
         out.allreduce_efficiency = self.allreduce_efficiency * (1.25 if i == 0 else 0.9)
         return out
 

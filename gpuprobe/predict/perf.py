@@ -3,10 +3,12 @@
 Per pipeline stage and step (``_stage_time``):
   compute = (2 x tokens x active linear params on the rank + attention FLOPs) / (efficiency x peak)
   memory  = (weights read + KV read) / (efficiency x HBM bandwidth)      (MoE: only experts touched)
+            (both plus ``gpu_per_layer_us`` x layers: the fixed cost of a layer's kernels, even in a graph)
   comm    = (2 x layers + 1 on the first stage) all-reduces of tokens x hidden x 2 bytes, each timed on the
             curve of the backend vLLM picks for that TP group and size (``allreduce_time``)
-  step    = max(compute, memory) + comm + host overhead (eager); max(that GPU time, host overhead) with
-            CUDA graphs, where the host work overlaps the forward (``_stage_total``)
+  step    = max(compute, memory) + comm + host overhead (eager); max(that GPU time, host overhead) + the
+            host's serial part with CUDA graphs, where the rest of the host work overlaps the forward
+            (``_stage_total``)
 Steady state with B requests running: every step decodes B tokens and carries B x input/output prompt
 tokens of chunked prefill (the prefill work amortised over the outputs). With pp > 1, vLLM keeps pp
 micro-batches in flight: a token round takes max(pp x slowest stage, sum of stages + transfers).
@@ -23,7 +25,8 @@ before the token is handed back). Then every
 request decodes one token per step at batch n. A request's TPOT counts the mixed prefill steps it decoded
 through (the median request's is reported). Output tokens/s = n x output_len / (prefill steps + decode steps).
 With more requests than fit at once (max_num_seqs or KV room) the batch runs in waves.
-Host overhead per step: ``step_overhead_ms`` always, plus ``eager_overhead_per_layer_us`` x layers when the
+Host overhead per step: ``step_overhead_ms`` + ``seq_overhead_us`` x sequences in the step (overlaps the forward
+with CUDA graphs) + ``step_serial_ms`` (never overlaps), plus ``eager_overhead_per_layer_us`` x layers when the
 step runs without CUDA graphs (--enforce-eager, or prefill steps above the largest captured size).
 
 Uncertainty: the same prediction with the calibration's pessimistic and optimistic efficiency ends
@@ -161,6 +164,9 @@ def _stage_time(ctx: _Ctx, st: _Stage, new_tokens: float, seqs: float, ctx_token
         weight_bytes = st.dense_weight_bytes + st.moe_layers * touched * st.expert_bytes_per_layer_expert
     bytes_read = weight_bytes + ctx_tokens * st.kv_bytes_per_token
     t_memory = bytes_read / (cal.hbm_efficiency * ctx.hbm)
+    floor = st.layers * cal.gpu_per_layer_us * 1e-6  # kernels' fixed cost: launch gaps, tails of small kernels
+    t_compute += floor
+    t_memory += floor
     t_comm = 0.0
     if ctx.tp > 1:
         msg = new_tokens * spec.hidden_size * spec.dtype_bytes
@@ -171,21 +177,25 @@ def _stage_time(ctx: _Ctx, st: _Stage, new_tokens: float, seqs: float, ctx_token
     # vLLM 0.26 captures full graphs for decode and piecewise graphs for mixed steps up to the largest
     # capture size; larger steps and --enforce-eager launch every kernel from the host.
     graphs = not ctx.eager and new_tokens <= MAX_CAPTURE_TOKENS
-    overhead = cal.step_overhead_ms * 1e-3 / ctx.pp
+    host = (cal.step_overhead_ms * 1e-3 + seqs * cal.seq_overhead_us * 1e-6) / ctx.pp
     if not graphs:
-        overhead += st.layers * cal.eager_overhead_per_layer_us * 1e-6
+        host += st.layers * cal.eager_overhead_per_layer_us * 1e-6
     if prefill:
-        overhead += st.layers * cal.prefill_overhead_per_layer_ms * 1e-3
-    return {"compute": t_compute, "hbm": t_memory, "interconnect": t_comm, "overhead": overhead,
-            "graphs": 1.0 if graphs else 0.0}
+        host += st.layers * cal.prefill_overhead_per_layer_ms * 1e-3
+    serial = cal.step_serial_ms * 1e-3 / ctx.pp
+    return {"compute": t_compute, "hbm": t_memory, "interconnect": t_comm, "overhead": host + serial,
+            "serial": serial, "graphs": 1.0 if graphs else 0.0}
 
 
 def _stage_total(p: dict[str, float]) -> float:
-    """Step time of one stage. With CUDA graphs the host work (scheduling, input preparation) overlaps the
-    GPU's forward (async scheduling), so the step takes the longer of the two; without graphs the host
-    launches every kernel of the forward and its time adds to the GPU's."""
+    """Step time of one stage. With CUDA graphs the host's per-step work (scheduling, input preparation)
+    overlaps the GPU's forward, so the step takes the longer of the two plus the part that cannot overlap
+    (``serial``: handing the sampled tokens back); without graphs the host launches every kernel of the forward
+    and all of its time adds to the GPU's."""
     gpu = max(p["compute"], p["hbm"]) + p["interconnect"]
-    return max(gpu, p["overhead"]) if p["graphs"] else gpu + p["overhead"]
+    if p["graphs"]:
+        return max(gpu, p["overhead"] - p["serial"]) + p["serial"]
+    return gpu + p["overhead"]
 
 
 def _p2p_s(ctx: _Ctx, i: int, new_tokens: float, cal: Calibration) -> float:

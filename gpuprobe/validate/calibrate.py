@@ -1,11 +1,13 @@
 """Fit the performance model's per-box factors to validation runs, and report the error honestly.
 
-Method: least squares in log space. For factors θ (the float fields of the predictor's ``Calibration``
+Method: robust least squares in log space. For factors θ (the float fields of the predictor's ``Calibration``
 that change at least one prediction of these runs), minimise
 
-    Σ_points (ln predicted(θ) − ln measured)²  +  λ Σ_factors (ln θ − ln θ₀)²
+    Σ_points ρ(ln predicted(θ) − ln measured)  +  λ Σ_factors (ln θ − ln θ₀)²
 
-over ln θ with Nelder–Mead. Why log space: errors of speed figures are multiplicative (an efficiency factor
+with ρ the soft-L1 loss 2δ²(√(1 + (r/δ)²) − 1), δ = 0.1: quadratic for small residuals, linear beyond ~10 %,
+so one noisy point (eager-mode steps on a busy host vary by tens of percent) cannot drag every factor;
+minimised over ln θ with Nelder–Mead. Why log space: errors of speed figures are multiplicative (an efficiency factor
 scales a time), figures span orders of magnitude (TTFT in ms, tokens/s in thousands), and 20 % too high
 costs the same as 20 % too low. The small ridge term (λ = 0.02) keeps factors the data does not pin down
 at their published defaults instead of letting them drift. Efficiency factors whose default is below 1
@@ -34,7 +36,8 @@ from gpuprobe.validate.adapter import Predictor, PredictRequest
 from gpuprobe.validate.compare import PERF_FIGURES, measured_figures, predict_request
 
 RIDGE = 0.02
-METHOD = "least squares of ln(predicted/measured) over TTFT, TPOT and output tokens/s, ridge 0.02 to defaults"
+METHOD = ("robust (soft-L1, scale 0.1) least squares of ln(predicted/measured) over TTFT, TPOT and output tokens/s, "
+          "ridge 0.02 to defaults")
 
 
 @dataclass
@@ -161,6 +164,15 @@ def nelder_mead(f: Any, x0: list[float], step: float = 0.3, iters: int = 400, to
     return simplex[min(range(n + 1), key=lambda i: values[i])]
 
 
+SOFT_L1_SCALE = 0.1
+"""Residuals (in ln) beyond about 10 % count linearly, not squared: a noisy point cannot drag every factor."""
+
+
+def _soft_l1(r: float) -> float:
+    d = SOFT_L1_SCALE
+    return 2 * d * d * (math.sqrt(1 + (r / d) ** 2) - 1)
+
+
 def _fit(cases: list[_Case], base: Any, names: list[str], predictor: Predictor) -> Any:
     caps = {n: 1.0 for n in names if n.endswith("_efficiency") and getattr(base, n) < 1.0}
     x0 = [math.log(getattr(base, n)) for n in names]
@@ -169,7 +181,7 @@ def _fit(cases: list[_Case], base: Any, names: list[str], predictor: Predictor) 
     def loss(x: list[float]) -> float:
         pred = _predict(cases, _with(base, names, x, caps), predictor)
         miss = len(targets) - len(pred)
-        s = sum((math.log(pred[k]) - math.log(v)) ** 2 for k, v in targets.items() if k in pred)
+        s = sum(_soft_l1(math.log(pred[k]) - math.log(v)) for k, v in targets.items() if k in pred)
         return s + 10.0 * miss + RIDGE * sum((a - b) ** 2 for a, b in zip(x, x0, strict=True))
 
     return _with(base, names, nelder_mead(loss, x0), caps)

@@ -73,26 +73,82 @@ def _errors(runs, cal) -> dict[tuple[str, str, str], float]:
     return out
 
 
-def test_calibration_fitted_on_8b_is_closer_on_held_out_1b() -> None:
+LEASE2 = REPORT / "lease2"
+LEASE2_SYSTEM = str(LEASE2 / "probe-run2.json")
+
+
+def _lease2_runs():
+    return [load_runs(LEASE2 / f"validation-{m}.json") for m in ("1b", "3b", "qwen7b", "8b")]
+
+
+def _tokps_errors(all_runs, system: str, cal) -> dict[tuple[str, str, str], float]:
+    """(model, engine, workload) -> relative error of output tokens/s."""
+    out = {}
+    for runs in all_runs:
+        for run in runs.layouts:
+            req = compare.predict_request(runs, run, system)
+            pred = adapter.predict_run(dataclasses.replace(req, calibration=cal))
+            for (fig, lab), meas in compare.measured_figures(run).items():
+                if fig == "output_tokens_per_s" and meas:
+                    eng = "eager" if run.layout.enforce_eager else "graphs"
+                    out[(runs.model_name, eng, lab or "")] = pred.workloads[lab or ""][fig] / meas - 1
+    return out
+
+
+def test_defaults_on_runs_not_used_to_set_them() -> None:
+    """The shipped speed defaults were fitted to the reference runs; lease 2 (another machine, two new models)
+    is out of sample. GPU-bound engines (7B/8B with CUDA graphs) within 7 %, the median point within 10 %."""
     from gpuprobe.predict.calibration import Calibration
-    from gpuprobe.results.serde import from_data
 
-    runs_1b, runs_8b = _runs()
-    fit = calibrate.fit_calibration([runs_8b], system=SYSTEM, holdout="model")  # one model: a single fit
-    fitted = from_data(Calibration, fit.calibration)
-    before = _errors(runs_1b, Calibration())
-    after = _errors(runs_1b, fitted)
-    for fig in compare.PERF_FIGURES:
-        b = sum(v * v for k, v in before.items() if k[2] == fig)
-        a = sum(v * v for k, v in after.items() if k[2] == fig)
-        assert a < b, (fig, a, b)
+    errs = _tokps_errors(_lease2_runs(), LEASE2_SYSTEM, Calibration())
+    assert len(errs) == 32
+    gpu_bound = {k: v for k, v in errs.items() if k[1] == "graphs" and ("7b" in k[0] or "8b" in k[0])}
+    assert len(gpu_bound) == 8
+    assert all(abs(v) <= 0.07 for v in gpu_bound.values()), gpu_bound
+    med = sorted(abs(v) for v in errs.values())[len(errs) // 2]
+    assert med <= 0.10, med
 
 
-def test_committed_calibration_loads_and_beats_defaults() -> None:
+def test_same_engine_twice_differs_by_more_than_the_target_when_host_bound() -> None:
+    """The measurement's own spread (lease 3: the 1B twice, back to back on one machine): eager and host-bound
+    graphs engines move by more than 5 %, so no model can be held to 5 % on them; the GPU-bound 8B with graphs
+    repeats within 2 % even across machines."""
+    reps = [load_runs(REPORT / "lease3-repeat" / f"validation-1b-rep{r}.json") for r in (1, 2)]
+    tok = [{(run.layout.enforce_eager, lab): v for run in r.layouts
+            for (fig, lab), v in compare.measured_figures(run).items() if fig == "output_tokens_per_s"}
+           for r in reps]
+    assert tok[0].keys() == tok[1].keys() and len(tok[0]) == 8
+    change = {k: tok[1][k] / tok[0][k] - 1 for k in tok[0]}
+    assert max(abs(v) for k, v in change.items() if k[0]) > 0.20  # eager
+    assert max(abs(v) for k, v in change.items() if not k[0]) > 0.05  # 1B with graphs: host-bound
+    a = load_runs(REPORT / "validation-8b.json")
+    b = load_runs(LEASE2 / "validation-8b.json")
+    for ra, rb in zip(a.layouts, b.layouts, strict=True):
+        if ra.layout.enforce_eager:
+            continue
+        fa, fb = compare.measured_figures(ra), compare.measured_figures(rb)
+        for key, va in fa.items():
+            if key[0] == "output_tokens_per_s":
+                assert abs(fb[key] / va - 1) <= 0.02, (key, va, fb[key])
+
+
+def test_committed_lease2_calibration_loads_and_fits_better_than_defaults() -> None:
+    """The calibration fitted on lease 2 (benchmarks/validation_accuracy.py --fit-out) lowers the fit's own
+    robust loss on those runs compared with the defaults."""
     from gpuprobe.predict.calibration import Calibration
 
-    cal = adapter.load_calibration_file(REPORT / "calibration.json")
-    for runs in _runs():
-        before = _errors(runs, Calibration())
-        after = _errors(runs, cal)
-        assert sum(v * v for v in after.values()) < sum(v * v for v in before.values())
+    cal = adapter.load_calibration_file(LEASE2 / "calibration.json")
+    assert cal.source.endswith("calibration.json")
+
+    def loss(c) -> float:
+        total = 0.0
+        for runs in _lease2_runs():
+            for run in runs.layouts:
+                req = compare.predict_request(runs, run, LEASE2_SYSTEM)
+                pred = adapter.predict_run(dataclasses.replace(req, calibration=c))
+                for (fig, lab), meas in compare.measured_figures(run).items():
+                    if fig in compare.PERF_FIGURES and lab and meas:
+                        total += calibrate._soft_l1(math.log(pred.workloads[lab][fig] / meas))
+        return total
+
+    assert loss(cal) < loss(Calibration())
