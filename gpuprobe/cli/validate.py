@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from gpuprobe.errors import UsageError
 from gpuprobe.results.serde import to_data
 from gpuprobe.results.validation import LayoutRun, ValidationLayout, ValidationRuns, Workload
 from gpuprobe.validate.calibrate import CalibrationFit
+from gpuprobe.validate.spread import spread_notes
 
 DEFAULT_WORKLOADS = ["n=1,in=128,out=64", "n=16,in=128,out=64"]
 
@@ -41,6 +43,9 @@ def validate(
         None, "--max-num-seqs", help="vLLM max_num_seqs (default: the largest workload's n)."
     ),
     timeout_s: float = typer.Option(900.0, "--timeout-s", help="Hard limit per layout, in seconds."),
+    starts: int = typer.Option(
+        1, "--starts", help="Start each layout's engine this many times (shows how far its speed moves between starts)."
+    ),
     output: Path = typer.Option(
         Path("validation.json"), "-o", "--output", help="Validation file (resumed when it exists)."
     ),
@@ -87,6 +92,9 @@ def validate(
         for lay in layouts:
             lay.enforce_eager, lay.max_num_seqs = enforce_eager, seqs
             lay.max_model_len, lay.gpu_memory_utilization = max_model_len, gpu_memory_utilization
+        if starts < 1:
+            raise UsageError(f"--starts must be at least 1 (got {starts})")
+        layouts = [dataclasses.replace(lay, start=k) for lay in layouts for k in range(1, starts + 1)]
         opts = runner.ValidateOptions(
             model=model, layouts=layouts, workloads=workloads, output=output, outdir=outdir, timeout_s=timeout_s,
             force=force, retry_failed=retry_failed, env=parse_env(env), python=python or sys.executable,
@@ -191,6 +199,7 @@ def runs_table(runs: ValidationRuns) -> Group:
             notes.append(f"{run.layout.name}: {escape(run.reason)}{log}")
         if run.status == "ok" and run.comparison and run.comparison.reason:
             notes.append(f"{run.layout.name}: no comparison: {escape(run.comparison.reason)}")
+    notes += [escape(n) for n in spread_notes(runs)]
     return Group(t, *notes)
 
 

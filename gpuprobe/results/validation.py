@@ -58,6 +58,9 @@ class ValidationLayout:
     dtype: str = "auto"
     extra_engine_args: dict[str, Any] = field(default_factory=dict)
     """Further ``LLM(...)`` keyword arguments, passed through unchanged."""
+    start: int = 1
+    """Which engine start of this layout (``validate --starts N`` starts each layout N times: host-bound speed
+    moves between engine starts by more than a prediction can be held to)."""
 
     @property
     def gpu_count(self) -> int:
@@ -72,7 +75,14 @@ class ValidationLayout:
         name += "-eager" if self.enforce_eager else "-graphs"
         if self.gpus:
             name += "-g" + "-".join(str(g) for g in self.gpus)
+        if self.start > 1:
+            name += f"-s{self.start}"
         return name
+
+    @property
+    def config_name(self) -> str:
+        """The name without the start number: the same engine configuration."""
+        return self.name if self.start == 1 else self.name.rsplit("-s", 1)[0]
 
 
 @dataclass

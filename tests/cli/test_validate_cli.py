@@ -44,6 +44,14 @@ def test_model_is_required_to_run(capsys) -> None:
     assert "--model is required" in capsys.readouterr().err
 
 
+def test_starts_must_be_positive(tmp_path: Path, capsys) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"vocab_size": 32000}')
+    assert main(["validate", "--model", str(model), "--layout", "tp=1", "--starts", "0"]) == 2
+    assert "--starts must be at least 1" in capsys.readouterr().err
+
+
 def test_compare_a_stored_file(tmp_path: Path, capsys) -> None:
     src = DATA / "vllm" / "validation-cpu-tp1-tp2.json"
     dst = tmp_path / "runs.json"

@@ -113,3 +113,16 @@ def test_timeout_kills_the_run(tmp_path: Path, model_dir: Path) -> None:
     left = subprocess.run(["pgrep", "-f", f"gpuprobe.validate.worker {tmp_path}"], capture_output=True, text=True)
     assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
     assert os.path.getsize(run["log_path"]) > 0
+
+
+def test_starts_twice_records_both_and_says_how_far_they_moved(tmp_path: Path, model_dir: Path, capsys) -> None:
+    code, data = _validate(tmp_path, model_dir, "--layout", "tp=1", "--starts", "2",
+                           "--workload", "n=4,in=32,out=8", "--timeout-s", "300")  # fmt: skip
+    assert code == 0, [(r["layout"]["start"], r["status"], r["reason"]) for r in data["layouts"]]
+    runs = data["layouts"]
+    assert [r["layout"]["start"] for r in runs] == [1, 2]
+    assert runs[0]["log_path"] != runs[1]["log_path"]
+    for r in runs:
+        assert r["status"] == "ok" and r["measured"]["workloads"][0]["output_tokens_per_s"] > 0
+    out = capsys.readouterr().out
+    assert "tp1-pp1-eager: 2 engine starts; output tokens/s moved up to" in " ".join(out.split())
