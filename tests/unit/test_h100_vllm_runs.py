@@ -61,18 +61,6 @@ def test_kv_tokens_within_3_percent_of_real_vllm() -> None:
     assert seen == 4
 
 
-def _errors(runs, cal) -> dict[tuple[str, str, str], float]:
-    """ln(predicted / measured) of every speed figure of ``runs``."""
-    out = {}
-    for run in runs.layouts:
-        req = compare.predict_request(runs, run, SYSTEM)
-        pred = adapter.predict_run(dataclasses.replace(req, calibration=cal))
-        for (fig, lab), meas in compare.measured_figures(run).items():
-            if fig in compare.PERF_FIGURES and meas:
-                out[(run.layout.name, lab or "", fig)] = math.log(pred.workloads[lab or ""][fig] / meas)
-    return out
-
-
 LEASE2 = REPORT / "lease2"
 LEASE2_SYSTEM = str(LEASE2 / "probe-run2.json")
 
@@ -81,18 +69,24 @@ def _lease2_runs():
     return [load_runs(LEASE2 / f"validation-{m}.json") for m in ("1b", "3b", "qwen7b", "8b")]
 
 
-def _tokps_errors(all_runs, system: str, cal) -> dict[tuple[str, str, str], float]:
-    """(model, engine, workload) -> relative error of output tokens/s."""
+def _log_errors(all_runs, system: str, cal) -> dict[tuple[str, str, str, str], float]:
+    """(model, engine, workload, figure) -> ln(predicted / measured) of every measured speed figure."""
     out = {}
     for runs in all_runs:
         for run in runs.layouts:
             req = compare.predict_request(runs, run, system)
             pred = adapter.predict_run(dataclasses.replace(req, calibration=cal))
+            eng = "eager" if run.layout.enforce_eager else "graphs"
             for (fig, lab), meas in compare.measured_figures(run).items():
-                if fig == "output_tokens_per_s" and meas:
-                    eng = "eager" if run.layout.enforce_eager else "graphs"
-                    out[(runs.model_name, eng, lab or "")] = pred.workloads[lab or ""][fig] / meas - 1
+                if fig in compare.PERF_FIGURES and lab and meas:
+                    out[(runs.model_name, eng, lab, fig)] = math.log(pred.workloads[lab][fig] / meas)
     return out
+
+
+def _tokps_errors(all_runs, system: str, cal) -> dict[tuple[str, str, str], float]:
+    """(model, engine, workload) -> relative error of output tokens/s."""
+    return {k[:3]: math.exp(v) - 1 for k, v in _log_errors(all_runs, system, cal).items()
+            if k[3] == "output_tokens_per_s"}
 
 
 def test_defaults_on_runs_not_used_to_set_them() -> None:
@@ -141,14 +135,6 @@ def test_committed_lease2_calibration_loads_and_fits_better_than_defaults() -> N
     assert cal.source.endswith("calibration.json")
 
     def loss(c) -> float:
-        total = 0.0
-        for runs in _lease2_runs():
-            for run in runs.layouts:
-                req = compare.predict_request(runs, run, LEASE2_SYSTEM)
-                pred = adapter.predict_run(dataclasses.replace(req, calibration=c))
-                for (fig, lab), meas in compare.measured_figures(run).items():
-                    if fig in compare.PERF_FIGURES and lab and meas:
-                        total += calibrate._soft_l1(math.log(pred.workloads[lab][fig] / meas))
-        return total
+        return sum(calibrate._soft_l1(v) for v in _log_errors(_lease2_runs(), LEASE2_SYSTEM, c).values())
 
     assert loss(cal) < loss(Calibration())

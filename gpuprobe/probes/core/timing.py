@@ -156,7 +156,6 @@ def measure_copies(
             for i in range(1, len(copies)):
                 if cuda.elapsed_ms(ends[0], ends[i]) < 0:  # interference ended inside the window
                     covered = False
-                    others[i] = 2 * (warmup + count)
                     continue
                 per_copy[_sig(copies[i])] = cuda.elapsed_ms(begins[i], ends[i]) / others[i]
                 others[i] = _covering(ms, per_copy[_sig(copies[i])])  # next window: no warm-ups
