@@ -20,6 +20,7 @@ from gpuprobe.validate.calibrate import CalibrationFit
 from gpuprobe.validate.spread import spread_notes
 
 DEFAULT_WORKLOADS = ["n=1,in=128,out=64", "n=16,in=128,out=64"]
+DEFAULT_SERVE_WORKLOADS = ["n=8,in=1024,out=128,c=1", "n=64,in=1024,out=128,c=16", "n=256,in=1024,out=128,c=64"]
 
 
 def validate(
@@ -30,17 +31,22 @@ def validate(
     layout: list[str] = typer.Option([], "--layout", help="A layout, e.g. 'tp=2,pp=1' or 'tp=1,gpus=3' (repeatable)."),
     top: int = typer.Option(3, "--top", help="How many layouts of --recommendation to run."),
     workload: list[str] = typer.Option(
-        [], "--workload", help="Batch shape 'n=16,in=128,out=64' (repeatable; all run on one engine start)."
+        [], "--workload", help="'n=16,in=128,out=64' (one batch); served: add c=CONCURRENCY and/or rate=REQ_PER_S, "
+        "optionally range=0.1 (lengths ±10 %). Repeatable; all run on one engine start."
+    ),
+    serve_mode: bool = typer.Option(
+        False, "--serve", help="Start 'vllm serve' and send the workloads over HTTP as 'vllm bench serve' does."
     ),
     enforce_eager: bool = typer.Option(
-        True, "--enforce-eager/--cuda-graphs", help="Eager (fast start) or vLLM's compiled mode with CUDA graphs."
+        False, "--enforce-eager/--cuda-graphs", help="Eager mode, or vLLM's default compiled mode with CUDA graphs."
     ),
     max_model_len: int | None = typer.Option(None, "--max-model-len", help="vLLM max_model_len (default: vLLM's)."),
     gpu_memory_utilization: float | None = typer.Option(
         None, "--gpu-memory-utilization", help="vLLM gpu_memory_utilization (default: vLLM's)."
     ),
-    max_num_seqs: int | None = typer.Option(
-        None, "--max-num-seqs", help="vLLM max_num_seqs (default: the largest workload's n)."
+    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="vLLM max_num_seqs (default: vLLM's)."),
+    max_num_batched_tokens: int | None = typer.Option(
+        None, "--max-num-batched-tokens", help="vLLM max_num_batched_tokens (default: vLLM's)."
     ),
     timeout_s: float = typer.Option(900.0, "--timeout-s", help="Hard limit per layout, in seconds."),
     starts: int = typer.Option(
@@ -62,6 +68,9 @@ def validate(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed and timed-out layouts again."),
     env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the vLLM processes (repeatable)."),
     python: str | None = typer.Option(None, "--python", help="Interpreter that imports vLLM (default: this one)."),
+    preload: bool = typer.Option(
+        True, "--preload/--no-preload", help="Import vLLM once and fork every run from it (saves 10-30 s per run)."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print the validation file as JSON on stdout."),
 ) -> None:
     """Run each layout briefly in real vLLM with dummy weights; compare KV tokens, tokens/s, TTFT, TPOT.
@@ -84,21 +93,27 @@ def validate(
     else:
         if model is None:
             raise UsageError("--model is required to run layouts", hint="or pass --compare RUNS.json")
-        workloads = [parse_workload(w) for w in (workload or DEFAULT_WORKLOADS)]
+        workloads = [parse_workload(w) for w in (workload or (DEFAULT_SERVE_WORKLOADS if serve_mode
+                                                                else DEFAULT_WORKLOADS))]
+        if serve_mode and any(not w.served for w in workloads):
+            raise UsageError("--serve workloads need c=CONCURRENCY or rate=REQUESTS_PER_S, e.g. "
+                             "'n=256,in=1024,out=128,c=64'")
+        if not serve_mode and any(w.served for w in workloads):
+            raise UsageError("c= and rate= describe served load: add --serve")
         layouts = [parse_layout(x) for x in layout]
         if recommendation is not None:
             layouts += runner.load_recommendation(str(recommendation), top)
-        seqs = max_num_seqs or max(w.num_requests for w in workloads)
         for lay in layouts:
-            lay.enforce_eager, lay.max_num_seqs = enforce_eager, seqs
+            lay.enforce_eager, lay.max_num_seqs, lay.serve = enforce_eager, max_num_seqs, serve_mode
             lay.max_model_len, lay.gpu_memory_utilization = max_model_len, gpu_memory_utilization
+            lay.max_num_batched_tokens = max_num_batched_tokens
         if starts < 1:
             raise UsageError(f"--starts must be at least 1 (got {starts})")
         layouts = [dataclasses.replace(lay, start=k) for lay in layouts for k in range(1, starts + 1)]
         opts = runner.ValidateOptions(
             model=model, layouts=layouts, workloads=workloads, output=output, outdir=outdir, timeout_s=timeout_s,
             force=force, retry_failed=retry_failed, env=parse_env(env), python=python or sys.executable,
-            compare=cmp.comparer(system=system, calibration=calibration),
+            compare=cmp.comparer(system=system, calibration=calibration), preload=preload,
         )  # fmt: skip
         all_runs = [runner.run_validation(opts, progress=lambda msg: out.info(escape(msg)), command=sys.argv)]
         out.info(f"validation file: {opts.output} (logs in {opts.outdir})")
@@ -132,16 +147,29 @@ def _kv(text: str, what: str) -> dict[str, str]:
 
 
 def parse_workload(text: str) -> Workload:
-    """``n=16,in=128,out=64`` -> Workload."""
+    """``n=16,in=128,out=64`` (one batch) or ``n=256,in=1024,out=128,c=64[,rate=8][,range=0.1]`` -> Workload."""
     kv = _kv(text, "--workload")
     try:
         wl = Workload(int(kv.pop("n")), int(kv.pop("in")), int(kv.pop("out")))
+        if "c" in kv:
+            wl.concurrency = int(kv.pop("c"))
+        if "rate" in kv:
+            wl.request_rate = float(kv.pop("rate"))
+        if "range" in kv:
+            wl.range_ratio = float(kv.pop("range"))
     except (KeyError, ValueError):
-        raise UsageError(f"--workload {text!r} must be like 'n=16,in=128,out=64'") from None
+        hint = "served: add c=64 or rate=8"
+        raise UsageError(f"--workload {text!r} must be like 'n=16,in=128,out=64' ({hint})") from None
     if kv:
         raise UsageError(f"--workload {text!r}: unknown key(s) {sorted(kv)}")
-    if min(wl.num_requests, wl.input_len, wl.output_len) < 1:
-        raise UsageError(f"--workload {text!r}: n, in and out must be at least 1")
+    if min(wl.num_requests, wl.input_len, wl.output_len) < 1 or wl.num_requests > 1 << 20:
+        raise UsageError(f"--workload {text!r}: n, in and out must be at least 1 (n at most {1 << 20})")
+    if wl.concurrency is not None and wl.concurrency < 1:
+        raise UsageError(f"--workload {text!r}: c must be at least 1")
+    if wl.request_rate is not None and not (0 < wl.request_rate < 1e6):
+        raise UsageError(f"--workload {text!r}: rate must be a positive number of requests per second")
+    if not 0 <= wl.range_ratio < 1:
+        raise UsageError(f"--workload {text!r}: range must be in [0, 1)")
     return wl
 
 

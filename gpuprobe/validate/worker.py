@@ -128,8 +128,7 @@ class Worker:
             "tensor_parallel_size": lay.tp,
             "pipeline_parallel_size": lay.pp,
             "enforce_eager": lay.enforce_eager,
-            "disable_log_stats": False,
-            "enable_prefix_caching": False,
+            "disable_log_stats": False,  # per-request metrics (TTFT, TPOT) need the stats
             "seed": int(self.spec.get("seed", 0)),
         }
         if lay.tp * lay.pp > 1:
@@ -168,16 +167,20 @@ class Worker:
         except Exception:  # noqa: BLE001 - platform detection is best effort
             platform = "unknown"
         self.measured.platform = platform
-        if platform == "cuda" and torch.cuda.is_available():
-            self.measured.device_name = torch.cuda.get_device_name(0)
-        elif platform == "cpu":
-            self.measured.device_name = _cpu_name()
+        if os.environ.get("GPUPROBE_PRELOADED"):
+            self.measured.notes.append("forked from an interpreter that had imported vLLM (import_s is the fork's)")
         kwargs = self.engine_kwargs(platform)
         _progress(f"starting engine: {json.dumps({k: v for k, v in kwargs.items() if k != 'model'})}")
         t1 = time.perf_counter()
         llm = LLM(**kwargs)
         self.measured.engine_start_s = time.perf_counter() - t1
         _progress(f"engine started in {self.measured.engine_start_s:.1f} s")
+        # Only now: CUDA initialised in this process before the engine starts would make vLLM spawn (not fork)
+        # its engine process, which then imports everything again.
+        if platform == "cuda" and torch.cuda.is_available():
+            self.measured.device_name = torch.cuda.get_device_name(0)
+        elif platform == "cpu":
+            self.measured.device_name = _cpu_name()
         self.read_engine_config(llm)
         self.write()
         return llm

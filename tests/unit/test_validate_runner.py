@@ -65,7 +65,7 @@ def _opts(tmp_path: Path, python: str, **kw) -> runner.ValidateOptions:
     (model / "config.json").write_text(json.dumps(CONFIG))
     return runner.ValidateOptions(
         model=str(model), layouts=kw.pop("layouts", [ValidationLayout(tp=1)]), workloads=[Workload(2, 16, 4)],
-        output=tmp_path / "runs.json", python=python, **kw,
+        output=tmp_path / "runs.json", python=python, preload=kw.pop("preload", False), **kw,
     )  # fmt: skip
 
 
