@@ -11,10 +11,12 @@ from gpuprobe.cli.output import Output
 from gpuprobe.errors import ModelDoesNotFit, UsageError
 from gpuprobe.predict.calibration import Calibration, load_calibration
 from gpuprobe.predict.model_spec import load_model_spec
-from gpuprobe.predict.options import ServeOptions, Workload
-from gpuprobe.predict.recommend import Slo, fits_nowhere_message
+from gpuprobe.predict.options import ServeOptions
+from gpuprobe.predict.perf import Slo
+from gpuprobe.predict.recommend import fits_nowhere_message
 from gpuprobe.predict.recommend import recommend as run_recommend
 from gpuprobe.predict.system import system_from_results, system_from_spec
+from gpuprobe.predict.traffic import Traffic
 from gpuprobe.results.io import load_results, write_json_atomic
 from gpuprobe.results.recommendation import Recommendation
 from gpuprobe.results.serde import to_data
@@ -66,11 +68,19 @@ def recommend(
     max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens"),
     input_len: int = typer.Option(1024, "--input-len", help="Prompt tokens per request."),
     output_len: int = typer.Option(256, "--output-len", help="Output tokens per request."),
-    concurrency: int = typer.Option(64, "--concurrency", help="Requests in flight at once."),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", help="Clients in flight (closed loop, as vllm bench serve --max-concurrency); "
+        "default 64, or no cap with --request-rate."),
+    request_rate: float | None = typer.Option(
+        None, "--request-rate", help="Poisson arrivals per second instead of a closed loop."),
+    num_requests: int = typer.Option(1000, "--num-requests", help="Requests in the simulated run."),
+    range_ratio: float = typer.Option(
+        0.0, "--range-ratio", help="Lengths uniform in [L(1-r), L(1+r)] (vllm bench --random-range-ratio)."),
     kv_cache_dtype: str = typer.Option("auto", "--kv-cache-dtype", help="auto or fp8."),
     quantization: str | None = typer.Option(None, "--quantization", help="fp8, awq or gptq (default: config.json)."),
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="No CUDA graphs."),
-    objective: str = typer.Option("throughput", "--objective", help="throughput or latency."),
+    objective: str = typer.Option(
+        "throughput", "--objective", help="throughput, latency (end-to-end) or goodput (requests meeting the SLO)."),
     max_ttft_ms: float | None = typer.Option(None, "--max-ttft-ms", help="SLO on time to first token."),
     max_tpot_ms: float | None = typer.Option(None, "--max-tpot-ms", help="SLO on time per output token."),
     calibration: Path | None = typer.Option(None, "--calibration", help="Fitted factors (gpuprobe.calibration)."),
@@ -98,18 +108,22 @@ def recommend(
         )
     if kv_cache_dtype not in ("auto", "fp8"):
         raise UsageError(f"--kv-cache-dtype must be auto or fp8, not {kv_cache_dtype!r}")
-    if objective not in ("throughput", "latency"):
-        raise UsageError(f"--objective must be throughput or latency, not {objective!r}")
+    if objective not in ("throughput", "latency", "goodput"):
+        raise UsageError(f"--objective must be throughput, latency or goodput, not {objective!r}")
     spec = load_model_spec(model, quantization=quantization)
     serve = ServeOptions(
         gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens, kv_cache_dtype=kv_cache_dtype,  # type: ignore[arg-type]
         enforce_eager=enforce_eager, quantization=quantization,
     )
-    workload = Workload(input_len=input_len, output_len=output_len, concurrency=concurrency)
+    traffic = Traffic(
+        mode="poisson" if request_rate is not None else "closed", num_requests=num_requests, input_len=input_len,
+        output_len=output_len, concurrency=concurrency if (concurrency is not None or request_rate is not None)
+        else 64, request_rate=request_rate, range_ratio=range_ratio,
+    )  # fmt: skip
     cal = load_calibration(calibration) if calibration else Calibration()
     model_ref = str(model.parent if model.is_file() else model)  # vLLM takes the directory holding config.json
-    rec = run_recommend(spec, profile, serve, workload, cal, objective, Slo(max_ttft_ms, max_tpot_ms),  # type: ignore[arg-type]
+    rec = run_recommend(spec, profile, serve, traffic, cal, objective, Slo(max_ttft_ms, max_tpot_ms),  # type: ignore[arg-type]
                         model_ref=model_ref)
     if output is not None:
         write_json_atomic(output, to_data(rec))

@@ -15,7 +15,7 @@ from gpuprobe.results.io import read_json, write_json_atomic
 from gpuprobe.results.serde import SerdeError, from_data, to_data
 
 CALIBRATION_KIND = "gpuprobe.calibration"
-CALIBRATION_SCHEMA_VERSION = 1
+CALIBRATION_SCHEMA_VERSION = 2
 GiB = 1 << 30
 MiB = 1 << 20
 
@@ -32,69 +32,86 @@ class MemoryCalibration:
     are the end result to hold the model against.
     """
 
-    sampler_logits_copies: float = 9.58
-    """Peak of the profile run's dummy sampler, in float32 copies of a [max_num_seqs, vocab] logits tensor.
-    Fitted to three vLLM logs on H100 at max_num_seqs 1024 (llm-d config_explorer empirical results: peak
-    activation 4.76 GiB Llama-3.1-8B, 5.56 GiB Qwen3-0.6B, 7.38 GiB gpt-oss-20b; all three within 0.5 %)."""
+    sampler_bytes_per_logit: float = 2.0
+    """Peak of the profile run's dummy sampler per element of its [min(max_num_seqs, max_num_batched_tokens),
+    vocab] logits. vLLM 0.26's GPU model runner (V2) computes the logits in bf16 and samples in place:
+    2 bytes. Measured on an H200 (2026-12-01): the activation peak of Llama-3.1-8B-, Qwen2.5-14B- and
+    Llama-3.2-1B-shaped engines did not change between max_num_seqs 1 and 1024 (the forward's peak is larger)."""
     forward_bytes_per_token_factor: float = 1.0
     """Scale on the forward-pass activation peak derived from the shapes (memory.forward_activation_bytes)."""
-    non_torch_bytes: int = int(0.13 * GiB)
-    """Memory outside torch that appears during profiling with tp = pp = 1 (cuBLAS/attention workspaces):
-    0.13 GiB in the same H100 logs (Llama-3.1-8B, Qwen3-0.6B, gpt-oss-20b)."""
+    activation_fixed_bytes: int = int(0.04 * GiB)
+    """Part of the activation peak that does not grow with the tokens of the profile run: 0.04 GiB, the
+    intercept of the peaks measured at 2,048 / 8,192 / 16,384 tokens on the H200."""
+    non_torch_bytes: int = int(0.22 * GiB)
+    """Memory outside torch that appears during profiling with tp = pp = 1 (cuBLAS and attention workspaces):
+    0.22 GiB in every H200 engine of vLLM 0.26 (2026-12-01); older vLLM logs on H100 showed 0.13 GiB."""
     non_torch_parallel_bytes: int = int(0.42 * GiB)
     """Extra non-torch memory when the rank is in a TP or PP group (NCCL buffers, custom all-reduce IPC
     buffers): Llama-3.3-70B-FP8 at TP2 logged 0.55 GiB vs 0.13 at TP1 (same source)."""
+    cudagraph_estimate: bool = False
+    """Whether startup subtracts an estimate of the CUDA-graph pool from the KV budget. vLLM 0.21–0.25 did
+    (``Estimated CUDA graph memory``); vLLM 0.26's default GPU model runner (V2) does not
+    (``profile_cudagraph_memory`` returns 0), which its H100 and H200 logs confirm: no estimate line, and
+    available KV = budget − weights − activation peak − non-torch to the logged 0.01 GiB."""
     cudagraph_bytes_per_capture_size: int = 8 * MiB
-    """vLLM >= 0.21 subtracts an estimate of the CUDA-graph pool (``Estimated CUDA graph memory``) from the KV
-    budget unless --enforce-eager. Modelled as bytes per capture size; published estimates for dense models
-    are 0.36-0.61 GiB (vLLM 0.2x logs quoted in docs/sources.md and public serve logs)."""
+    """With ``cudagraph_estimate``: the estimate per capture size (published 0.2x estimates for dense models
+    are 0.36–0.61 GiB)."""
     cudagraph_fixed_bytes: int = int(0.15 * GiB)
-    """Fixed part of the CUDA-graph estimate (shared pool memory of the first captured graph)."""
+    """With ``cudagraph_estimate``: its fixed part (the first captured graph's share of the pool)."""
     cuda_reserved_bytes: int | None = None
     """Override of NVML-total minus cudaMemGetInfo-total (None: the per-GPU default in gpu_specs)."""
 
 
 @dataclass
 class Calibration:
-    """Efficiency factors of the performance model, with the spread used for the uncertainty band.
+    """The factors of the step-time and front-end models (``gpuprobe.predict.stepcost``,
+    ``gpuprobe.predict.simulate``), with the spread used for the uncertainty band.
 
-    Defaults of the speed terms (HBM and prefill efficiency, per-layer GPU floor, host overheads, request
-    overhead) are a reference calibration: fitted (``gpuprobe validate --fit-calibration``) to the real vLLM
-    0.26.0 runs of a 1B- and an 8B-shaped Llama, eager and CUDA graphs, on one H100 80GB HBM3 (2026-11-25,
-    ``reports/h100-2026-11-25/validation-{1b,8b}.json``). They were checked on runs not used to set them
-    (another host, two more models: ``reports/h100-2026-11-25/lease2/``). Other GPUs, hosts and vLLM versions
-    should fit their own (``recommend --calibration``).
+    The defaults are a reference calibration (see ``REFERENCE``): fitted with ``gpuprobe validate
+    --fit-calibration`` to real vLLM 0.26.0 runs on one machine and scored on runs never used to fit them.
+    Another box, GPU or vLLM version can fit its own (``recommend --calibration``).
     """
 
     hbm_efficiency: float = 0.93
-    """Decode: achieved bytes/s over the achievable HBM bandwidth (measured copy or 0.89 x datasheet).
-    Reference fit (see the class docstring) 0.93, next to ``gpu_per_layer_us``; roofline studies of vLLM decode
-    on H100 quote 75-90 % of copy bandwidth without a separate per-kernel term (BLIS, AIC mem_bw scaling 0.8)."""
+    """Achieved bytes/s of a step over the achievable HBM bandwidth (measured copy, or 0.89 x datasheet)."""
     hbm_efficiency_range: list[float] = field(default_factory=lambda: [0.79, 1.0])
     prefill_compute_efficiency: float = 0.62
-    """Prefill MFU against the dense datasheet peak (reference fit 0.62; BLIS roofline ~0.45; AIC GEMM tables
-    0.5-0.7)."""
+    """GEMM FLOP/s over the datasheet peak in steps that carry prompt tokens."""
     prefill_compute_efficiency_range: list[float] = field(default_factory=lambda: [0.45, 0.79])
     decode_compute_efficiency: float = 0.35
-    """MFU of small-batch GEMMs in decode when compute-bound (BLIS ~0.30)."""
+    """GEMM FLOP/s over the peak in decode-only steps (small, skinny GEMMs)."""
+    attention_efficiency: float = 0.45
+    """Prompt attention FLOP/s over the bf16 peak (FlashAttention on long prompts)."""
+    roofline_sharpness: float = 4.0
+    """How compute and memory time join: (a^k + b^k)^(1/k); large k is the plain max."""
     gpu_per_layer_us: float = 20.0
-    """GPU time per layer per step that does not scale with bytes or FLOPs: the gaps between a layer's ~10
-    kernels and the ramp of small ones (a few microseconds each, also inside a CUDA graph)."""
-    step_overhead_ms: float = 2.4
-    """Per-step fixed host cost that overlaps the forward with CUDA graphs: scheduler, input preparation."""
-    step_serial_ms: float = 0.33
-    """Per-step host cost that never overlaps the forward (sampled tokens back to the scheduler)."""
-    seq_overhead_us: float = 4.2
-    """Per-step host cost per running sequence (scheduling, block tables, input and output bookkeeping)."""
-    eager_overhead_per_layer_us: float = 420.0
-    """Extra host cost per layer per step without CUDA graphs (--enforce-eager): launching every kernel from
-    Python. Varies by tens of percent between engine starts on the same VM (README, validation)."""
-    prefill_overhead_per_layer_ms: float = 0.07
-    """Per-layer fixed cost of a prefill forward (AIC uses 0.8 ms/layer for vLLM prefill dispatch on older
-    versions; v1 with torch.compile is much lower)."""
-    request_overhead_ms: float = 8.6
-    """Fixed latency of a one-shot batch before its first scheduled step (request intake, engine-core IPC)
-    and of handing the first token back; added to the TTFT and to the batch's total time."""
+    """GPU time per layer per step that scales with neither bytes nor FLOPs (kernel gaps and tails)."""
+    step_overhead_ms: float = 1.5
+    """Host time per step: scheduling, input preparation, sampler launch, output (overlaps the GPU)."""
+    seq_overhead_us: float = 4.0
+    """Host time per request in the step (block tables, inputs, outputs)."""
+    prompt_token_overhead_us: float = 0.05
+    """Host time per prompt token in the step (token ids, positions, block hashes)."""
+    step_serial_ms: float = 0.3
+    """Per-step time that never overlaps (sampled tokens back to the scheduler)."""
+    graph_launch_us: float = 30.0
+    """Host time to replay a step's full CUDA graph."""
+    piecewise_launch_per_layer_us: float = 30.0
+    """Host time per layer of a piecewise-graph step (attention launched between the graph pieces)."""
+    eager_launch_per_layer_us: float = 300.0
+    """Host time per layer of a step without graphs (every kernel launched from Python)."""
+    batch_intake_us: float = 50.0
+    """Offline ``LLM.generate``: time to hand one request to the engine."""
+    batch_output_seq_us: float = 5.0
+    """Offline: time per request per step to take its new token (no detokenizing)."""
+    serve_intake_us: float = 400.0
+    """``vllm serve``: the API server's time per request before the engine sees it (HTTP, validation)."""
+    serve_intake_per_token_us: float = 1.0
+    """``vllm serve``: the API server's time per prompt token (tokenizing)."""
+    serve_output_seq_us: float = 40.0
+    """``vllm serve``: the API server's time per request per step (detokenizing, streaming the chunk)."""
+    output_step_us: float = 200.0
+    """The front end's time per step output (receiving it from the engine process)."""
     allreduce_efficiency: float = 1.0
     """Multiplier on measured all-reduce times (> 1: slower inside vLLM than in the microbenchmark)."""
     p2p_efficiency: float = 0.8
@@ -106,20 +123,27 @@ class Calibration:
     """Where these factors came from: ``defaults`` or the file they were loaded from."""
 
     def variant(self, which: str) -> Calibration:
-        """The pessimistic (``low``) or optimistic (``high``) end of the efficiency spread."""
+        """The pessimistic (``low``) or optimistic (``high``) end of the spread."""
         i = 0 if which == "low" else 1
         out = replace(self)
         out.hbm_efficiency = self.hbm_efficiency_range[i]
         out.prefill_compute_efficiency = self.prefill_compute_efficiency_range[i]
         scale = self.hbm_efficiency_range[i] / self.hbm_efficiency
         out.decode_compute_efficiency = self.decode_compute_efficiency * scale
-        host = 1.5 if i == 0 else 0.7
-        out.step_overhead_ms = self.step_overhead_ms * host
-        out.step_serial_ms = self.step_serial_ms * host
-        out.seq_overhead_us = self.seq_overhead_us * host
-        out.eager_overhead_per_layer_us = self.eager_overhead_per_layer_us * host
+        out.attention_efficiency = self.attention_efficiency * scale
+        host = 1.3 if i == 0 else 0.8
+        for name in HOST_FACTORS:
+            setattr(out, name, getattr(self, name) * host)
         out.allreduce_efficiency = self.allreduce_efficiency * (1.25 if i == 0 else 0.9)
         return out
+
+
+HOST_FACTORS = (
+    "step_overhead_ms", "seq_overhead_us", "prompt_token_overhead_us", "step_serial_ms", "graph_launch_us",
+    "piecewise_launch_per_layer_us", "eager_launch_per_layer_us", "batch_intake_us", "batch_output_seq_us",
+    "serve_intake_us", "serve_intake_per_token_us", "serve_output_seq_us", "output_step_us",
+)
+"""Host and front-end time factors: they move together in the uncertainty band."""
 
 
 def load_calibration(path: str | os.PathLike[str]) -> Calibration:
@@ -127,7 +151,10 @@ def load_calibration(path: str | os.PathLike[str]) -> Calibration:
     if not isinstance(data, dict) or data.get("kind") != CALIBRATION_KIND:
         raise UsageError(f"{path} is not a gpuprobe calibration file (kind must be {CALIBRATION_KIND!r})")
     if data.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
-        raise UsageError(f"{path}: calibration schema version {data.get('schema_version')!r} is not supported")
+        raise UsageError(
+            f"{path}: calibration schema version {data.get('schema_version')!r} is not supported (this gpuprobe "
+            f"reads version {CALIBRATION_SCHEMA_VERSION})",
+            hint="fit it again: 'gpuprobe validate --compare RUNS.json --fit-calibration FILE'")
     body = data.get("calibration")
     try:
         cal = from_data(Calibration, body)

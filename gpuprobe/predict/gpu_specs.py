@@ -61,10 +61,11 @@ GPU_SPECS: tuple[GpuSpec, ...] = (
             sm="8.9"),
 )
 
-CUDA_RESERVED_BYTES: dict[str, int] = {"H100-SXM": int(0.47 * GiB)}
+CUDA_RESERVED_BYTES: dict[str, int] = {"H100-SXM": int(0.47 * GiB), "H200": int(0.60 * GiB)}
 """NVML total minus what ``cudaMemGetInfo`` (and so vLLM) reports as total. H100 80GB HBM3: NVML 81,559 MiB
 (79.65 GiB) vs 79.18 GiB in vLLM's own log ("Free memory on device (78.57/79.18 GiB)", llm-d
-config_explorer/empirical-vllm-memory-results.md). Other GPUs use DEFAULT_CUDA_RESERVED_BYTES."""
+config_explorer/empirical-vllm-memory-results.md). H200: NVML 143,771 MiB (140.40 GiB) vs 139.80 GiB in vLLM
+0.26's log on the H200 used here (2026-12-01). Other GPUs use DEFAULT_CUDA_RESERVED_BYTES."""
 
 DEFAULT_CUDA_RESERVED_BYTES = int(0.45 * GiB)
 

@@ -1,4 +1,4 @@
-"""What the predictor is asked: the vLLM serve settings (ServeOptions) and the workload (Workload).
+"""What the predictor is asked: the vLLM serve settings (ServeOptions); the load is ``traffic.Traffic``.
 
 Defaults are vLLM 0.26.0's own (``vllm/config/cache.py`` gpu_memory_utilization 0.92;
 ``EngineArgs.get_batch_defaults``: GPUs with >= 70 GiB that are not A100 get max_num_batched_tokens 8192
@@ -91,20 +91,3 @@ def resolve_serve(
         kv_cache_bytes_per_element=1 if opts.kv_cache_dtype == "fp8" else 2,
         enforce_eager=opts.enforce_eager,
     )
-
-
-@dataclass
-class Workload:
-    """The traffic to predict for: every request has ``input_len`` prompt and ``output_len`` output tokens,
-    and ``concurrency`` requests are in flight at once (closed loop, like ``vllm bench serve
-    --max-concurrency``)."""
-
-    input_len: int = 1024
-    output_len: int = 256
-    concurrency: int = 64
-
-    def __post_init__(self) -> None:
-        for name in ("input_len", "output_len", "concurrency"):
-            v = getattr(self, name)
-            if not 1 <= v <= 1 << 24:
-                raise UsageError(f"--{name.replace('_', '-')} must be between 1 and {1 << 24}, not {v}")

@@ -6,8 +6,9 @@ Entry points: ``predict_layout`` (one layout, what the validation runs compare a
 
 from __future__ import annotations
 
+import math
 import shlex
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -17,27 +18,26 @@ from gpuprobe.predict.calibration import Calibration
 from gpuprobe.predict.layouts import Layout, assign_gpus, check_layout, enumerate_shapes
 from gpuprobe.predict.memory import GiB, MemoryPrediction, kv_bytes_per_token_per_layer, predict_memory
 from gpuprobe.predict.model_spec import ModelSpec
-from gpuprobe.predict.options import VLLM_VERSION, ServeOptions, Workload, resolve_serve
+from gpuprobe.predict.options import VLLM_VERSION, ServeOptions, resolve_serve
 from gpuprobe.predict.params import param_totals, stage_weight_bytes
-from gpuprobe.predict.perf import PerfPrediction, predict_perf
+from gpuprobe.predict.perf import PerfPrediction, Slo, predict_perf
 from gpuprobe.predict.system import SystemProfile
+from gpuprobe.predict.traffic import Traffic
 from gpuprobe.results.recommendation import LayoutResult, Predicted, Recommendation, StageMemoryInfo
 
-Objective = Literal["throughput", "latency"]
+Objective = Literal["throughput", "latency", "goodput"]
 BASE_PORT = 8000
+BAND_TOP = 5
+"""``recommend`` computes the uncertainty band of the best layouts only (each costs two more simulations)."""
 
 
-@dataclass
-class Slo:
-    max_ttft_ms: float | None = None
-    max_tpot_ms: float | None = None
-
-    def met(self, p: Predicted | None) -> bool | None:
-        if p is None or p.ttft_ms is None or p.tpot_ms is None:
-            return None
-        return (self.max_ttft_ms is None or p.ttft_ms <= self.max_ttft_ms) and (
-            self.max_tpot_ms is None or p.tpot_ms <= self.max_tpot_ms
-        )
+def slo_met(slo: Slo, p: Predicted | None) -> bool | None:
+    """Whether the median TTFT and TPOT meet the SLO (None: nothing predicted)."""
+    if p is None or p.ttft_ms is None or p.tpot_ms is None:
+        return None
+    return (slo.max_ttft_ms is None or p.ttft_ms <= slo.max_ttft_ms) and (
+        slo.max_tpot_ms is None or p.tpot_ms <= slo.max_tpot_ms
+    )
 
 
 def predict_layout_memory(spec: ModelSpec, system: SystemProfile, layout: Layout, serve: ServeOptions,
@@ -53,36 +53,43 @@ def predict_layout_memory(spec: ModelSpec, system: SystemProfile, layout: Layout
     return predict_memory(spec, layout.tp, layout.pp, int(total), resolved, cal.memory)
 
 
-def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, workload: Workload,
-                   serve: ServeOptions, cal: Calibration, model_ref: str | None = None,
-                   batch: bool = False) -> LayoutResult:
-    """Everything gpuprobe predicts for one layout: startup failure or KV capacity, then TTFT/TPOT/tok/s.
-
-    ``batch``: the workload is one batch of ``concurrency`` requests submitted at once (as ``gpuprobe
-    validate`` runs it); otherwise a closed loop keeping ``concurrency`` requests in flight."""
+def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, traffic: Traffic,
+                   serve: ServeOptions, cal: Calibration, model_ref: str | None = None, slo: Slo | None = None,
+                   band: bool = True) -> LayoutResult:
+    """Everything gpuprobe predicts for one layout: startup failure or KV capacity, then the simulated run of
+    ``traffic`` (served by ``vllm serve``, or offline ``LLM.generate`` when ``serve.usage_context`` is llm)."""
     reason = check_layout(spec, layout.tp, layout.pp)
     mem: MemoryPrediction | None = None
     perf: PerfPrediction | None = None
     if reason is None:
         mem = predict_layout_memory(spec, system, layout, serve, cal)
         reason = mem.reason
-        if mem.fits:
-            perf = predict_perf(spec, system, layout, mem, workload, cal, batch=batch)
-    if reason is None and spec.max_position_embeddings < (mem.settings.max_model_len if mem else 0):
-        reason = (f"--max-model-len {mem.settings.max_model_len} exceeds the model's max_position_embeddings "  # type: ignore[union-attr]
-                  f"{spec.max_position_embeddings}")
+        if mem is not None and spec.max_position_embeddings < mem.settings.max_model_len:
+            reason = (f"--max-model-len {mem.settings.max_model_len} exceeds the model's max_position_embeddings "
+                      f"{spec.max_position_embeddings}")
+        longest = max(p + o for p, o in set(traffic.lengths())) if reason is None else 0
+        if reason is None and mem is not None and longest > mem.settings.max_model_len:
+            reason = (f"requests of {longest} tokens exceed max_model_len {mem.settings.max_model_len} "
+                      "(vLLM rejects them)")
+        if reason is None and mem is not None and mem.fits:
+            perf = predict_perf(spec, system, layout, mem, traffic, cal, served=serve.usage_context == "serve",
+                                slo=slo, band=band)
     fits = reason is None
     predicted = None
     if perf is not None and fits:
         predicted = Predicted(
-            ttft_ms=round(perf.ttft_ms, 2), tpot_ms=round(perf.tpot_ms, 3),
-            output_tokens_per_s=round(perf.output_tokens_per_s, 1), model_load_s=round(perf.model_load_s, 2),
-            ttft_ms_range=[round(x, 2) for x in perf.ttft_ms_range],
-            tpot_ms_range=[round(x, 3) for x in perf.tpot_ms_range],
-            output_tokens_per_s_range=[round(x, 1) for x in perf.output_tokens_per_s_range],
+            ttft_ms=_r(perf.ttft_ms, 2), tpot_ms=_r(perf.tpot_ms, 3),
+            output_tokens_per_s=_r(perf.output_tokens_per_s, 1), model_load_s=_r(perf.model_load_s, 2),
+            ttft_ms_range=[_r(x, 2) for x in perf.ttft_ms_range], tpot_ms_range=[_r(x, 3) for x in perf.tpot_ms_range],
+            output_tokens_per_s_range=[_r(x, 1) for x in perf.output_tokens_per_s_range],
             running_per_replica=perf.running_per_replica, bottleneck=perf.bottleneck, shares=perf.shares,
-            sources=perf.sources,
-        )
+            sources=perf.sources, ttft_p90_ms=_r(perf.ttft_p90_ms, 2), ttft_p99_ms=_r(perf.ttft_p99_ms, 2),
+            tpot_p90_ms=_r(perf.tpot_p90_ms, 3), tpot_p99_ms=_r(perf.tpot_p99_ms, 3), itl_ms=_r(perf.itl_ms, 3),
+            itl_p90_ms=_r(perf.itl_p90_ms, 3), itl_p99_ms=_r(perf.itl_p99_ms, 3), e2el_ms=_r(perf.e2el_ms, 1),
+            request_throughput=_r(perf.request_throughput, 3), goodput_rps=_r(perf.goodput_rps, 3),
+            goodput_fraction=_r(perf.goodput_fraction, 4), peak_kv_fraction=_r(perf.peak_kv_fraction, 4),
+            preemptions=perf.preemptions,
+        )  # fmt: skip
     notes = list(mem.notes if mem else []) + list(perf.notes if perf else [])
     return LayoutResult(
         tp=layout.tp, pp=layout.pp, replicas=layout.replicas, gpus=layout.gpus,
@@ -99,6 +106,13 @@ def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, workl
                 for s in (mem.stages if mem else [])],
         notes=notes,
     )
+
+
+def _r(x: float | None, digits: int) -> float | None:
+    """Rounded for the document; None for no value (NaN: nothing completed)."""
+    if x is None or x != x:
+        return None
+    return round(x, digits)
 
 
 def vllm_commands(layout: Layout, model_ref: str, serve: ServeOptions) -> list[str]:
@@ -127,35 +141,42 @@ def vllm_commands(layout: Layout, model_ref: str, serve: ServeOptions) -> list[s
     return out
 
 
-def _sort_key(objective: Objective, slo: Slo, w: Workload):
+def _sort_key(objective: Objective, slo: Slo, t: Traffic):
     def key(r: LayoutResult) -> tuple:
         p = r.predicted
         n = r.tp * r.pp * r.replicas
         if not r.fits or p is None:
             return (2, n, r.tp, r.pp)
-        miss = 0 if slo.met(p) else 1
+        miss = 0 if slo_met(slo, p) in (True, None) else 1
         if objective == "throughput":
             return (miss, -(p.output_tokens_per_s or 0), n, r.pp, r.tp)
-        latency = (p.ttft_ms or 0) + w.output_len * (p.tpot_ms or 0)
-        return (miss, latency, n, r.pp)
+        if objective == "goodput":
+            return (0, -(p.goodput_rps or 0), -(p.output_tokens_per_s or 0), n, r.pp, r.tp)
+        return (miss, p.e2el_ms or math.inf, n, r.pp)
 
     return key
 
 
-def recommend(spec: ModelSpec, system: SystemProfile, serve: ServeOptions, workload: Workload, cal: Calibration,
+def recommend(spec: ModelSpec, system: SystemProfile, serve: ServeOptions, traffic: Traffic, cal: Calibration,
               objective: Objective = "throughput", slo: Slo | None = None,
-              model_ref: str | None = None) -> Recommendation:
+              model_ref: str | None = None, band: bool = True) -> Recommendation:
     """Predict and rank every tp x pp x replicas layout of ``spec`` on ``system``."""
-    if objective not in ("throughput", "latency"):
-        raise UsageError(f"--objective must be throughput or latency, not {objective!r}")
+    if objective not in ("throughput", "latency", "goodput"):
+        raise UsageError(f"--objective must be throughput, latency or goodput, not {objective!r}")
     slo = slo or Slo()
-    results = []
-    for tp, pp, rep in enumerate_shapes(system.gpu_count):
-        layout = assign_gpus(system, tp, pp, rep)
-        results.append(predict_layout(spec, system, layout, workload, serve, cal, model_ref))
+    if objective == "goodput" and not slo.any:
+        raise UsageError("--objective goodput needs an SLO: --max-ttft-ms and/or --max-tpot-ms")
+    layouts = [assign_gpus(system, tp, pp, rep) for tp, pp, rep in enumerate_shapes(system.gpu_count)]
+    results = [predict_layout(spec, system, lay, traffic, serve, cal, model_ref, slo=slo, band=False)
+               for lay in layouts]
+    by_id = {id(r): lay for r, lay in zip(results, layouts, strict=True)}
+    results.sort(key=_sort_key(objective, slo, traffic))
+    if band:  # the uncertainty band (two more simulations) for the layouts worth showing
+        for i, r in enumerate(results[:BAND_TOP]):
+            if r.fits:
+                results[i] = predict_layout(spec, system, by_id[id(r)], traffic, serve, cal, model_ref, slo=slo)
     for r in results:
-        r.meets_slo = slo.met(r.predicted) if r.fits else None
-    results.sort(key=_sort_key(objective, slo, workload))
+        r.meets_slo = slo_met(slo, r.predicted) if r.fits and slo.any else None
     for i, r in enumerate(results):
         r.rank = i + 1 if r.fits else None
     totals = param_totals(spec)
@@ -182,9 +203,10 @@ def recommend(spec: ModelSpec, system: SystemProfile, serve: ServeOptions, workl
             "gpu_memory_utilization": serve.gpu_memory_utilization, "max_model_len": serve.max_model_len,
             "max_num_seqs": serve.max_num_seqs, "max_num_batched_tokens": serve.max_num_batched_tokens,
             "kv_cache_dtype": serve.kv_cache_dtype, "enforce_eager": serve.enforce_eager,
-            "quantization": serve.quantization, "input_len": workload.input_len,
-            "output_len": workload.output_len, "concurrency": workload.concurrency,
-            "max_ttft_ms": slo.max_ttft_ms, "max_tpot_ms": slo.max_tpot_ms,
+            "quantization": serve.quantization, "input_len": traffic.input_len,
+            "output_len": traffic.output_len, "concurrency": traffic.concurrency, "traffic": traffic.mode,
+            "request_rate": traffic.request_rate, "num_requests": traffic.num_requests,
+            "range_ratio": traffic.range_ratio, "max_ttft_ms": slo.max_ttft_ms, "max_tpot_ms": slo.max_tpot_ms,
         },
         objective=objective, layouts=results, vllm_version=VLLM_VERSION, gpuprobe_version=__version__,
         created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), calibration=cal.source,

@@ -16,23 +16,46 @@ RECOMMENDATION_SCHEMA_VERSION = 1
 
 @dataclass
 class Predicted:
-    """Predicted speed of one layout under the requested workload (all replicas together for throughput)."""
+    """Predicted speed of one layout under the requested traffic, as ``vllm bench serve`` reports it: throughput
+    over all replicas, latency percentiles over every request."""
 
     ttft_ms: float | None = None
+    """Median time to first token."""
     tpot_ms: float | None = None
+    """Median time per output token after the first."""
     output_tokens_per_s: float | None = None
     model_load_s: float | None = None
     """Lower bound: weights per GPU over the measured host-to-device bandwidth (disk not included)."""
     ttft_ms_range: list[float] = field(default_factory=list)
-    """[optimistic, pessimistic] from the calibration's efficiency spread."""
+    """[optimistic, pessimistic] from the calibration's spread."""
     tpot_ms_range: list[float] = field(default_factory=list)
     output_tokens_per_s_range: list[float] = field(default_factory=list)
     running_per_replica: int | None = None
+    """Most requests decoding together in one replica."""
     bottleneck: str | None = None
-    """``compute``, ``hbm``, ``interconnect`` or ``overhead``: the largest share of a decode step."""
+    """``compute``, ``hbm``, ``interconnect`` or ``overhead`` (host): the largest share of the run's steps."""
     shares: dict[str, float] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     """Where each input came from: ``measured``, ``spec``, ``fitted``, ``derived`` or ``assumed``."""
+    ttft_p90_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    tpot_p90_ms: float | None = None
+    tpot_p99_ms: float | None = None
+    itl_ms: float | None = None
+    """Median inter-token latency (every gap between two streamed tokens)."""
+    itl_p90_ms: float | None = None
+    itl_p99_ms: float | None = None
+    e2el_ms: float | None = None
+    """Median end-to-end latency of a request."""
+    request_throughput: float | None = None
+    """Completed requests per second."""
+    goodput_rps: float | None = None
+    """Requests per second that met the SLO (None without one)."""
+    goodput_fraction: float | None = None
+    peak_kv_fraction: float | None = None
+    """Highest share of the KV cache in use during the run."""
+    preemptions: int | None = None
+    """Requests preempted (KV cache ran out) during the run."""
 
 
 @dataclass

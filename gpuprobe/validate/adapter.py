@@ -1,8 +1,8 @@
 """The one door from validation to the predictor: a validated run in, the predicted figures out.
 
 ``predict_run`` maps a ``PredictRequest`` (model config, layout, workloads, the engine's effective settings)
-onto ``gpuprobe.predict`` and returns plain numbers. A validation workload is a one-shot batch (n requests
-submitted together), so the predictor is asked for batch semantics (``predict_layout(..., batch=True)``).
+onto ``gpuprobe.predict`` and returns plain numbers. An offline workload is one batch submitted at once
+(``Traffic`` mode ``batch``); a served one is the closed loop or the Poisson arrivals it was sent as.
 Everything predictor-specific lives here, so the comparison and the calibration fit do not change when
 the predictor's API does.
 
@@ -42,6 +42,8 @@ class PredictRequest:
     calibration: Any = None
     """A ``gpuprobe.predict.calibration.Calibration`` or None (the predictor's defaults)."""
     env: dict[str, str] = field(default_factory=dict)
+    band: bool = True
+    """Also predict the pessimistic and optimistic ends (the calibration fit asks without)."""
 
 
 @dataclass
@@ -63,11 +65,6 @@ def load_calibration_file(path: str | os.PathLike[str]) -> Any:
     from gpuprobe.predict.calibration import load_calibration
 
     return load_calibration(path)
-
-
-def concurrency_of(req: PredictRequest, wl: Workload) -> int:
-    """Requests of the one-shot batch (the predictor runs them in waves when max_num_seqs is smaller)."""
-    return wl.num_requests
 
 
 # --- CPU ---------------------------------------------------------------------------------------------------
@@ -160,14 +157,25 @@ def _serve(req: PredictRequest) -> Any:
         block_size=kv.block_size if kv else None,
         kv_cache_dtype="fp8" if lay.kv_cache_dtype.startswith("fp8") else "auto",
         enforce_eager=lay.enforce_eager,
-        usage_context="llm",
+        usage_context="serve" if lay.serve else "llm",
     )
+
+
+def traffic_of(wl: Workload) -> Any:
+    """The predictor's traffic for a validation workload: one batch offline; served as it was sent."""
+    from gpuprobe.predict.traffic import Traffic
+
+    if not wl.served:
+        return Traffic(mode="batch", num_requests=wl.num_requests, input_len=wl.input_len, output_len=wl.output_len,
+                       concurrency=None, range_ratio=wl.range_ratio)
+    return Traffic(mode="poisson" if wl.request_rate else "closed", num_requests=wl.num_requests,
+                   input_len=wl.input_len, output_len=wl.output_len, concurrency=wl.concurrency,
+                   request_rate=wl.request_rate, range_ratio=wl.range_ratio)
 
 
 def _predict_gpu(req: PredictRequest) -> PredictedRun:
     try:
         from gpuprobe.predict.calibration import Calibration
-        from gpuprobe.predict.options import Workload as PredictWorkload
         from gpuprobe.predict.recommend import predict_layout
     except ImportError as exc:
         raise PredictorUnavailable(f"the predictor cannot be imported ({exc})") from None
@@ -178,10 +186,9 @@ def _predict_gpu(req: PredictRequest) -> PredictedRun:
     layout = _layout(req, system)
     serve = _serve(req)
     cal = req.calibration or Calibration()
-    out = PredictedRun(predictor="gpuprobe.predict.recommend.predict_layout", system=system.name)
+    out = PredictedRun(predictor="gpuprobe.predict.recommend.predict_layout (engine simulation)", system=system.name)
     for wl in req.workloads or [Workload(1, 128, 16)]:
-        work = PredictWorkload(input_len=wl.input_len, output_len=wl.output_len, concurrency=concurrency_of(req, wl))
-        res = predict_layout(spec, system, layout, work, serve, cal, batch=True)
+        res = predict_layout(spec, system, layout, traffic_of(wl), serve, cal, band=req.band)
         if out.kv_cache_tokens is None and res.kv_cache_tokens is not None:
             out.kv_cache_tokens = float(res.kv_cache_tokens)
             out.raw = {k: v for k, v in to_data(res).items() if k not in ("predicted", "vllm_command")}
@@ -195,6 +202,7 @@ def _predict_gpu(req: PredictRequest) -> PredictedRun:
             "output_tokens_per_s": p.output_tokens_per_s if p else None,
             "ttft_ms": p.ttft_ms if p else None,
             "tpot_ms": p.tpot_ms if p else None,
+            "itl_ms": p.itl_ms if p else None,
         }
         if p is not None:
             out.raw.setdefault("workloads", {})[wl.label] = to_data(p)

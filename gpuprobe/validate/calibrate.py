@@ -7,7 +7,7 @@ that change at least one prediction of these runs), minimise
 
 with ρ the soft-L1 loss 2δ²(√(1 + (r/δ)²) − 1), δ = 0.1: quadratic for small residuals, linear beyond ~10 %,
 so one noisy point (eager-mode steps on a busy host vary by tens of percent) cannot drag every factor;
-minimised over ln θ with Nelder–Mead. Why log space: errors of speed figures are multiplicative (an efficiency factor
+minimised over ln θ by Levenberg–Marquardt (re-weighted for the soft-L1 loss). Why log space: errors of speed figures are multiplicative (an efficiency factor
 scales a time), figures span orders of magnitude (TTFT in ms, tokens/s in thousands), and 20 % too high
 costs the same as 20 % too low. The small ridge term (λ = 0.02) keeps factors the data does not pin down
 at their published defaults instead of letting them drift. Efficiency factors whose default is below 1
@@ -95,7 +95,15 @@ class _Case:
     measured: dict[tuple[str, str], float]
 
 
-def _cases(all_runs: list[ValidationRuns], system: str | None) -> list[_Case]:
+Systems = str | None | list[str | None]
+"""One probe results file for every validation file, or one per validation file (runs of several machines)."""
+
+
+def _system_of(system: Systems, i: int) -> str | None:
+    return system[i] if isinstance(system, list) else system
+
+
+def _cases(all_runs: list[ValidationRuns], system: Systems) -> list[_Case]:
     cases = []
     for i, runs in enumerate(all_runs):
         for run in runs.layouts:
@@ -104,7 +112,8 @@ def _cases(all_runs: list[ValidationRuns], system: str | None) -> list[_Case]:
             meas = {(f, lab): v for (f, lab), v in measured_figures(run).items() if f in PERF_FIGURES and lab and v}
             if not meas:
                 continue
-            cases.append(_Case(f"{i}:{runs.model_name}:{run.layout.name}", predict_request(runs, run, system), meas))
+            req = dataclasses.replace(predict_request(runs, run, _system_of(system, i)), band=False)
+            cases.append(_Case(f"{i}:{runs.model_name}:{run.layout.name}", req, meas))
     return cases
 
 
@@ -132,40 +141,14 @@ def _with(cal: Any, names: list[str], x: list[float], caps: dict[str, float]) ->
     return dataclasses.replace(cal, **values)
 
 
-def nelder_mead(f: Any, x0: list[float], step: float = 0.3, iters: int = 400, tol: float = 1e-9) -> list[float]:
-    """Minimise ``f`` from ``x0`` (plain Nelder–Mead, standard coefficients)."""
-    n = len(x0)
-    simplex = [list(x0)] + [[x0[j] + (step if j == i else 0.0) for j in range(n)] for i in range(n)]
-    values = [f(x) for x in simplex]
-    for _ in range(iters * max(n, 1)):
-        order = sorted(range(n + 1), key=lambda i: values[i])
-        simplex, values = [simplex[i] for i in order], [values[i] for i in order]
-        if abs(values[-1] - values[0]) < tol:
-            break
-        centroid = [sum(p[j] for p in simplex[:-1]) / n for j in range(n)]
-        worst = simplex[-1]
-        refl = [c + (c - w) for c, w in zip(centroid, worst, strict=True)]
-        fr = f(refl)
-        if fr < values[0]:
-            exp = [c + 2 * (c - w) for c, w in zip(centroid, worst, strict=True)]
-            fe = f(exp)
-            simplex[-1], values[-1] = (exp, fe) if fe < fr else (refl, fr)
-        elif fr < values[-2]:
-            simplex[-1], values[-1] = refl, fr
-        else:
-            con = [c + 0.5 * (w - c) for c, w in zip(centroid, worst, strict=True)]
-            fc = f(con)
-            if fc < values[-1]:
-                simplex[-1], values[-1] = con, fc
-            else:
-                best = simplex[0]
-                simplex = [best] + [[b + 0.5 * (p - b) for b, p in zip(best, q, strict=True)] for q in simplex[1:]]
-                values = [values[0]] + [f(p) for p in simplex[1:]]
-    return simplex[min(range(n + 1), key=lambda i: values[i])]
-
-
 SOFT_L1_SCALE = 0.1
 """Residuals (in ln) beyond about 10 % count linearly, not squared: a noisy point cannot drag every factor."""
+MAX_ITERATIONS = 30
+JACOBIAN_STEP = 0.1
+"""Step in ln(factor) for the numerical derivatives (10 %: the simulation is piecewise, so smaller steps see
+its steps rather than its slope)."""
+MISSING_PENALTY = 3.0
+"""Residual (in ln) of a point the predictor gives no figure for with these factors."""
 
 
 def _soft_l1(r: float) -> float:
@@ -173,18 +156,70 @@ def _soft_l1(r: float) -> float:
     return 2 * d * d * (math.sqrt(1 + (r / d) ** 2) - 1)
 
 
+def levenberg_marquardt(residuals: Any, x0: list[float], prior: list[float], ridge: float = RIDGE,
+                        iters: int = MAX_ITERATIONS) -> list[float]:
+    """Minimise Σ soft-L1(r_i(x)) + ridge Σ (x − prior)² by Levenberg–Marquardt with iteratively re-weighted
+    residuals (the soft-L1 weights) and forward-difference derivatives."""
+    import numpy as np
+
+    x = np.array(x0, dtype=float)
+    p = np.array(prior, dtype=float)
+
+    def cost(r: Any, x: Any) -> float:
+        return float(sum(_soft_l1(v) for v in r) + ridge * np.sum((x - p) ** 2))
+
+    r = np.asarray(residuals(list(x)))
+    c = cost(r, x)
+    mu = 1e-2
+    for _ in range(iters):
+        jac = np.empty((len(r), len(x)))
+        for j in range(len(x)):
+            xj = x.copy()
+            xj[j] += JACOBIAN_STEP
+            jac[:, j] = (np.asarray(residuals(list(xj))) - r) / JACOBIAN_STEP
+        w = 1.0 / np.sqrt(1.0 + (r / SOFT_L1_SCALE) ** 2)  # IRLS weights of the soft-L1 loss
+        a = jac.T @ (w[:, None] * jac) + ridge * np.eye(len(x))
+        g = jac.T @ (w * r) + ridge * (x - p)
+        improved = False
+        for _ in range(10):
+            step = np.linalg.solve(a + mu * np.diag(np.diag(a) + 1e-9), -g)
+            xn = x + step
+            rn = np.asarray(residuals(list(xn)))
+            cn = cost(rn, xn)
+            if cn < c:
+                improved = c - cn > 1e-4 * max(c, 1e-12)
+                x, r, c = xn, rn, cn
+                mu = max(mu / 3, 1e-7)
+                break
+            mu *= 4
+        if not improved:
+            break
+    return list(x)
+
+
 def _fit(cases: list[_Case], base: Any, names: list[str], predictor: Predictor) -> Any:
     caps = {n: 1.0 for n in names if n.endswith("_efficiency") and getattr(base, n) < 1.0}
     x0 = [math.log(getattr(base, n)) for n in names]
+    keys = [(c.key, lab, fig) for c in cases for (fig, lab) in c.measured]
     targets = {(c.key, lab, fig): v for c in cases for (fig, lab), v in c.measured.items()}
 
-    def loss(x: list[float]) -> float:
+    def residuals(x: list[float]) -> list[float]:
         pred = _predict(cases, _with(base, names, x, caps), predictor)
-        miss = len(targets) - len(pred)
-        s = sum(_soft_l1(math.log(pred[k]) - math.log(v)) for k, v in targets.items() if k in pred)
-        return s + 10.0 * miss + RIDGE * sum((a - b) ** 2 for a, b in zip(x, x0, strict=True))
+        return [math.log(pred[k]) - math.log(targets[k]) if k in pred else MISSING_PENALTY for k in keys]
 
-    return _with(base, names, nelder_mead(loss, x0), caps)
+    return _with(base, names, levenberg_marquardt(residuals, x0, x0), caps)
+
+
+def fit_factors(all_runs: list[ValidationRuns], system: Systems, base: Any, names: list[str] | None = None,
+                predictor: Predictor | None = None) -> Any:
+    """The calibration fitted to every ok run of ``all_runs`` (no hold-out: see ``fit_calibration`` for the
+    honest report). ``names``: the factors to fit (default: those that change at least one prediction)."""
+    predictor = predictor or adapter.predict_run
+    cases = _cases(all_runs, system)
+    if not cases:
+        raise UsageError("no validated run has measured speed figures to fit")
+    names = names if names is not None else _sensitive(cases, base, _factor_names(base), predictor)
+    return _scale_ranges(_fit(cases, base, names, predictor), base, names) if names else base
 
 
 def _sensitive(cases: list[_Case], base: Any, names: list[str], predictor: Predictor) -> list[str]:

@@ -1,7 +1,7 @@
 """Predicted against measured, per figure, for each validated layout (recomputable from a validation file).
 
 Figures: ``kv_cache_tokens`` (per engine), and per workload ``output_tokens_per_s``, ``ttft_ms`` (median),
-``tpot_ms`` (median). Error = (predicted − measured) / measured: positive means the prediction is too high.
+``tpot_ms`` (median) and, for served workloads, ``itl_ms`` (median). Error = (predicted − measured) / measured: positive means the prediction is too high.
 The predictor is reached only through ``gpuprobe.validate.adapter.predict_run``, so tests and calibration
 can pass another one.
 """
@@ -17,8 +17,8 @@ from gpuprobe.results.validation import Comparison, FigureComparison, LayoutRun,
 from gpuprobe.validate import adapter
 from gpuprobe.validate.adapter import PredictedRun, Predictor, PredictRequest
 
-FIGURES = ("kv_cache_tokens", "output_tokens_per_s", "ttft_ms", "tpot_ms")
-PERF_FIGURES = ("output_tokens_per_s", "ttft_ms", "tpot_ms")
+FIGURES = ("kv_cache_tokens", "output_tokens_per_s", "ttft_ms", "tpot_ms", "itl_ms")
+PERF_FIGURES = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "itl_ms")
 
 
 def rel_error(predicted: float | None, measured: float | None) -> float | None:
@@ -41,6 +41,8 @@ def measured_figures(run: LayoutRun) -> dict[tuple[str, str | None], float | Non
         out[("output_tokens_per_s", lab)] = w.output_tokens_per_s
         out[("ttft_ms", lab)] = w.ttft.median_ms if w.ttft else None
         out[("tpot_ms", lab)] = w.tpot.median_ms if w.tpot else None
+        if w.itl is not None:
+            out[("itl_ms", lab)] = w.itl.median_ms
     return out
 
 

@@ -1,0 +1,187 @@
+"""Accuracy of ``gpuprobe recommend``'s engine simulation against real vLLM 0.26.0 runs it was not fitted to.
+
+    python benchmarks/predictor_accuracy.py                 # the report (markdown) with the shipped defaults
+    python benchmarks/predictor_accuracy.py --fit OUT.json  # refit the reference calibration, then the report
+
+The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; README.md there):
+
+  fit set      H200 machine 1: Llama-3.1-8B shape offline (6 batches) and served (7 loads), Llama-3.2-1B shape
+               offline (3 engine starts); H100 machine 1: Llama-3.2-1B and Llama-3.1-8B shapes, eager and
+               CUDA graphs. The shipped defaults (``gpuprobe.predict.calibration.Calibration``) are the factors
+               fitted to these runs and nothing else (``--fit``).
+  held out     H200 machine 1: Qwen2.5-14B shape offline and served; H200 machine 2: Qwen3-30B-A3B (MoE)
+               offline; H100 machine 2: Llama-3.2-1B, Llama-3.2-3B, Qwen2.5-7B and Llama-3.1-8B shapes, eager
+               and graphs (another machine, two models never seen, and the GPU kind the H200 runs are not).
+  spread       H200: the 1B offline engine started three times; H100 machine 3: the 1B started twice.
+
+Every figure is the median of the requests of one workload (TTFT, TPOT, ITL) or the workload's output tokens
+per second, predicted at the engine's own settings (vLLM's defaults unless the run set one). KV tokens are
+compared for every engine that started, the FP8 one included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gpuprobe.predict.calibration import HOST_FACTORS, Calibration  # noqa: E402
+from gpuprobe.results.serde import to_data  # noqa: E402
+from gpuprobe.validate import calibrate  # noqa: E402
+from gpuprobe.validate.compare import compare_run  # noqa: E402
+from gpuprobe.validate.store import load_runs  # noqa: E402
+
+H200 = ROOT / "tests" / "data" / "vllm-h200-2026-12-01"
+H100 = ROOT / "tests" / "data" / "vllm-h100-2026-11-25"
+H100_M1_SYSTEM = ROOT / "tests" / "data" / "h100-probe-2026-11-25.json"
+
+FIT = [
+    (H200 / "llama-3.1-8b-graphs.json", H200 / "probe-machine1.json"),
+    (H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),
+    (H200 / "llama-3.2-1b-graphs.json", H200 / "probe-machine1.json"),
+    (H100 / "machine1-validation-1b.json", H100_M1_SYSTEM),
+    (H100 / "machine1-validation-8b.json", H100_M1_SYSTEM),
+]
+HELD_OUT = [
+    (H200 / "qwen2.5-14b-graphs.json", H200 / "probe-machine1.json"),
+    (H200 / "qwen2.5-14b-serve.json", H200 / "probe-machine1.json"),
+    (H200 / "qwen3-30b-a3b-graphs.json", H200 / "probe-machine2.json"),
+    *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
+]
+KV_ONLY = [(H200 / "qwen3-8b-fp8-graphs.json", H200 / "probe-machine2.json")]
+SPREAD = [H200 / "llama-3.2-1b-graphs.json"]
+
+FIGURES = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "itl_ms")
+FITTED = [
+    "hbm_efficiency", "prefill_compute_efficiency", "decode_compute_efficiency", "attention_efficiency",
+    "gpu_per_layer_us", *HOST_FACTORS,
+]
+"""Factors fitted (the all-reduce and PP factors need multi-GPU runs, which these are not)."""
+
+
+@dataclasses.dataclass
+class Point:
+    set: str
+    run: str
+    engine: str
+    mode: str
+    workload: str
+    figure: str
+    measured: float
+    predicted: float | None
+    low: float | None
+    high: float | None
+
+    @property
+    def err(self) -> float | None:
+        return None if self.predicted is None else (self.predicted - self.measured) / self.measured
+
+    @property
+    def covered(self) -> bool | None:
+        if self.low is None or self.high is None:
+            return None
+        lo, hi = sorted((self.low, self.high))
+        return lo <= self.measured <= hi
+
+
+def _load(files: list[tuple[Path, Path]]) -> list[tuple[object, str]]:
+    return [(load_runs(f), str(s)) for f, s in files]
+
+
+def points(label: str, files: list[tuple[Path, Path]], cal: Calibration) -> list[Point]:
+    from gpuprobe.validate import adapter
+
+    out = []
+    for runs, system in _load(files):
+        for run in runs.layouts:
+            if run.measured is None:
+                continue
+            cmp = compare_run(runs, run, system=system, predictor=lambda req, c=cal: adapter.predict_run(
+                dataclasses.replace(req, calibration=c)))
+            raw = cmp.prediction.get("workloads", {})
+            for f in cmp.figures:
+                if f.measured is None or (f.figure != "kv_cache_tokens" and f.figure not in FIGURES):
+                    continue
+                rng = {"output_tokens_per_s": "output_tokens_per_s_range", "ttft_ms": "ttft_ms_range",
+                       "tpot_ms": "tpot_ms_range"}.get(f.figure)
+                band = raw.get(f.workload or "", {}).get(rng, []) if rng else []
+                lo, hi = (band[0], band[1]) if len(band) == 2 else (None, None)
+                mode = "served" if run.layout.serve else ("eager" if run.layout.enforce_eager else "graphs")
+                out.append(Point(label, runs.model_name, f"{Path(runs.run.device or '').name}", mode,
+                                 f.workload or "", f.figure, f.measured, f.predicted, lo, hi))
+                out[-1].engine = f"{_device(runs)} {run.layout.name}"
+    return out
+
+
+def _device(runs: object) -> str:
+    dev = getattr(getattr(runs, "run", None), "device", "") or ""
+    return "H200" if "H200" in dev else "H100" if "H100" in dev else dev
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:+.1f} %"
+
+
+def summary(pts: list[Point]) -> list[str]:
+    rows = ["| set | figure | points | median abs error | within 10 % | band covers |", "|---|---|---:|---:|---:|---:|"]
+    for label in ("fit", "held out"):
+        for fig in ("kv_cache_tokens", *FIGURES):
+            sel = [p for p in pts if p.set == label and p.figure == fig and p.err is not None]
+            if not sel:
+                continue
+            errs = [abs(p.err) for p in sel if p.err is not None]
+            cov = [p.covered for p in sel if p.covered is not None]
+            rows.append(f"| {label} | {fig} | {len(sel)} | {100 * statistics.median(errs):.1f} % | "
+                        f"{sum(e <= 0.10 for e in errs)} / {len(errs)} | "
+                        + (f"{sum(cov)} / {len(cov)}" if cov else "—") + " |")
+    return rows
+
+
+def per_point(pts: list[Point]) -> list[str]:
+    rows = ["| set | engine | model | workload | figure | measured | predicted | error |",
+            "|---|---|---|---|---|---:|---:|---:|"]
+    for p in pts:
+        rows.append(f"| {p.set} | {p.engine} | {p.run} | {p.workload or '—'} | {p.figure} | {p.measured:,.1f} | "
+                    f"{'—' if p.predicted is None else f'{p.predicted:,.1f}'} | {_pct(p.err)} |")
+    return rows
+
+
+def spreads() -> list[str]:
+    from gpuprobe.validate.spread import start_spreads
+
+    rows = ["| engine | figure | workload | starts | spread (max/min − 1) |", "|---|---|---|---:|---:|"]
+    for f in SPREAD:
+        for s in start_spreads(load_runs(f)):
+            rows.append(f"| {s.config} | {s.figure} | {s.workload} | {len(s.values)} | {100 * s.spread:.1f} % |")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fit", type=Path, help="refit the reference calibration on the fit set and write it here")
+    args = ap.parse_args()
+    cal = Calibration()
+    if args.fit:
+        fit_runs = _load(FIT)
+        cal = calibrate.fit_factors([r for r, _ in fit_runs], [s for _, s in fit_runs], cal, names=FITTED)
+        cal = dataclasses.replace(cal, source="reference fit (benchmarks/predictor_accuracy.py --fit)")
+        args.fit.write_text(json.dumps({k: v for k, v in to_data(cal).items() if k != "memory"}, indent=1) + "\n")
+        print(f"fitted calibration written to {args.fit}", file=sys.stderr)
+    pts = points("fit", FIT, cal) + points("held out", HELD_OUT + KV_ONLY, cal)
+    print("## Summary\n")
+    print("\n".join(summary(pts)))
+    print("\n## Start-to-start spread of the same engine\n")
+    print("\n".join(spreads()))
+    print("\n## Every point\n")
+    print("\n".join(per_point(pts)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

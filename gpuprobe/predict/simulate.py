@@ -1,0 +1,488 @@
+"""A step-level simulation of one vLLM 0.26 engine (V1 engine core) serving a stream of requests.
+
+The scheduler is vLLM's (``vllm/v1/core/sched/scheduler.py``): every step first gives each running request
+its next tokens (one to decode, or the next chunk of a prompt), in order, within ``max_num_batched_tokens``;
+a request whose new KV block cannot be allocated preempts the most recently admitted running request
+(its blocks are freed and it is recomputed later from the front of the queue); then, if nothing was
+preempted, waiting requests are admitted in arrival order while the token budget, ``max_num_seqs`` and the
+free KV blocks allow (the last one admitted may get only part of its prompt: chunked prefill). A request
+samples a token in the step that computes its last known token; it ends after its output length.
+
+Step times come from ``StepCost`` (GPU work on the measured system, host work, CUDA-graph mode). The
+front end is a single process in front of the engine (the API server for ``vllm serve``, the ``LLM``
+object offline): each request costs it an intake time before the engine sees it, and each step's outputs
+cost it a handling time before the client sees the tokens; it works first come, first served, so at high
+load its queue shows in TTFT and inter-token latency like a real server's.
+
+Runs of pure decode steps are jumped over: with no prompt to schedule and nothing arriving, the batch does
+not change until the first request ends (or the KV cache runs out), so those steps are summed in segments
+instead of being simulated one by one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from gpuprobe.predict.stepcost import Batch, StepCost, StepTime
+from gpuprobe.predict.traffic import Traffic
+
+JUMP_SEGMENT = 32
+"""Decode steps summed per evaluation of the step time when jumping (the context grows linearly)."""
+MAX_STEPS = 2_000_000
+
+
+@dataclass
+class EngineLimits:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    block_size: int
+    num_blocks: int
+    pp: int = 1
+
+
+class _Req:
+    __slots__ = ("idx", "prompt", "output", "send", "arrival", "num_tokens", "computed", "generated", "blocks",
+                 "state", "dec_base", "gen_base", "dec_step0", "due0", "epoch", "last_visible")
+
+    def __init__(self, idx: int, prompt: int, output: int) -> None:
+        self.idx, self.prompt, self.output = idx, prompt, output
+        self.send = 0.0
+        self.arrival = math.inf
+        self.num_tokens = prompt
+        self.computed = 0
+        self.generated = 0
+        self.blocks = 0
+        self.state = WAITING
+        self.dec_base = self.gen_base = self.dec_step0 = self.due0 = 0
+        self.epoch = 0
+        self.last_visible = math.nan
+
+
+WAITING, PREFILL, DECODE, DONE = 0, 1, 2, 3
+
+
+@dataclass
+class SimResult:
+    """What the clients saw, per request (send order), and what the engine did."""
+
+    send_s: list[float]
+    ttft_s: list[float]
+    e2el_s: list[float]
+    prompt_tokens: list[int]
+    output_tokens: list[int]
+    duration_s: float
+    """First send to the last token seen."""
+    itl: list[tuple[float, int]] = field(default_factory=list)
+    """(gap between two tokens of a request, how many such gaps): every inter-token latency the clients saw."""
+    steps: int = 0
+    peak_kv_blocks: int = 0
+    preemptions: int = 0
+    running_max: int = 0
+    """Most requests decoding together."""
+    breakdown: dict[str, float] = field(default_factory=dict)
+    """Seconds of the run's steps: gpu (compute / hbm / comm parts), host, and steps by graph mode."""
+    completed: int = 0
+
+    @property
+    def tpot_s(self) -> list[float]:
+        return [(e - t) / (o - 1) for t, e, o in zip(self.ttft_s, self.e2el_s, self.output_tokens, strict=True)
+                if o > 1]
+
+
+class _FrontEnd:
+    """One first-come-first-served process in front of the engine."""
+
+    def __init__(self) -> None:
+        self.free = 0.0
+
+    def serve(self, ready: float, cost: float) -> float:
+        start = ready if ready > self.free else self.free
+        self.free = start + cost
+        return self.free
+
+    def serve_run(self, start: float, step: float, count: int, cost: float) -> float:
+        """``count`` step outputs ready every ``step`` seconds after ``start``, each costing ``cost``: when the
+        last is seen (the front end falls behind when its cost exceeds the step)."""
+        first_ready = start + step
+        last = max(self.free + count * cost, first_ready + count * cost if cost > step else start + count * step + cost)
+        self.free = last
+        return last
+
+
+class _Engine:
+    """One simulated engine and its front end. Decoding requests are kept in aggregate (their count, their
+    context, when each needs its next KV block and when each ends), so a step costs the same whatever the
+    batch size; only prompts, arrivals, ends and preemptions touch single requests."""
+
+    def __init__(self, cost: StepCost, limits: EngineLimits, traffic: Traffic, served: bool) -> None:
+        cal = cost.cal
+        self.cost, self.limits, self.traffic = cost, limits, traffic
+        self.bs = limits.block_size
+        lens = traffic.lengths()
+        self.n = len(lens)
+        self.reqs = [_Req(i, p, o) for i, (p, o) in enumerate(lens)]
+        self.sends = traffic.send_times()
+        self.fe = _FrontEnd()
+        self.intake_us = cal.serve_intake_us if served else cal.batch_intake_us
+        self.intake_tok_us = cal.serve_intake_per_token_us if served else 0.0
+        self.out_seq_us = cal.serve_output_seq_us if served else cal.batch_output_seq_us
+        self.out_step_us = cal.output_step_us
+        self.send_heap: list[tuple[float, int]] = []
+        """Client sends not yet taken in by the front end: (time, request)."""
+        self.arrivals: list[tuple[float, int]] = []
+        """Requests past the front end, not yet seen by the scheduler: (time, request)."""
+        self.waiting: deque[_Req] = deque()
+        self.order: list[_Req] = []
+        """Running requests in admission order (the last is preempted first); ended ones are skipped."""
+        self.prefilling: list[_Req] = []
+        self.n_dec = 0
+        self.ctx_dec = 0
+        """Tokens of KV cache held by the decoding requests (what their attention reads)."""
+        self.block_due: dict[int, int] = {}
+        """Step -> decoding requests that need a new KV block at it (each again every block_size steps)."""
+        self.fin_heap: list[tuple[int, int, int, _Req]] = []
+        """(step of the last token, request, epoch, request) of every decoding request."""
+        self.free_blocks = limits.num_blocks
+        self.step_no = 0
+        self.prev_visible = math.nan
+        self.cap = traffic.concurrency if traffic.concurrency is not None else self.n
+        self.next_to_send = 0
+        self.p_next = 0
+        self.poisson_queue: deque[int] = deque()
+        self.in_flight = 0
+        self.done = 0
+        self.res = SimResult([0.0] * self.n, [math.nan] * self.n, [math.nan] * self.n, [p for p, _ in lens],
+                             [o for _, o in lens], 0.0)
+        self.itl: dict[float, int] = {}
+        self.br = {"gpu_s": 0.0, "compute_s": 0.0, "hbm_s": 0.0, "comm_s": 0.0, "host_s": 0.0,
+                   "steps_full": 0.0, "steps_piecewise": 0.0, "steps_none": 0.0}
+        if traffic.mode == "batch":
+            self.send_heap = [(0.0, i) for i in range(self.n)]
+            self.next_to_send = self.n
+        elif traffic.mode == "closed":
+            self.send_heap = [(0.0, i) for i in range(min(self.cap, self.n))]
+            self.next_to_send = len(self.send_heap)
+
+    @property
+    def n_running(self) -> int:
+        return self.n_dec + len(self.prefilling)
+
+    # --- clients and the front end -----------------------------------------------------------------------
+    def release_sends(self, now: float) -> None:
+        """Client sends up to ``now`` go through the front end's intake to the engine."""
+        sends = self.sends
+        if sends is not None:
+            while self.p_next < self.n and sends[self.p_next] <= now:
+                self.poisson_queue.append(self.p_next)
+                self.p_next += 1
+            while self.poisson_queue and self.in_flight < self.cap:
+                i = self.poisson_queue.popleft()
+                self.in_flight += 1
+                heapq.heappush(self.send_heap, (sends[i], i))
+        while self.send_heap and self.send_heap[0][0] <= now:
+            ts, i = heapq.heappop(self.send_heap)
+            r = self.reqs[i]
+            r.send = ts
+            r.arrival = self.fe.serve(ts, (self.intake_us + self.intake_tok_us * r.prompt) * 1e-6)
+            heapq.heappush(self.arrivals, (r.arrival, i))
+        while self.arrivals and self.arrivals[0][0] <= now:
+            self.waiting.append(self.reqs[heapq.heappop(self.arrivals)[1]])
+
+    def next_event(self) -> float:
+        cands = [math.inf]
+        if self.send_heap:
+            cands.append(self.send_heap[0][0])
+        if self.arrivals:
+            cands.append(self.arrivals[0][0])
+        if self.sends is not None and self.p_next < self.n and self.in_flight < self.cap:
+            cands.append(self.sends[self.p_next])
+        return min(cands)
+
+    def out_cost(self, seqs: int) -> float:
+        return (self.out_step_us + self.out_seq_us * seqs) * 1e-6
+
+    def end(self, r: _Req, visible: float) -> None:
+        """``r`` got its last token, seen at ``visible``: free its blocks, let its client send the next one."""
+        self.done += 1
+        self.free_blocks += r.blocks
+        r.blocks = 0
+        r.state = DONE
+        r.last_visible = visible
+        self.res.e2el_s[r.idx] = visible - r.send
+        if self.traffic.mode == "closed" and self.next_to_send < self.n:
+            heapq.heappush(self.send_heap, (visible, self.next_to_send))
+            self.next_to_send += 1
+        elif self.sends is not None:
+            if self.poisson_queue:  # a request held back by the concurrency cap takes the freed slot
+                i = self.poisson_queue.popleft()
+                heapq.heappush(self.send_heap, (max(self.sends[i], visible), i))
+            else:
+                self.in_flight -= 1
+
+    # --- decoding requests in aggregate ------------------------------------------------------------------
+    def _next_due(self, r: _Req, step: int) -> int:
+        """The first step >= ``step`` at which decoding request ``r`` needs a new block."""
+        if step <= r.due0:
+            return r.due0
+        return r.due0 + -(-(step - r.due0) // self.bs) * self.bs
+
+    def start_decoding(self, r: _Req, step: int) -> None:
+        """``r`` sampled a token at ``step - 1`` and decodes one token per step from ``step`` on."""
+        r.state = DECODE
+        r.dec_base, r.gen_base, r.dec_step0 = r.computed, r.generated, step
+        r.due0 = step + (-r.computed) % self.bs
+        self.block_due[r.due0] = self.block_due.get(r.due0, 0) + 1
+        self.n_dec += 1
+        self.ctx_dec += r.computed
+        r.epoch += 1
+        heapq.heappush(self.fin_heap, (step - 1 + r.output - r.generated, r.idx, r.epoch, r))
+
+    def stop_decoding(self, r: _Req, step: int) -> None:
+        """Take decoding request ``r`` out of the aggregates before ``step`` (it ended or is preempted)."""
+        r.computed = r.dec_base + step - r.dec_step0
+        r.generated = r.gen_base + step - r.dec_step0
+        r.num_tokens = r.prompt + r.generated
+        r.blocks = -(-r.computed // self.bs)
+        due = self._next_due(r, step)
+        left = self.block_due.get(due, 0) - 1
+        if left > 0:
+            self.block_due[due] = left
+        else:
+            self.block_due.pop(due, None)
+        self.n_dec -= 1
+        self.ctx_dec -= r.computed
+        r.epoch += 1  # its entry in fin_heap is stale now
+
+    # --- the scheduler -----------------------------------------------------------------------------------
+    def preempt_last(self, step: int) -> _Req | None:
+        """Preempt the most recently admitted running request (vLLM's V1 policy); None if none is left."""
+        while self.order and self.order[-1].state not in (PREFILL, DECODE):
+            self.order.pop()
+        if not self.order:
+            return None
+        r = self.order.pop()
+        if r.state == DECODE:
+            self.stop_decoding(r, step)
+        else:
+            self.prefilling.remove(r)
+        self.free_blocks += r.blocks
+        r.blocks, r.computed, r.state = 0, 0, WAITING
+        r.num_tokens = r.prompt + r.generated
+        self.waiting.appendleft(r)
+        self.res.preemptions += 1
+        return r
+
+    def schedule(self) -> tuple[list[tuple[_Req, int]], int, bool]:
+        """(prompt chunks of this step, blocks the decoding requests take, whether anything was preempted).
+        Decoding requests each compute one token; prompts fill the rest of the token budget."""
+        s = self.step_no
+        bs = self.bs
+        preempted = False
+        while True:
+            need_dec = self.block_due.get(s, 0)
+            budget = self.limits.max_num_batched_tokens - self.n_dec
+            chunks: list[tuple[_Req, int]] = []
+            need = need_dec
+            for r in self.prefilling:
+                if budget <= 0:
+                    break
+                new = min(r.num_tokens - r.computed, budget)
+                need += -(-(r.computed + new) // bs) - r.blocks
+                budget -= new
+                chunks.append((r, new))
+            if need <= self.free_blocks:
+                break
+            if self.preempt_last(s) is None:
+                return [], 0, preempted
+            preempted = True
+        self.free_blocks -= need
+        for r, new in chunks:
+            r.blocks = -(-(r.computed + new) // bs)
+        if need_dec:
+            del self.block_due[s]
+            self.block_due[s + bs] = self.block_due.get(s + bs, 0) + need_dec
+        if not preempted:
+            while self.waiting and budget > 0 and self.n_running < self.limits.max_num_seqs:
+                r = self.waiting[0]
+                new = min(r.num_tokens - r.computed, budget)
+                blocks = -(-(r.computed + new) // bs)
+                if blocks - r.blocks > self.free_blocks:
+                    break
+                self.waiting.popleft()
+                self.free_blocks -= blocks - r.blocks
+                r.blocks = blocks
+                r.state = PREFILL
+                self.prefilling.append(r)
+                self.order.append(r)
+                budget -= new
+                chunks.append((r, new))
+        return chunks, need_dec, preempted
+
+    # --- steps -------------------------------------------------------------------------------------------
+    def step(self, t: float, chunks: list[tuple[_Req, int]]) -> float:
+        s = self.step_no
+        n_dec = self.n_dec
+        b = Batch(tokens=n_dec, seqs=n_dec + len(chunks), context_tokens=float(self.ctx_dec), sampled=n_dec)
+        completing = []
+        for r, new in chunks:
+            b.tokens += new
+            b.context_tokens += r.computed
+            b.prompt_tokens += new
+            b.attn_work += new * (r.computed + new / 2)
+            if r.computed + new == r.num_tokens:
+                completing.append(r)
+        b.sampled += len(completing)
+        st = self.cost.step_time(b, micro=min(self.limits.pp, b.seqs))
+        _account(self.br, st, 1)
+        end = t + st.total_s
+        visible = self.fe.serve(end, self.out_cost(b.sampled))
+        if n_dec and not math.isnan(self.prev_visible):
+            gap = round(visible - self.prev_visible, 6)
+            self.itl[gap] = self.itl.get(gap, 0) + n_dec
+        self.ctx_dec += n_dec
+        for r, new in chunks:
+            r.computed += new
+        for r in completing:
+            self.prefilling.remove(r)
+            r.generated += 1
+            r.num_tokens += 1
+            if r.generated == 1:
+                self.res.ttft_s[r.idx] = visible - r.send
+            else:  # recomputed after a preemption: its gap is its own
+                gap = round(visible - r.last_visible, 6)
+                self.itl[gap] = self.itl.get(gap, 0) + 1
+            r.last_visible = visible
+            if r.generated >= r.output:
+                self.end(r, visible)
+            else:
+                self.start_decoding(r, s + 1)
+        self.finish_decoders(s, visible)
+        self.prev_visible = visible
+        self.step_no = s + 1
+        return end
+
+    def finish_decoders(self, last_step: int, visible: float) -> None:
+        """Decoding requests whose last token came out at or before ``last_step``."""
+        heap = self.fin_heap
+        while heap and heap[0][0] <= last_step:
+            _, _, epoch, r = heapq.heappop(heap)
+            if epoch != r.epoch or r.state != DECODE:
+                continue
+            self.stop_decoding(r, last_step + 1)
+            self.end(r, visible)
+
+    def jump_length(self, t: float, first: StepTime) -> int:
+        """How many decode-only steps can be summed from here (1: simulate this one on its own)."""
+        s = self.step_no
+        heap = self.fin_heap
+        while heap and (heap[0][2] != heap[0][3].epoch or heap[0][3].state != DECODE):
+            heapq.heappop(heap)
+        k = heap[0][0] - s + 1 if heap else 1
+        if self.n_running < self.limits.max_num_seqs:  # an arrival could join the batch
+            nxt = self.next_event()
+            if nxt < math.inf:
+                k = min(k, max(1, math.ceil((nxt - t) / first.total_s)))
+        if k <= 1:
+            return 1
+        # KV: the blocks the decoding requests need over the next steps must fit.
+        free = self.free_blocks
+        bs = self.bs
+        for i in range(1, k):  # the dict holds steps s+1 .. s+bs; each repeats every block_size steps
+            free -= self.block_due.get(s + 1 + (i - 1) % bs, 0)
+            if free < 0:
+                return max(1, i)
+        return k
+
+    def jump(self, t: float, k: int, first: StepTime) -> float:
+        """``k`` decode-only steps of the unchanging batch (the first one's blocks already taken)."""
+        s0 = self.step_no
+        bs = self.bs
+        for i in range(1, k):  # blocks for the rest of the run
+            c = self.block_due.pop(s0 + i, 0)
+            if c:
+                self.free_blocks -= c
+                self.block_due[s0 + i + bs] = self.block_due.get(s0 + i + bs, 0) + c
+        self.res.peak_kv_blocks = max(self.res.peak_kv_blocks, self.limits.num_blocks - self.free_blocks)
+        n_dec = self.n_dec
+        micro = min(self.limits.pp, n_dec)
+        cost_out = self.out_cost(n_dec)
+        left = k
+        visible = t
+        while left:
+            seg = min(JUMP_SEGMENT, left)
+            if left == k and seg == 1:
+                st = first
+            else:
+                b = Batch(tokens=n_dec, seqs=n_dec, sampled=n_dec,
+                          context_tokens=self.ctx_dec + n_dec * (seg - 1) / 2)  # the segment's middle step
+                st = self.cost.step_time(b, micro=micro)
+            _account(self.br, st, seg)
+            start = t
+            visible = self.fe.serve_run(start, st.total_s, seg, cost_out)
+            t += st.total_s * seg
+            gap = round(max(st.total_s, cost_out), 6)
+            self.itl[gap] = self.itl.get(gap, 0) + seg * n_dec
+            self.ctx_dec += n_dec * seg
+            left -= seg
+        self.step_no = s0 + k
+        self.finish_decoders(s0 + k - 1, visible)
+        self.prev_visible = visible
+        return t
+
+
+def simulate(cost: StepCost, limits: EngineLimits, traffic: Traffic, served: bool) -> SimResult:
+    """Run ``traffic`` through one engine; ``served``: behind ``vllm serve`` (else the offline ``LLM``)."""
+    eng = _Engine(cost, limits, traffic, served)
+    res = eng.res
+    t = 0.0
+    while eng.done < eng.n and eng.step_no < MAX_STEPS:
+        eng.release_sends(t)
+        if not eng.n_running and not eng.waiting:
+            nxt = eng.next_event()
+            if nxt == math.inf:
+                break
+            t = max(t, nxt)
+            continue
+        if len(eng.order) > 2 * eng.n_running + 64:
+            eng.order = [r for r in eng.order if r.state in (PREFILL, DECODE)]
+        chunks, _, preempted = eng.schedule()
+        if not chunks and not eng.n_dec:
+            if not preempted and eng.waiting and not eng.n_running:
+                # the first waiting request does not fit in an empty cache: it can never run
+                r = eng.waiting.popleft()
+                r.state = DONE
+                eng.done += 1
+            elif not preempted:
+                t = max(t, eng.next_event())
+            continue
+        res.peak_kv_blocks = max(res.peak_kv_blocks, limits.num_blocks - eng.free_blocks)
+        res.running_max = max(res.running_max, eng.n_running)
+        if not chunks and (not eng.waiting or eng.n_running >= limits.max_num_seqs):
+            first = eng.cost.step_time(Batch(tokens=eng.n_dec, seqs=eng.n_dec, context_tokens=float(eng.ctx_dec),
+                                             sampled=eng.n_dec), micro=min(limits.pp, eng.n_dec))
+            k = eng.jump_length(t, first)
+            if k > 1:
+                t = eng.jump(t, k, first)
+                continue
+        t = eng.step(t, chunks)
+    res.steps = eng.step_no
+    res.completed = eng.done
+    res.send_s = [r.send for r in eng.reqs]
+    ends = [r.last_visible for r in eng.reqs if r.state == DONE and not math.isnan(r.last_visible)]
+    first_send = min((r.send for r in eng.reqs), default=0.0)
+    res.duration_s = (max(ends) - first_send) if ends else 0.0
+    res.itl = sorted(eng.itl.items())
+    res.breakdown = eng.br
+    return res
+
+
+def _account(br: dict[str, float], st: StepTime, count: int) -> None:
+    br["gpu_s"] += st.gpu_s * count
+    br["compute_s"] += st.compute_s * count
+    br["hbm_s"] += st.hbm_s * count
+    br["comm_s"] += st.comm_s * count
+    br["host_s"] += st.host_s * count
+    br[f"steps_{st.graph}"] += count

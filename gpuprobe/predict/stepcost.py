@@ -1,0 +1,268 @@
+"""What one engine step costs: GPU time from the batch's work on the measured system, host time from the
+engine's per-step bookkeeping and kernel launches, and which CUDA-graph mode vLLM 0.26 runs the step in.
+
+A step is described by ``Batch``: the tokens computed (prompt chunks + one per decoding request), the
+requests in it, the context tokens their attention reads, the attention work of the prompt chunks, and
+whether every request is decoding (a uniform decode batch). Per pipeline stage and step:
+
+  GEMM FLOPs   = 2 x tokens x linear parameters of the stage's layers (MoE: dense part + top-k experts)
+                 + 2 x sampled rows x vocab / tp x hidden (LM head, last stage)
+  attention    = 4 x layers x heads / tp x head_dim x sum over prompt chunks of new x (context + new / 2)
+  HBM bytes    = weights of the stage (MoE: the experts the step touches) + context tokens x KV bytes per token
+  GPU time     = roofline of (GEMM / (compute efficiency x peak) + attention / (attention efficiency x peak),
+                 bytes / (HBM efficiency x measured HBM bandwidth)) joined smoothly (``roofline_sharpness``:
+                 (a^k + b^k)^(1/k), the max as k grows), + layers x ``gpu_per_layer_us`` (launch gaps and
+                 tails of small kernels, also inside a graph) + tensor-parallel all-reduces (2 per layer + 1,
+                 of tokens x hidden x 2 bytes, each on the measured curve of the backend vLLM picks)
+  host time    = ``step_overhead_ms`` + ``seq_overhead_us`` x requests + ``prompt_token_overhead_us`` x
+                 prompt tokens + the launch cost of the mode the step runs in: a full graph replay
+                 (``graph_launch_us``), piecewise graphs with attention launched eagerly between them
+                 (``piecewise_launch_per_layer_us`` x layers), or every kernel from the host
+                 (``eager_launch_per_layer_us`` x layers: ``--enforce-eager`` and steps above the largest
+                 capture size)
+Step time (``step_time``) = max(GPU time, host time) + ``step_serial_ms``: with asynchronous scheduling the
+host prepares and launches the next step while the GPU runs this one, and kernels launched eagerly overlap
+the kernels already queued; the serial part (the sampled tokens handed back) never overlaps.
+
+vLLM 0.26's CUDA-graph dispatch (FULL_AND_PIECEWISE, the default): a uniform decode batch up to the largest
+capture size replays a full graph, padded to the next capture size; another batch up to that size runs
+piecewise graphs, padded likewise (attention itself runs unpadded between the pieces); a larger batch or
+``--enforce-eager`` runs without graphs.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+
+from gpuprobe.predict.calibration import Calibration
+from gpuprobe.predict.layouts import CUSTOM_AR_WORLD_SIZES, Layout
+from gpuprobe.predict.memory import (
+    MemoryPrediction,
+    cudagraph_capture_sizes,
+    kv_bytes_per_token_per_layer,
+    pp_layer_ranges,
+)
+from gpuprobe.predict.model_spec import ModelSpec
+from gpuprobe.predict.params import layer_shard, padded_vocab, quantized_bytes_per_param
+from gpuprobe.predict.system import CUSTOM_AR_ALPHA_US, SystemProfile
+
+CUSTOM_AR_MAX_BYTES = 8 << 20
+"""vLLM custom all-reduce size cap (8 MiB default); larger messages go to NCCL."""
+CUSTOM_AR_ONE_SHOT_BYTES = 512 << 10
+"""Below this (or at tp 2) vLLM's custom all-reduce uses the one-shot kernel, above it two-shot."""
+
+GRAPH_FULL, GRAPH_PIECEWISE, GRAPH_NONE = "full", "piecewise", "none"
+
+
+@dataclass
+class Batch:
+    """The work of one step (over all requests of the step; a pipeline micro-batch is a share of it)."""
+
+    tokens: int
+    seqs: int
+    context_tokens: float
+    """Tokens of KV cache the step's attention reads (every request's context before this step)."""
+    prompt_tokens: int = 0
+    """Prompt tokens among ``tokens`` (chunked prefill)."""
+    attn_work: float = 0.0
+    """Sum over prompt chunks of new x (context + new / 2): the causal attention FLOPs' shape."""
+    sampled: int = 0
+    """Rows that go through the LM head and the sampler (requests that produce a token)."""
+
+    @property
+    def uniform_decode(self) -> bool:
+        return self.prompt_tokens == 0
+
+
+@dataclass
+class StepTime:
+    total_s: float
+    gpu_s: float
+    host_s: float
+    graph: str
+    compute_s: float = 0.0
+    hbm_s: float = 0.0
+    comm_s: float = 0.0
+
+
+@dataclass
+class _Stage:
+    layers: int
+    first: bool
+    last: bool
+    gemm_flops_per_token: float
+    head_flops_per_row: float
+    attn_flops_coef: float
+    dense_weight_bytes: float
+    expert_bytes_per_expert: float
+    """Bytes of one routed expert over all the stage's MoE layers (0 for dense models)."""
+    kv_bytes_per_token: float
+    group: tuple[int, ...]
+
+
+class StepCost:
+    """Step times of one replica of ``layout`` (every stage, every TP group) under ``cal``."""
+
+    def __init__(self, spec: ModelSpec, system: SystemProfile, layout: Layout, replica: int, mem: MemoryPrediction,
+                 cal: Calibration) -> None:
+        self.spec, self.system, self.cal = spec, system, cal
+        self.tp, self.pp = layout.tp, layout.pp
+        self.groups = layout.groups[replica]
+        gpu = system.gpus[self.groups[0][0]]
+        use_fp8 = spec.weights.kind == "fp8" and gpu.fp8_tflops is not None
+        peak_fig = gpu.fp8_tflops if use_fp8 and gpu.fp8_tflops else gpu.bf16_tflops
+        self.gemm_peak = peak_fig.value * 1e12
+        self.attn_peak = gpu.bf16_tflops.value * 1e12
+        self.peak_source = peak_fig.source
+        self.hbm = min(system.gpus[g].hbm_gbps.value for st in self.groups for g in st) * 1e9
+        self.hbm_source = gpu.hbm_gbps.source
+        s = mem.settings
+        self.eager = s.enforce_eager
+        self.capture_sizes = [] if s.enforce_eager else cudagraph_capture_sizes(s)
+        self.max_capture = self.capture_sizes[-1] if self.capture_sizes else 0
+        bpp = quantized_bytes_per_param(spec.weights)
+        vocab_rank = padded_vocab(spec) / self.tp
+        d = spec.head_dim if spec.mla is None else (spec.mla.qk_nope_head_dim + spec.mla.qk_rope_head_dim)
+        self.stages: list[_Stage] = []
+        for i, rng in enumerate(pp_layer_ranges(spec.num_layers, self.pp)):
+            active = 0.0
+            expert_bytes = 0.0
+            for j in rng:
+                sh = layer_shard(spec, j, self.tp)
+                active += sh.active_linear
+                if sh.expert_linear:
+                    expert_bytes += sh.expert_linear * bpp / spec.num_experts
+            last = i == self.pp - 1
+            weights = mem.stages[i].weights_bytes
+            self.stages.append(_Stage(
+                layers=len(rng), first=i == 0, last=last, gemm_flops_per_token=2 * active,
+                head_flops_per_row=2 * vocab_rank * spec.hidden_size if last else 0.0,
+                attn_flops_coef=4 * len(rng) * (spec.num_heads / self.tp) * d,
+                dense_weight_bytes=weights - expert_bytes * spec.num_experts,
+                expert_bytes_per_expert=expert_bytes,
+                kv_bytes_per_token=kv_bytes_per_token_per_layer(spec, self.tp, s.kv_cache_bytes_per_element) * len(rng),
+                group=self.groups[i],
+            ))  # fmt: skip
+        self.backends_used: set[str] = set()
+        self.ar_sources: set[str] = set()
+        self._ar_cache: dict[tuple[tuple[int, ...], int], float] = {}
+        self._step_cache: dict[tuple[int, ...], StepTime] = {}
+        self._p2p_bw = [self.system.p2p(self.groups[i][0], self.groups[i + 1][0]).value * 1e9
+                        for i in range(self.pp - 1)]
+
+    # --- graphs ------------------------------------------------------------------------------------------
+    def graph_mode(self, b: Batch) -> tuple[str, int]:
+        """(mode, tokens the GPU computes) for a step: vLLM pads a graphed step to the next capture size."""
+        if self.eager or b.tokens > self.max_capture:
+            return GRAPH_NONE, b.tokens
+        padded = self.capture_sizes[bisect_left(self.capture_sizes, b.tokens)]
+        return (GRAPH_FULL if b.uniform_decode else GRAPH_PIECEWISE), padded
+
+    # --- GPU ---------------------------------------------------------------------------------------------
+    def allreduce_us(self, group: tuple[int, ...], size: int) -> float:
+        """One all-reduce of ``size`` bytes in ``group`` on the backend vLLM 0.26 would use (cached)."""
+        key = (group, size)
+        hit = self._ar_cache.get(key)
+        if hit is not None:
+            return hit
+        n = len(group)
+        s = self.system
+        if n <= 1:
+            t = 0.0
+        elif (n in CUSTOM_AR_WORLD_SIZES and s.all_p2p(group) and (n == 2 or s.all_nvlink(group))
+              and size < CUSTOM_AR_MAX_BYTES):
+            self.backends_used.add("custom")
+            self.ar_sources.add("derived")
+            bw = min(s.p2p(a, b).value for a in group for b in group if a < b) * 1e3  # bytes per us
+            kind = "nvlink" if s.all_nvlink(group) else "pcie"
+            moved = (n - 1) * size if (n == 2 or size < CUSTOM_AR_ONE_SHOT_BYTES) else 2 * (n - 1) / n * size
+            t = (CUSTOM_AR_ALPHA_US[kind] + moved / bw) * self.cal.allreduce_efficiency
+        else:
+            self.backends_used.add("nccl")
+            curve = s.allreduce_curve(group)
+            self.ar_sources.add(curve.source)
+            t = curve.time_us(size) * self.cal.allreduce_efficiency
+        self._ar_cache[key] = t
+        return t
+
+    def stage_gpu(self, st: _Stage, tokens: float, b: Batch, share: float) -> tuple[float, float, float, float]:
+        """(total, compute, HBM, comm) seconds of one stage for ``share`` of batch ``b`` at ``tokens`` tokens."""
+        cal, spec = self.cal, self.spec
+        rows = b.sampled * share
+        gemm = tokens * st.gemm_flops_per_token + rows * st.head_flops_per_row
+        attn = st.attn_flops_coef * b.attn_work * share
+        t_c = gemm / (cal.decode_compute_efficiency if b.uniform_decode else cal.prefill_compute_efficiency) \
+            / self.gemm_peak + attn / (cal.attention_efficiency * self.attn_peak)
+        weights = st.dense_weight_bytes
+        if st.expert_bytes_per_expert:
+            k, e = spec.experts_per_token, spec.num_experts
+            touched = e * (1.0 - (1.0 - k / e) ** max(tokens, 1.0))
+            weights += touched * st.expert_bytes_per_expert
+        t_m = (weights + b.context_tokens * share * st.kv_bytes_per_token) / (cal.hbm_efficiency * self.hbm)
+        k = cal.roofline_sharpness
+        t = (t_c**k + t_m**k) ** (1.0 / k) + st.layers * cal.gpu_per_layer_us * 1e-6
+        comm = 0.0
+        if self.tp > 1:
+            msg = int(tokens) * spec.hidden_size * spec.dtype_bytes
+            comm = (2 * st.layers + (1 if st.first else 0)) * self.allreduce_us(st.group, msg) * 1e-6
+            if st.last:  # logits all-gather: about half the traffic of an all-reduce of [rows, vocab]
+                comm += self.allreduce_us(st.group, int(rows * padded_vocab(spec) * spec.dtype_bytes / 2)) * 1e-6
+        return t + comm, t_c, t_m, comm
+
+    def p2p_s(self, i: int, tokens: float) -> float:
+        """Send hidden_states + residual from stage i to i + 1 (each TP rank sends 1/tp of it)."""
+        size = 2 * tokens * self.spec.hidden_size * self.spec.dtype_bytes / self.tp
+        return self.cal.p2p_alpha_us * 1e-6 + size / (self._p2p_bw[i] * self.cal.p2p_efficiency)
+
+    # --- host --------------------------------------------------------------------------------------------
+    def host_s(self, b: Batch, graph: str) -> float:
+        cal = self.cal
+        layers = self.spec.num_layers / self.pp
+        t = cal.step_overhead_ms * 1e-3 + b.seqs * cal.seq_overhead_us * 1e-6 \
+            + b.prompt_tokens * cal.prompt_token_overhead_us * 1e-6
+        if graph == GRAPH_FULL:
+            t += cal.graph_launch_us * 1e-6
+        elif graph == GRAPH_PIECEWISE:
+            t += layers * cal.piecewise_launch_per_layer_us * 1e-6
+        else:
+            t += layers * cal.eager_launch_per_layer_us * 1e-6
+        return t
+
+    # --- the step ----------------------------------------------------------------------------------------
+    def step_time(self, b: Batch, micro: int = 1) -> StepTime:
+        """Time of one engine step over batch ``b`` split into ``micro`` pipeline micro-batches.
+
+        With pp > 1 vLLM keeps up to pp micro-batches in flight: a round of ``micro`` micro-batches takes
+        max(one pass through every stage, micro x the slowest stage). Results are reused for steps of the
+        same shape whose context and attention work differ by less than 0.4 % (time is close to linear in
+        both)."""
+        key = (b.tokens, b.seqs, b.prompt_tokens, b.sampled, micro, int(math.log1p(b.context_tokens) * 256),
+               int(math.log1p(b.attn_work) * 256))
+        hit = self._step_cache.get(key)
+        if hit is None:
+            hit = self._step_cache[key] = self._step_time(b, micro)
+        return hit
+
+    def _step_time(self, b: Batch, micro: int) -> StepTime:
+        graph, padded = self.graph_mode(b)
+        share = 1.0 / micro
+        tok = padded * share if graph != GRAPH_NONE else b.tokens * share
+        comp = hbm = comm = 0.0
+        stage_times = []
+        for st in self.stages:
+            t, c, m, x = self.stage_gpu(st, tok, b, share)
+            stage_times.append(t)
+            comp, hbm, comm = comp + c, hbm + m, comm + x
+        if self.pp == 1:
+            gpu = stage_times[0]
+        else:
+            hops = [self.p2p_s(i, tok) for i in range(self.pp - 1)]
+            latency = sum(stage_times) + sum(hops)
+            slowest = max(t + (hops[i] if i < len(hops) else 0.0) for i, t in enumerate(stage_times))
+            gpu = max(latency, micro * slowest)
+            comm += sum(hops)
+        host = self.host_s(b, graph)
+        total = max(gpu, host) + self.cal.step_serial_ms * 1e-3
+        return StepTime(total, gpu, host, graph, comp, hbm, comm)
