@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from gpuprobe.cli.output import Output
 from gpuprobe.errors import NoGpu
@@ -31,6 +32,8 @@ def probe(
     ar_max: int | None = typer.Option(None, "--allreduce-max-bytes", help="Largest all-reduce message (bytes)."),
     input_: Path | None = typer.Option(None, "--input", help="Show an existing results file instead of probing."),
     json_: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+    wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
+    all_: bool = typer.Option(False, "--all", help="Every row (default: the pairs' all-reduce at its largest size)."),
 ) -> None:
     """Measure host<->GPU and GPU<->GPU bandwidth and latency, local HBM copy and all-reduce.
 
@@ -40,7 +43,7 @@ def probe(
     from gpuprobe.probes import run as _run  # noqa: F401  (imports every probe into the registry)
     from gpuprobe.probes.core.registry import REGISTRY, select
 
-    out = Output(json_mode=json_)
+    out = Output(json_mode=json_, wide=wide)
     if list_:
         specs = select(tests) if tests else REGISTRY
         out.data([{"index": REGISTRY.index(s), "key": s.key, "group": s.group, "unit": s.unit,
@@ -48,7 +51,7 @@ def probe(
                  else terminal.probe_list_table(specs))
         return
     if input_ is not None:
-        _show(out, load_results(input_))
+        _show(out, load_results(input_), all_)
         return
     options = probe_options(tests, quick, gpus, buffer_mib, samples, verify=not no_verify,
                             collective_backend=backend, cpu_ranks=cpu_ranks, allreduce_max_bytes=ar_max)
@@ -61,11 +64,11 @@ def probe(
         if RECORDED.exists():
             out.info(f"Showing the recorded capture shipped with gpuprobe instead: {RECORDED.name} "
                      "(a real run on one NVIDIA H100 80GB HBM3, 2026-11-25)")
-            _show(out, load_results(RECORDED))
+            _show(out, load_results(RECORDED), all_)
         raise NoGpu(cuda_missing[0].removeprefix("CUDA probes skipped: "),
                     hint="run on a machine with an NVIDIA GPU and CuPy ('pip install gpuprobe[gpu]'), or run "
                          "'gpuprobe probe --tests all_reduce --backend gloo' for the CPU collectives")
-    _show(out, results)
+    _show(out, results, all_)
     if output:
         out.info(f"results written to {output}")
     for p in results.problems:
@@ -121,14 +124,14 @@ def _run_with_progress(out: Output, options: ProbeOptions, output: Path | None):
         return run_probes(options, output=output, progress=progress, on_start=on_start)
 
 
-def _show(out: Output, results) -> None:
+def _show(out: Output, results, every_row: bool = True) -> None:
     if out.json_mode:
         out.data(to_data(results))
         return
-    out.data(terminal.summary_table(results))
+    out.data(terminal.summary_table(results), keys=2)
     for line in terminal.waived_lines(results):
-        out.data(f"[dim]{line}[/dim]")
-    ar = terminal.allreduce_table(results)
+        out.data(Text(line, style="dim"))
+    ar = terminal.allreduce_table(results, every_size=every_row)
     if ar is not None:
         out.data(ar)
     if results.probe_seconds:

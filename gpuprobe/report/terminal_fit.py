@@ -9,6 +9,8 @@ the width, each item whole. ``wide`` keeps the full table whatever the width (th
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Console, Group, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
@@ -16,6 +18,8 @@ from rich.text import Text
 
 READABLE = 8
 """A wrapping column narrower than this (and than its content) reads badly: the rows become blocks instead."""
+TALLER = 1.5
+"""A narrowed table taller than this many times its blocks is shown as blocks (rows of wrapped text read badly)."""
 INDENT = "  "
 GAP = "   "
 UNLIMITED = 100_000
@@ -58,7 +62,7 @@ def narrowed(console: Console, table: Table, width: int) -> Table | None:
     full = table_width(console, table)
     if full <= width:
         return table
-    wraps = [not (col.no_wrap or col.overflow in ("ellipsis", "crop")) for col in table.columns]
+    wraps = [not col.no_wrap for col in table.columns]
     ranges = [_range(console, col, wrap) for col, wrap in zip(table.columns, wraps, strict=True)]
     overhead = full - sum(hi for _, hi in ranges)
     floors = [lo if not wrap else max(lo, min(hi, READABLE)) for (lo, hi), wrap in zip(ranges, wraps, strict=True)]
@@ -72,8 +76,6 @@ def narrowed(console: Console, table: Table, width: int) -> Table | None:
         widths[i] += spare * r // total_room if total_room else 0
     for col, w in zip(table.columns, widths, strict=True):
         col.width, col.min_width, col.max_width = w, None, None
-        if col.overflow in ("ellipsis", "crop"):
-            col.overflow = "fold"
     return table if table_width(console, table) <= width else None
 
 
@@ -84,7 +86,7 @@ def stacked(console: Console, table: Table, width: int, keys: int = 1) -> Group:
     headers = [_flat(_text(console, col.header)).plain for col in columns]
     lines: list[Text] = []
     if table.title:
-        lines.append(_flat(_text(console, table.title).copy()))
+        lines += wrap_words(_flat(_text(console, table.title).copy()), width)
     for row in range(table.row_count):
         head = Text("  ").join([cells[i][row] for i in range(min(keys, len(columns))) if cells[i][row].plain])
         head.stylize("bold")
@@ -95,15 +97,30 @@ def stacked(console: Console, table: Table, width: int, keys: int = 1) -> Group:
             if not value.plain.strip():
                 continue
             items.append(Text.assemble((f"{headers[i]}: ", "dim"), value) if headers[i] else value)
-        lines += _pack(console, items, width)
+        lines += _pack(items, width)
     if table.caption:
-        lines.append(_flat(_text(console, table.caption)))
+        lines += wrap_words(_flat(_text(console, table.caption).copy()), width)
     for line in lines:
         line.overflow = "ignore"  # wrapped between words only, never cut
     return Group(*lines)
 
 
-def _pack(console: Console, items: list[Text], width: int) -> list[Text]:
+def wrap_words(text: Text, width: int) -> list[Text]:
+    """``text`` on lines of at most ``width`` cells, broken only at spaces (a longer word keeps its own line)."""
+    plain = text.plain
+    lines: list[Text] = []
+    start = end = 0
+    for word in re.finditer(r"\S+", plain):
+        if word.end() - start > width and end > start:
+            lines.append(text[start:end])
+            start = word.start()
+        end = word.end()
+    if end > start:
+        lines.append(text[start:end])
+    return lines or [Text("")]
+
+
+def _pack(items: list[Text], width: int) -> list[Text]:
     """Items joined on lines of ``width``; an item longer than a line wraps between its words only."""
     avail = max(width - len(INDENT), 20)
     lines: list[Text] = []
@@ -119,12 +136,16 @@ def _pack(console: Console, items: list[Text], width: int) -> list[Text]:
         if item.cell_len <= avail:
             current = item.copy()
             continue
-        parts = item.wrap(console, avail - len(INDENT), overflow="ignore")
+        parts = wrap_words(item, avail - len(INDENT))
         lines.append(parts[0])
-        lines += [Text(INDENT) + p for p in list(parts)[1:]]
+        lines += [Text(INDENT) + p for p in parts[1:]]
     if current is not None:
         lines.append(current)
     return [Text(INDENT) + line for line in lines]
+
+
+def _height(console: Console, renderable: RenderableType, width: int) -> int:
+    return len(console.render_lines(renderable, console.options.update_width(width), pad=False))
 
 
 def natural_width(console: Console, renderable: RenderableType) -> int:
@@ -141,7 +162,13 @@ def fit(console: Console, renderable: RenderableType, width: int, keys: int = 1,
     if wide:
         return renderable
     if isinstance(renderable, Table):
-        return narrowed(console, renderable, width) or stacked(console, renderable, width, keys)
+        if table_width(console, renderable) <= width:
+            return renderable
+        table = narrowed(console, renderable, width)
+        blocks = stacked(console, renderable, width, keys)
+        if table is None or _height(console, table, width) > TALLER * _height(console, blocks, width):
+            return blocks
+        return table
     if isinstance(renderable, Group):
         return Group(*(fit(console, r, width, keys) for r in renderable.renderables))
     return renderable
