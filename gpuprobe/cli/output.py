@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from gpuprobe.report.terminal_fit import fit, natural_width
+from gpuprobe.report.terminal_fit import fit, natural_width, wrap_words
 
 
 class Output:
@@ -52,6 +52,13 @@ class Output:
     def line(self, text: str = "") -> None:
         """One plain line on stdout (a command, a path): no markup, never wrapped or cut."""
         self.out.print(Text(text), soft_wrap=True)
+
+    def text(self, text: str, style: str = "", first: str = "", indent: str = "  ") -> None:
+        """Plain text on stdout wrapped between words to the width (``first`` before the first line, ``indent``
+        before the others): reasons and notes, never a word cut."""
+        width = max(self.out.width - max(len(first), len(indent)), 20)
+        for i, part in enumerate(wrap_words(Text(text, style=style), width)):
+            self.out.print(Text(first if i == 0 else indent) + part, soft_wrap=True)
 
     def info(self, msg: str) -> None:
         """A plain message on stderr (no markup: messages carry paths and names), never wrapped or cut."""
