@@ -8,7 +8,7 @@ import typer
 from rich.text import Text
 
 from gpuprobe.cli.output import Output
-from gpuprobe.errors import NoGpu
+from gpuprobe.errors import GpuprobeError, MissingDependency, NoGpu, install_hint
 from gpuprobe.options import MiB, ProbeOptions
 from gpuprobe.report import terminal
 from gpuprobe.results.io import load_results
@@ -56,25 +56,42 @@ def probe(
     options = probe_options(tests, quick, gpus, buffer_mib, samples, verify=not no_verify,
                             collective_backend=backend, cpu_ranks=cpu_ranks, allreduce_max_bytes=ar_max)
 
+    existed = output is not None and output.exists()
     results = _run_with_progress(out, options, output)
     cuda_missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
     ran_any = any(m.status != "waived" for m in results.measurements)
     if cuda_missing and not ran_any:
+        if output is not None and not existed:
+            output.unlink(missing_ok=True)  # nothing was measured: leave no results file of waived probes behind
         out.warn(cuda_missing[0])
         if RECORDED.exists():
             out.info(f"Showing the recorded capture shipped with gpuprobe instead: {RECORDED.name} "
                      "(a real run on one NVIDIA H100 80GB HBM3, 2026-11-25)")
             _show(out, load_results(RECORDED), all_)
-        raise NoGpu(cuda_missing[0].removeprefix("CUDA probes skipped: "),
-                    hint="run on a machine with an NVIDIA GPU and CuPy ('pip install gpuprobe[gpu]'), or run "
-                         "'gpuprobe probe --tests all_reduce --backend gloo' for the CPU collectives")
+        raise no_cuda(cuda_missing[0], "'gpuprobe probe --tests all_reduce --backend gloo' runs the CPU collectives")
     _show(out, results, all_)
     if output:
         out.info(f"results written to {output}")
+    missing = _run.missing_dependency(results)
     for p in results.problems:
-        out.warn(p)
+        if missing is None or not missing.message.startswith(p.split(";")[0]):  # that one is the error below
+            out.warn(p)
+    if missing is not None:
+        missing.message += " (the other probes ran" + (f"; results in {output})" if output else ")")
+        raise missing
     if results.status == "partial":
         raise typer.Exit(4)
+
+
+def no_cuda(problem: str, elsewhere: str) -> GpuprobeError:
+    """Why the CUDA probes did not run (exit 3): CuPy is missing (the hint installs it) or there is no GPU."""
+    import importlib.util
+
+    message = problem.removeprefix("CUDA probes skipped: ")
+    if importlib.util.find_spec("cupy") is None:
+        hint = f"on the GPU machine, {install_hint('cupy')}; on a machine without a GPU, {elsewhere}"
+        return MissingDependency(message, hint=hint)
+    return NoGpu(message, hint=f"run on a machine with an NVIDIA GPU; here, {elsewhere}")
 
 
 def probe_options(tests: list[str], quick: bool, gpus: str | None, buffer_mib: int | None, samples: int | None,

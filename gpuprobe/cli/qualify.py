@@ -13,7 +13,6 @@ from rich.table import Table
 from rich.text import Text
 
 from gpuprobe.cli.output import Output
-from gpuprobe.errors import NoGpu
 from gpuprobe.results.io import load_results
 from gpuprobe.results.qualification import Check, Qualification
 
@@ -76,20 +75,24 @@ def qualify(
             out.info(f"{what} written to {path}")
     if json_:
         out.info(_verdict_line(q))
+    if input_ is None:
+        from gpuprobe.probes.run import missing_dependency
+
+        missing = missing_dependency(results)
+        if missing is not None:  # the qualification is incomplete: that comes before its verdict
+            raise missing
     if q.exit_code:
         raise typer.Exit(q.exit_code)
 
 
 def _probe(out: Output, tests: list[str], quick: bool, gpus: str | None, buffer_mib: int | None,
            samples: int | None, output: Path | None):
-    from gpuprobe.cli.probe import _run_with_progress, probe_options
+    from gpuprobe.cli.probe import _run_with_progress, no_cuda, probe_options
 
     results = _run_with_progress(out, probe_options(tests, quick, gpus, buffer_mib, samples), output)
     cuda_missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
     if cuda_missing and not any(m.status != "waived" for m in results.measurements):
-        raise NoGpu(cuda_missing[0].removeprefix("CUDA probes skipped: "),
-                    hint="run on a machine with an NVIDIA GPU and CuPy ('pip install gpuprobe[gpu]'), or judge a "
-                         "recorded results file ('gpuprobe qualify --input RESULTS.json')")
+        raise no_cuda(cuda_missing[0], "judge a recorded results file ('gpuprobe qualify --input RESULTS.json')")
     return results
 
 
