@@ -292,3 +292,14 @@ def test_a_real_pipe(tmp_path) -> None:
     assert_whole(proc.stdout, recommend_figures(doc, 10))
     for r in [x for x in doc["layouts"] if x["fits"]][:3]:
         assert set(r["vllm_command"]) <= lines(proc.stdout)
+
+
+def test_text_from_files_is_not_markup(capsys, monkeypatch, tmp_path) -> None:
+    """A host name in brackets (rich's markup syntax) is printed as it is, not taken as a style."""
+    doc = json.loads(H100.read_text())
+    doc["run"]["hostname"] = "[red]rack-1[/red] [bold]"
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    for command in (["probe", "--input", str(path)], ["qualify", "--input", str(path)]):
+        code, out, _ = run(capsys, monkeypatch, "200", *command)
+        assert code == 0 and "[red]rack-1[/red] [bold]" in out
