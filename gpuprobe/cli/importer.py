@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from gpuprobe.cli.output import Output
 from gpuprobe.errors import UsageError
@@ -19,12 +20,14 @@ def import_output(
     kind: str | None = typer.Option(None, "--kind", help="nvbandwidth, nccl-tests or topo (default: detected)."),
     output: Path | None = typer.Option(None, "-o", "--output", metavar="RESULTS.json", help="Write a results file."),
     json_mode: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
+    all_: bool = typer.Option(False, "--all", help="Every row (default: the pairs' all-reduce at its largest size)."),
 ) -> None:
     """Read nvbandwidth (text or -j JSON), nccl-tests (text or -J JSON) or 'nvidia-smi topo -m' text into
     gpuprobe's result model, so report, compare, qualify and recommend work on it."""
     if kind is not None and kind not in KINDS:
         raise UsageError(f"unknown --kind {kind!r}; use one of {', '.join(KINDS)}")
-    out = Output(json_mode=json_mode)
+    out = Output(json_mode=json_mode, wide=wide)
     res = import_file(file, kind)
     if output is not None:
         save_results(res, output)
@@ -34,11 +37,12 @@ def import_output(
         out.data(to_data(res))
     elif output is None:
         if res.measurements:
-            out.data(summary_table(res))
-            t = allreduce_table(res)
+            out.data(summary_table(res), keys=2)
+            t = allreduce_table(res, every_size=all_)
             if t is not None:
                 out.data(t)
         elif res.topology:
-            out.data(f"{res.topology.gpu_count} GPUs, {len(res.topology.pairs)} pairs: " + ", ".join(
-                f"GPU{p.a}-GPU{p.b} {p.path_class}" for p in res.topology.pairs[:12])
-                + (" ..." if len(res.topology.pairs) > 12 else ""))
+            pairs = res.topology.pairs if all_ else res.topology.pairs[:12]
+            more = "" if len(pairs) == len(res.topology.pairs) else f", and {len(res.topology.pairs) - 12} more (--all)"
+            out.data(Text(f"{res.topology.gpu_count} GPUs, {len(res.topology.pairs)} pairs: " + ", ".join(
+                f"GPU{p.a}-GPU{p.b} {p.path_class}" for p in pairs) + more))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from gpuprobe.cli.output import Output
-from gpuprobe.errors import NoGpu
+from gpuprobe.errors import GpuprobeError, MissingDependency, NoGpu, install_hint
 from gpuprobe.options import MiB, ProbeOptions
 from gpuprobe.report import terminal
 from gpuprobe.results.io import load_results
@@ -31,6 +32,8 @@ def probe(
     ar_max: int | None = typer.Option(None, "--allreduce-max-bytes", help="Largest all-reduce message (bytes)."),
     input_: Path | None = typer.Option(None, "--input", help="Show an existing results file instead of probing."),
     json_: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+    wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
+    all_: bool = typer.Option(False, "--all", help="Every row (default: the pairs' all-reduce at its largest size)."),
 ) -> None:
     """Measure host<->GPU and GPU<->GPU bandwidth and latency, local HBM copy and all-reduce.
 
@@ -40,7 +43,7 @@ def probe(
     from gpuprobe.probes import run as _run  # noqa: F401  (imports every probe into the registry)
     from gpuprobe.probes.core.registry import REGISTRY, select
 
-    out = Output(json_mode=json_)
+    out = Output(json_mode=json_, wide=wide)
     if list_:
         specs = select(tests) if tests else REGISTRY
         out.data([{"index": REGISTRY.index(s), "key": s.key, "group": s.group, "unit": s.unit,
@@ -48,30 +51,47 @@ def probe(
                  else terminal.probe_list_table(specs))
         return
     if input_ is not None:
-        _show(out, load_results(input_))
+        _show(out, load_results(input_), all_)
         return
     options = probe_options(tests, quick, gpus, buffer_mib, samples, verify=not no_verify,
                             collective_backend=backend, cpu_ranks=cpu_ranks, allreduce_max_bytes=ar_max)
 
+    existed = output is not None and output.exists()
     results = _run_with_progress(out, options, output)
     cuda_missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
     ran_any = any(m.status != "waived" for m in results.measurements)
     if cuda_missing and not ran_any:
+        if output is not None and not existed:
+            output.unlink(missing_ok=True)  # nothing was measured: leave no results file of waived probes behind
         out.warn(cuda_missing[0])
         if RECORDED.exists():
             out.info(f"Showing the recorded capture shipped with gpuprobe instead: {RECORDED.name} "
                      "(a real run on one NVIDIA H100 80GB HBM3, 2026-11-25)")
-            _show(out, load_results(RECORDED))
-        raise NoGpu(cuda_missing[0].removeprefix("CUDA probes skipped: "),
-                    hint="run on a machine with an NVIDIA GPU and CuPy ('pip install gpuprobe[gpu]'), or run "
-                         "'gpuprobe probe --tests all_reduce --backend gloo' for the CPU collectives")
-    _show(out, results)
+            _show(out, load_results(RECORDED), all_)
+        raise no_cuda(cuda_missing[0], "'gpuprobe probe --tests all_reduce --backend gloo' runs the CPU collectives")
+    _show(out, results, all_)
     if output:
         out.info(f"results written to {output}")
+    missing = _run.missing_dependency(results)
     for p in results.problems:
-        out.warn(p)
+        if missing is None or not missing.message.startswith(p.split(";")[0]):  # that one is the error below
+            out.warn(p)
+    if missing is not None:
+        missing.message += " (the other probes ran" + (f"; results in {output})" if output else ")")
+        raise missing
     if results.status == "partial":
         raise typer.Exit(4)
+
+
+def no_cuda(problem: str, elsewhere: str) -> GpuprobeError:
+    """Why the CUDA probes did not run (exit 3): CuPy is missing (the hint installs it) or there is no GPU."""
+    import importlib.util
+
+    message = problem.removeprefix("CUDA probes skipped: ")
+    if importlib.util.find_spec("cupy") is None:
+        hint = f"on the GPU machine, {install_hint('cupy')}; on a machine without a GPU, {elsewhere}"
+        return MissingDependency(message, hint=hint)
+    return NoGpu(message, hint=f"run on a machine with an NVIDIA GPU; here, {elsewhere}")
 
 
 def probe_options(tests: list[str], quick: bool, gpus: str | None, buffer_mib: int | None, samples: int | None,
@@ -121,14 +141,14 @@ def _run_with_progress(out: Output, options: ProbeOptions, output: Path | None):
         return run_probes(options, output=output, progress=progress, on_start=on_start)
 
 
-def _show(out: Output, results) -> None:
+def _show(out: Output, results, every_row: bool = True) -> None:
     if out.json_mode:
         out.data(to_data(results))
         return
-    out.data(terminal.summary_table(results))
+    out.data(terminal.summary_table(results), keys=2)
     for line in terminal.waived_lines(results):
-        out.data(f"[dim]{line}[/dim]")
-    ar = terminal.allreduce_table(results)
+        out.data(Text(line, style="dim"))
+    ar = terminal.allreduce_table(results, every_size=every_row)
     if ar is not None:
         out.data(ar)
     if results.probe_seconds:

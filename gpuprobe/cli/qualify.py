@@ -8,11 +8,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from gpuprobe.cli.output import Output
-from gpuprobe.errors import NoGpu
 from gpuprobe.results.io import load_results
 from gpuprobe.results.qualification import Check, Qualification
 
@@ -31,6 +31,7 @@ def qualify(
     gpus: str | None = typer.Option(None, "--gpus", help="GPU indices to probe, e.g. 0,1,2 (default: all)."),
     buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size", help="MiB per copy (default 512)."),
     samples: int | None = typer.Option(None, "--samples", help="Timed samples per figure (default 3)."),
+    wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
 ) -> None:
     """Qualify a GPU server: every figure against the expectation of its link, link health, outliers.
 
@@ -49,7 +50,7 @@ def qualify(
     from gpuprobe.qualify import judge, load_thresholds
     from gpuprobe.qualify.outputs import to_json, to_junit, to_prometheus
 
-    out = Output(json_mode=json_)
+    out = Output(json_mode=json_, wide=wide)
     limits = load_thresholds(thresholds) if thresholds is not None else None
     environment = None
     if input_ is not None:
@@ -74,20 +75,24 @@ def qualify(
             out.info(f"{what} written to {path}")
     if json_:
         out.info(_verdict_line(q))
+    if input_ is None:
+        from gpuprobe.probes.run import missing_dependency
+
+        missing = missing_dependency(results)
+        if missing is not None:  # the qualification is incomplete: that comes before its verdict
+            raise missing
     if q.exit_code:
         raise typer.Exit(q.exit_code)
 
 
 def _probe(out: Output, tests: list[str], quick: bool, gpus: str | None, buffer_mib: int | None,
            samples: int | None, output: Path | None):
-    from gpuprobe.cli.probe import _run_with_progress, probe_options
+    from gpuprobe.cli.probe import _run_with_progress, no_cuda, probe_options
 
     results = _run_with_progress(out, probe_options(tests, quick, gpus, buffer_mib, samples), output)
     cuda_missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
     if cuda_missing and not any(m.status != "waived" for m in results.measurements):
-        raise NoGpu(cuda_missing[0].removeprefix("CUDA probes skipped: "),
-                    hint="run on a machine with an NVIDIA GPU and CuPy ('pip install gpuprobe[gpu]'), or judge a "
-                         "recorded results file ('gpuprobe qualify --input RESULTS.json')")
+        raise no_cuda(cuda_missing[0], "judge a recorded results file ('gpuprobe qualify --input RESULTS.json')")
     return results
 
 
@@ -121,11 +126,11 @@ def _verdict(v: str) -> Text:
 def checks_table(q: Qualification) -> Table:
     names = [g.split(" ", 1)[-1] for g in q.gpus]
     gpus = f"{len(names)} × {names[0]}" if len(names) > 1 and len(set(names)) == 1 else ", ".join(q.gpus)
-    table = Table(title=f"gpuprobe qualify — {q.host or '?'} — {gpus or 'no device facts'}",
+    table = Table(title=escape(f"gpuprobe qualify — {q.host or '?'} — {gpus or 'no device facts'}"),
                   title_justify="left", show_lines=True)
-    for name, kw in (("verdict", {}), ("subject", {}), ("test", {"overflow": "fold"}),
-                     ("figure", {"justify": "right"}), ("expected (how derived)", {"ratio": 3}),
-                     ("ratio", {"justify": "right"}), ("cause → next step", {"ratio": 4})):
+    number = {"justify": "right", "no_wrap": True}
+    for name, kw in (("verdict", {}), ("subject", {}), ("test", {"overflow": "fold"}), ("figure", number),
+                     ("ratio", number), ("expected (how derived)", {"ratio": 3}), ("cause → next step", {"ratio": 4})):
         table.add_column(name, **kw)
     grouped: dict[tuple[str, str], list[Check]] = defaultdict(list)
     for c in q.checks:
@@ -150,7 +155,8 @@ def checks_table(q: Qualification) -> Table:
         if c.detail and c.verdict != "PASS":
             why.append(f"\n{c.detail}", style="dim")
         ratio = f"{c.ratio:.0%}" if c.ratio is not None else "—"
-        table.add_row(_verdict(c.verdict), c.subject, c.test, _fmt(c.value, c.unit), expected, ratio, why)
+        table.add_row(_verdict(c.verdict), escape(c.subject), escape(c.test), _fmt(c.value, c.unit), ratio, expected,
+                      why)
     return table
 
 
@@ -167,8 +173,8 @@ def _group_row(checks: list[Check]) -> tuple:
     ratios = [c.ratio for c in checks if c.ratio is not None]
     gpu_pair = any(c.subject.count("gpu") > 1 for c in checks)
     note = Text("every one passes" if c0.verdict == "PASS" else c0.cause or "", style="dim")
-    return (_verdict(c0.verdict), f"{len(checks)} {'pairs' if gpu_pair else 'GPUs'}", c0.test, figure, expected,
-            f"≥ {min(ratios):.0%}" if ratios else "—", note)
+    return (_verdict(c0.verdict), f"{len(checks)} {'pairs' if gpu_pair else 'GPUs'}", escape(c0.test), figure,
+            f"≥ {min(ratios):.0%}" if ratios else "—", expected, note)
 
 
 def skipped_lines(q: Qualification) -> list[str]:
@@ -187,8 +193,8 @@ def outliers_table(q: Qualification) -> Table | None:
     for name in ("rank", "test", "subject", "figure", "median", "of median", "path"):
         table.add_column(name)
     for o in q.outliers:
-        table.add_row(str(o.rank), o.test, o.subject, _fmt(o.value, o.unit), _fmt(o.median, o.unit),
-                      f"{o.ratio_to_median:.0%}", o.path_class or "—")
+        table.add_row(str(o.rank), escape(o.test), escape(o.subject), _fmt(o.value, o.unit), _fmt(o.median, o.unit),
+                      f"{o.ratio_to_median:.0%}", escape(o.path_class or "—"))
     return table
 
 
@@ -200,7 +206,7 @@ def _verdict_line(q: Qualification) -> str:
 
 
 def _show(out: Output, q: Qualification) -> None:
-    out.data(checks_table(q))
+    out.data(checks_table(q), keys=3)
     for line in skipped_lines(q):
         out.data(Text(line, style="dim"))
     table = outliers_table(q)

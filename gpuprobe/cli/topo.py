@@ -27,13 +27,14 @@ def topo(
     record_nvml: Path | None = typer.Option(
         None, "--record-nvml", metavar="FILE", help="Also record every NVML answer to FILE (for --nvml-snapshot)."
     ),
+    wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
 ) -> None:
     """Show the GPU topology like 'nvidia-smi topo -m', with PCIe link state, NVLinks and P2P status.
 
     With --results, the facts stored in the results file (the measured machine) are shown,
     unless --nvml-snapshot or --record-nvml is given.
     """
-    out = Output(json_mode=json_out)
+    out = Output(json_mode=json_out, wide=wide)
     res = load_results(results) if results is not None else None
     if res is not None and res.devices and res.topology and nvml_snapshot is None and record_nvml is None:
         driver = {"driver_version": res.run.driver_version, "cuda_driver_version": res.run.cuda_driver_version}

@@ -115,7 +115,7 @@ def validate(
             force=force, retry_failed=retry_failed, env=parse_env(env), python=python or sys.executable,
             compare=cmp.comparer(system=system, calibration=calibration), preload=preload,
         )  # fmt: skip
-        all_runs = [runner.run_validation(opts, progress=lambda msg: out.info(escape(msg)), command=sys.argv)]
+        all_runs = [runner.run_validation(opts, progress=out.info, command=sys.argv)]
         out.info(f"validation file: {opts.output} (logs in {opts.outdir})")
     fit = None
     if fit_calibration is not None:

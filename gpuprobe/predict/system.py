@@ -15,7 +15,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from gpuprobe.errors import UsageError
+from gpuprobe.errors import ResultsFileError, UsageError
 from gpuprobe.predict.gpu_specs import GpuSpec, cuda_visible_bytes, spec_by_key, spec_for_device_name
 from gpuprobe.results.model import Results
 
@@ -199,7 +199,9 @@ def _gpu_index(name: str | None) -> int | None:
 def system_from_results(results: Results, name: str = "results") -> SystemProfile:
     """Build the profile from a gpuprobe results file (only measurements with status ``ok`` are used)."""
     if not results.devices:
-        raise UsageError(f"{name} lists no GPUs; re-run 'gpuprobe probe' on the GPU machine")
+        raise ResultsFileError(f"{name} lists no GPUs (it was measured on a machine without one)",
+                               hint="run 'gpuprobe probe -o FILE' on the GPU machine, or describe the system with "
+                                    "--gpu NAME --num-gpus N")
     ok = [m for m in results.measurements if m.status == "ok" and m.value is not None]
     hbm: dict[int, float] = {}
     h2d: dict[int, float] = {}
@@ -254,7 +256,9 @@ def _gpu_profile(
     elif spec:
         mem = Figure(cuda_visible_bytes(spec, spec.nvml_memory_mib << 20), "spec")
     else:
-        raise UsageError(f"GPU {index} ({name}) has no memory size in the results file and is not a known model")
+        raise ResultsFileError(f"GPU {index} ({name}) has no memory size in the results file and is not a known model",
+                               hint="an imported 'nvidia-smi topo -m' names no GPU model: describe the system with "
+                                    "--gpu NAME --num-gpus N, or run 'gpuprobe probe -o FILE' on it")
     if hbm:
         hbm_fig = Figure(hbm, "measured", "device_local_copy x 2 (read + write)")
     elif spec:

@@ -107,7 +107,7 @@ def _require_torch() -> None:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
-        raise MissingDependency("the all-reduce probe needs torch (torch.distributed)", hint="pip install torch")
+        raise MissingDependency.of("torch", "the all-reduce probe needs torch.distributed")
 
 
 def _fmt(n: int) -> str:

@@ -18,13 +18,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gpuprobe import __version__
-from gpuprobe.errors import GpuprobeError, NoGpu
+from gpuprobe.errors import GpuprobeError, MissingDependency, NoGpu
 from gpuprobe.options import ProbeOptions
 from gpuprobe.probes import allreduce, copy, latency, local, p2p  # noqa: F401  (register the probes)
 from gpuprobe.probes.core.record import failed, waived
 from gpuprobe.probes.core.registry import ProbeContext, ProbeSpec, select
 from gpuprobe.results.io import save_results
 from gpuprobe.results.model import DeviceInfo, Measurement, Results, RunInfo, Topology
+
+MISSING = "missing dependency"
+"""How the record of a probe that could not run for want of a package begins (its status is ``error``)."""
+
+
+def missing_dependency(results: Results) -> MissingDependency | None:
+    """When every probe that failed could not run for want of a package: that error (the first), else None."""
+    failures = [m for m in results.measurements if m.status in ("error", "mismatch")]
+    missing = [m for m in failures if (m.reason or "").startswith(f"{MISSING}: ")]
+    if not missing or len(missing) < len(failures):
+        return None
+    m = missing[0]
+    return MissingDependency.from_record(f"{m.probe} did not run: {(m.reason or '').removeprefix(f'{MISSING}: ')}")
 
 
 def now_utc() -> str:
@@ -168,6 +181,9 @@ def _run_one(spec: ProbeSpec, ctx: ProbeContext, results: Results) -> None:
             results.measurements.append(m)
     except KeyboardInterrupt:
         raise
+    except MissingDependency as exc:  # the run goes on; the CLI names the package and how to install it
+        results.measurements.append(failed(spec.key, f"{MISSING}: {exc.message}", spec.unit))
+        results.problems.append(f"{spec.key} did not run: {exc.message}; {exc.hint}")
     except Exception as exc:  # a probe that crashes is a record; the run goes on
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         results.measurements.append(failed(spec.key, f"{type(exc).__name__}: {msg}", spec.unit))

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from gpuprobe.results.model import Measurement, Results
@@ -180,15 +181,22 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
-def comparison_table(cmp: Comparison, only_significant: bool = False) -> RichTable:
-    t = RichTable(title=f"{cmp.a} → {cmp.b} (Δ = (B − A) / A; real = beyond the spread of the samples, see "
-                        f"--help)", title_justify="left")
+def shown_rows(cmp: Comparison, only_significant: bool = False, limit: int | None = None) -> list[Row]:
+    """The rows a table shows: every row, or only the changes beyond the spread and the tests measured in one
+    file only (``only_significant``, or when there are more than ``limit`` rows)."""
+    if only_significant or (limit is not None and len(cmp.rows) > limit):
+        return [r for r in cmp.rows if r.exceeds_spread or (r.change_pct is None and (r.a.value is None) != (
+            r.b.value is None))]
+    return list(cmp.rows)
+
+
+def comparison_table(cmp: Comparison, only_significant: bool = False, rows: list[Row] | None = None) -> RichTable:
+    t = RichTable(title=escape(f"{cmp.a} → {cmp.b} (Δ = (B − A) / A; real = beyond the spread of the samples, see "
+                               f"--help)"), title_justify="left")
     for col, just in (("test", "left"), ("route", "left"), ("size", "right"), ("unit", "left"), ("A", "right"),
                       ("B", "right"), ("Δ %", "right"), ("", "left")):
-        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
-    for r in cmp.rows:
-        if only_significant and not r.exceeds_spread:
-            continue
+        t.add_column(col, justify=just, no_wrap=col in ("A", "B", "Δ %"))  # type: ignore[arg-type]
+    for r in (rows if rows is not None else shown_rows(cmp, only_significant)):
         a = _fmt(r.a.value, r.unit) if r.a.value is not None else f"[dim]{r.a.status}[/dim]"
         b = _fmt(r.b.value, r.unit) if r.b.value is not None else f"[dim]{r.b.status}[/dim]"
         delta = "—" if r.change_pct is None else f"{r.change_pct:+.1f}"
@@ -201,7 +209,8 @@ def comparison_table(cmp: Comparison, only_significant: bool = False) -> RichTab
         else:
             verdict = ""
         size = _size(r.size_bytes) + ("" if r.size_matched else "*")
-        t.add_row(r.probe, r.route, size, "µs" if r.unit == "us" else r.unit, a, b, delta, verdict)
+        unit = "µs" if r.unit == "us" else escape(r.unit)
+        t.add_row(escape(r.probe), escape(r.route), size, unit, a, b, delta, verdict)
     return t
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from gpuprobe.results.model import Measurement, Results
@@ -46,8 +47,8 @@ def _status(m: Measurement) -> str:
             return "[green]✓ data[/green]"
         return "ok" if m.verified is None else "[yellow]unchecked[/yellow]"
     if m.status == "mismatch":
-        return f"[red]DATA MISMATCH[/red] {m.reason}"
-    return f"[red]error[/red]: {m.reason}"
+        return f"[red]DATA MISMATCH[/red] {escape(m.reason or '')}"
+    return f"[red]error[/red]: {escape(m.reason or '')}"
 
 
 def summary_table(results: Results) -> Table:
@@ -57,7 +58,7 @@ def summary_table(results: Results) -> Table:
     Waived probes are not rows: :func:`waived_lines` groups them by reason under the table.
     """
     dev = ", ".join(f"GPU{d.index} {d.name}" for d in results.devices) or "no GPU"
-    t = Table(title=f"gpuprobe results — {results.run.hostname or '?'} — {dev}", title_justify="left",
+    t = Table(title=escape(f"gpuprobe results — {results.run.hostname or '?'} — {dev}"), title_justify="left",
               box=box.SIMPLE_HEAD)
     t.add_column("probe", no_wrap=True)
     t.add_column("route", no_wrap=True)
@@ -72,12 +73,12 @@ def summary_table(results: Results) -> Table:
         spread = f"{fmt_value(m.stat.min, m.unit)}–{fmt_value(m.stat.max, m.unit)}" if m.stat else ""
         cv = f"{m.stat.cv * 100:.1f}%" if m.stat else ""
         median = f"{fmt_value(m.value, m.unit)} {m.unit}" if m.value is not None else NA
-        t.add_row(m.probe, _route(m), fmt_size(m.size_bytes), median, spread, cv, _status(m))
+        t.add_row(escape(m.probe), escape(_route(m)), fmt_size(m.size_bytes), median, spread, cv, _status(m))
     return t
 
 
 def waived_lines(results: Results) -> list[str]:
-    """``waived (reason): key, key, ...`` — one line per reason."""
+    """``waived (reason): key, key, ...`` — one line per reason (plain text, not markup)."""
     by_reason: dict[str, list[str]] = defaultdict(list)
     for m in results.measurements:
         if m.status == "waived" and m.probe not in by_reason[m.reason or ""]:
@@ -85,8 +86,11 @@ def waived_lines(results: Results) -> list[str]:
     return [f"waived ({reason}): {', '.join(keys)}" for reason, keys in by_reason.items()]
 
 
-def allreduce_table(results: Results) -> Table | None:
-    """nccl-tests-like rows per group: size, time, algbw, busbw, #wrong."""
+def allreduce_table(results: Results, every_size: bool = True) -> Table | None:
+    """nccl-tests-like rows per group: size, time, algbw, busbw, #wrong.
+
+    ``every_size`` False: the largest group keeps its whole sweep, the other groups (the pairs) show their
+    largest message and any size that failed or did not verify; the caption says so."""
     groups: dict[tuple[int, ...], list[Measurement]] = defaultdict(list)
     failures = []
     for m in results.measurements:
@@ -101,13 +105,23 @@ def allreduce_table(results: Results) -> Table | None:
               title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("group", "engine", "size", "time µs", "algbw GB/s", "busbw GB/s", "#wrong"):
         t.add_column(col, justify="right" if col not in ("group", "engine") else "left")
+    whole = max(groups, key=len, default=())
+    hidden = 0
     for ranks, ms in groups.items():
+        largest = max((m.size_bytes or 0 for m in ms), default=0)
         for m in ms:
-            t.add_row(",".join(map(str, ranks)), m.engine or NA, fmt_size(m.size_bytes), fmt_value(m.value, "us"),
-                      fmt_value(m.algbw_gbps, "GB/s"), fmt_value(m.busbw_gbps, "GB/s"),
-                      str(m.wrong_elements) if m.wrong_elements is not None else (m.reason or NA))
+            if not (every_size or ranks == whole or m.size_bytes == largest or m.status != "ok" or m.wrong_elements):
+                hidden += 1
+                continue
+            t.add_row(",".join(map(str, ranks)), escape(m.engine or NA), fmt_size(m.size_bytes),
+                      fmt_value(m.value, "us"), fmt_value(m.algbw_gbps, "GB/s"), fmt_value(m.busbw_gbps, "GB/s"),
+                      str(m.wrong_elements) if m.wrong_elements is not None else escape(m.reason or NA))
     for m in failures:
-        t.add_row(NA, m.engine or NA, NA, NA, NA, NA, f"{m.status}: {m.reason}")
+        t.add_row(NA, escape(m.engine or NA), NA, NA, NA, NA, escape(f"{m.status}: {m.reason}"))
+    if hidden:
+        t.caption = (f"{len(groups) - 1} smaller groups: their largest message only ({hidden} more rows with --all "
+                     "or --json)")
+        t.caption_justify = "left"
     return t
 
 
@@ -116,7 +130,7 @@ def timing_table(results: Results) -> Table:
     t.add_column("probe")
     t.add_column("seconds", justify="right")
     for k, v in results.probe_seconds.items():
-        t.add_row(k, f"{v:.2f}")
+        t.add_row(escape(k), f"{v:.2f}")
     total = sum(results.probe_seconds.values())
     t.add_row("[bold]all probes[/bold]", f"[bold]{total:.2f}[/bold]")
     if results.setup_seconds is not None:

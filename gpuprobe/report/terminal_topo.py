@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -68,7 +69,7 @@ def topo_matrix(devices: list[DeviceInfo], topology: Topology | None) -> Table:
                 cells.append("X")
                 continue
             p = pairs.get((min(row.index, col.index), max(row.index, col.index)))
-            cls = p.path_class if p else "?"
+            cls = escape(p.path_class) if p else "?"
             cells.append(f"[green]{cls}[/green]" if cls.startswith("NV") else cls)
         t.add_row(f"GPU{row.index}", *cells, format_cpu_list(row.cpu_affinity), _na(row.numa_node))
     return t
@@ -93,7 +94,7 @@ def device_lines(devices: list[DeviceInfo]) -> Text:
         persist = NA if d.persistence_mode is None else ("on" if d.persistence_mode else "off")
         power = f"{d.power_limit_w:.0f} W" if d.power_limit_w is not None else NA
         lines.append(
-            f"  GPU{d.index}  {d.name}  {_na(d.pci_bus_id)}  {mem}  CC {_na(d.compute_capability)}  "
+            f"  GPU{d.index}  {escape(d.name)}  {escape(_na(d.pci_bus_id))}  {mem}  CC {_na(d.compute_capability)}  "
             f"SM clock {_na(d.sm_clock_mhz)}/{_na(d.sm_clock_max_mhz)} MHz  persistence {persist}  ECC {ecc}  "
             f"power limit {power}"
         )

@@ -114,9 +114,12 @@ class Recommendation:
     layouts: list[LayoutResult]
     """Ranked: layouts that fit (best first), then those that do not, each with its reason."""
     vllm_version: str
+    """The vLLM release whose rules (memory accounting, defaults) the prediction follows."""
     gpuprobe_version: str
     created_utc: str
     calibration: str = "defaults"
     notes: list[str] = field(default_factory=list)
+    vllm_installed: str | None = None
+    """The vLLM version installed where the recommendation was made (None: not installed)."""
     kind: str = RECOMMENDATION_KIND
     schema_version: int = RECOMMENDATION_SCHEMA_VERSION

@@ -5,13 +5,13 @@ that change at least one prediction of these runs), minimise
 
     Σ_points ρ(ln predicted(θ) − ln measured)  +  λ Σ_factors (ln θ − ln θ₀)²
 
-with ρ the soft-L1 loss 2δ²(√(1 + (r/δ)²) − 1), δ = 0.1: quadratic for small residuals, linear beyond ~10 %,
-so one noisy point (eager-mode steps on a busy host vary by tens of percent) cannot drag every factor;
-minimised over ln θ by Levenberg–Marquardt (re-weighted for the soft-L1 loss). Why log space: errors of speed figures are multiplicative (an efficiency factor
-scales a time), figures span orders of magnitude (TTFT in ms, tokens/s in thousands), and 20 % too high
-costs the same as 20 % too low. The small ridge term (λ = 0.02) keeps factors the data does not pin down
-at their published defaults instead of letting them drift. Efficiency factors whose default is below 1
-are capped at 1.
+with ρ the soft-L1 loss 2δ²(√(1 + (r/δ)²) − 1), δ = 0.1: quadratic for small residuals, linear beyond ~10 %, so
+one noisy point (eager-mode steps on a busy host vary by tens of percent) cannot drag every factor; minimised
+over ln θ by Levenberg–Marquardt (re-weighted for the soft-L1 loss). Why log space: errors of speed figures are
+multiplicative (an efficiency factor scales a time), figures span orders of magnitude (TTFT in ms, tokens/s in
+thousands), and 20 % too high costs the same as 20 % too low. The small ridge term (λ = 0.02) keeps factors the
+data does not pin down at their published defaults instead of letting them drift. Efficiency factors whose
+default is below 1 are capped at 1.
 
 Honesty: the error after calibration is reported on held-out data. ``holdout`` picks what is left out in
 turn (the factors are fitted on the rest and the left-out points are predicted):

@@ -1,7 +1,8 @@
 """Predicted against measured, per figure, for each validated layout (recomputable from a validation file).
 
 Figures: ``kv_cache_tokens`` (per engine), and per workload ``output_tokens_per_s``, ``ttft_ms`` (median),
-``tpot_ms`` (median) and, for served workloads, ``itl_ms`` (median). Error = (predicted − measured) / measured: positive means the prediction is too high.
+``tpot_ms`` (median) and, for served workloads, ``itl_ms`` (median). Error = (predicted − measured) / measured:
+positive means the prediction is too high.
 The predictor is reached only through ``gpuprobe.validate.adapter.predict_run``, so tests and calibration
 can pass another one.
 """

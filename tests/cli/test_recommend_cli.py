@@ -91,3 +91,4 @@ def test_probe_first_without_a_gpu_is_one_clear_error(capsys: pytest.CaptureFixt
     monkeypatch.chdir(tmp_path)
     code, _, err = _run(capsys, "--model", str(CONFIGS / "llama-3.1-8b.json"), "--probe")
     assert code == 3 and err.count("Error:") == 1 and "Traceback" not in err
+    assert not (tmp_path / "gpuprobe-probe.json").exists()  # nothing measured: no empty results file left

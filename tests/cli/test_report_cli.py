@@ -35,8 +35,11 @@ def test_report_needs_an_output_and_a_readable_file(tmp_path: Path, capsys) -> N
 def test_compare_table_and_json(capsys, monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["compare", str(H100), str(RUN2)]) == 0
-    out = capsys.readouterr().out
-    assert "host_to_device_memcpy_ce" in out and "tests matched" in out
+    out = capsys.readouterr().out  # 60 tests: the changes beyond the spread, the rest summarised
+    assert "host_to_device_pageable_memcpy_ce" in out and "tests matched" in out and "--all lists them" in out
+    assert "host_to_device_memcpy_ce" not in out
+    assert main(["compare", str(H100), str(RUN2), "--all"]) == 0
+    assert "host_to_device_memcpy_ce" in capsys.readouterr().out
     assert main(["compare", str(H100), str(RUN2), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["a"] == H100.name and data["summary"]["matched"] > 40

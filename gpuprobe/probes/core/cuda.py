@@ -27,10 +27,8 @@ SPIN_TIMEOUT_CYCLES = 20_000_000_000  # ~10 s at ~2 GHz, as nvbandwidth
 def import_cupy() -> Any:
     try:
         import cupy
-    except ImportError as exc:
-        raise MissingDependency(
-            f"CuPy is needed for the CUDA probes ({exc})", hint="pip install 'gpuprobe[gpu]'  (cupy-cuda13x)"
-        ) from None
+    except ImportError:
+        raise MissingDependency.of("cupy", "the CUDA probes need CuPy") from None
     return cupy
 
 
