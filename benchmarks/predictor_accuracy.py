@@ -60,7 +60,7 @@ SPREAD = [H200 / "llama-3.2-1b-graphs.json"]
 FIGURES = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "itl_ms")
 FITTED = [
     "hbm_efficiency", "prefill_compute_efficiency", "decode_compute_efficiency", "attention_efficiency",
-    "gpu_per_layer_us", *HOST_FACTORS,
+    "gemm_half_hidden", "gpu_per_layer_us", *HOST_FACTORS,
 ]
 """Factors fitted (the all-reduce and PP factors need multi-GPU runs, which these are not)."""
 

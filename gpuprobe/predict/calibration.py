@@ -8,7 +8,7 @@ fitted from this box's own vLLM runs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from gpuprobe.errors import UsageError
 from gpuprobe.results.io import read_json, write_json_atomic
@@ -65,52 +65,63 @@ class MemoryCalibration:
 @dataclass
 class Calibration:
     """The factors of the step-time and front-end models (``gpuprobe.predict.stepcost``,
-    ``gpuprobe.predict.simulate``), with the spread used for the uncertainty band.
+    ``gpuprobe.predict.simulate``), and the uncertainty band measured on the runs they were fitted to.
 
-    The defaults are a reference calibration (see ``REFERENCE``): fitted with ``gpuprobe validate
-    --fit-calibration`` to real vLLM 0.26.0 runs on one machine and scored on runs never used to fit them.
-    Another box, GPU or vLLM version can fit its own (``recommend --calibration``).
+    The defaults are a reference calibration: fitted (``python benchmarks/predictor_accuracy.py --fit``) to
+    real vLLM 0.26.0 runs of Llama-3.2-1B- and Llama-3.1-8B-shaped engines, offline on an H100 and an H200 and
+    served on the H200 (tests/data/vllm-h200-2026-12-01, tests/data/vllm-h100-2026-11-25), and scored there on
+    runs never used to fit them (other models, another machine, the other GPU kind). Another box, GPU or vLLM
+    version can fit its own (``validate --fit-calibration``, then ``recommend --calibration``).
     """
 
-    hbm_efficiency: float = 0.93
+    hbm_efficiency: float = 0.8661
     """Achieved bytes/s of a step over the achievable HBM bandwidth (measured copy, or 0.89 x datasheet)."""
-    hbm_efficiency_range: list[float] = field(default_factory=lambda: [0.79, 1.0])
-    prefill_compute_efficiency: float = 0.62
+    prefill_compute_efficiency: float = 0.5556
     """GEMM FLOP/s over the datasheet peak in steps that carry prompt tokens."""
-    prefill_compute_efficiency_range: list[float] = field(default_factory=lambda: [0.45, 0.79])
-    decode_compute_efficiency: float = 0.35
+    decode_compute_efficiency: float = 0.3498
     """GEMM FLOP/s over the peak in decode-only steps (small, skinny GEMMs)."""
-    attention_efficiency: float = 0.45
-    """Prompt attention FLOP/s over the bf16 peak (FlashAttention on long prompts)."""
+    gemm_half_hidden: float = 394.4
+    """GEMMs of small models reach less of the peak: both compute efficiencies are scaled by h / (h + this),
+    h the hidden size (1.0 for a very wide model)."""
+    attention_efficiency: float = 1.0
+    """Prompt attention FLOP/s over the bf16 peak (FlashAttention on long prompts; the reference fit reaches
+    the cap of 1: the causal FLOP count of 4 x layers x heads x head_dim x n(n + 1)/2 overstates what the
+    kernel does)."""
     roofline_sharpness: float = 4.0
     """How compute and memory time join: (a^k + b^k)^(1/k); large k is the plain max."""
-    gpu_per_layer_us: float = 20.0
+    gpu_per_layer_us: float = 18.1144
     """GPU time per layer per step that scales with neither bytes nor FLOPs (kernel gaps and tails)."""
-    step_overhead_ms: float = 1.5
+    step_overhead_ms: float = 1.7363
     """Host time per step: scheduling, input preparation, sampler launch, output (overlaps the GPU)."""
-    seq_overhead_us: float = 4.0
+    seq_overhead_us: float = 17.9982
     """Host time per request in the step (block tables, inputs, outputs)."""
-    prompt_token_overhead_us: float = 0.05
+    prompt_token_overhead_us: float = 0.0518
     """Host time per prompt token in the step (token ids, positions, block hashes)."""
-    step_serial_ms: float = 0.3
+    step_serial_ms: float = 0.2134
     """Per-step time that never overlaps (sampled tokens back to the scheduler)."""
-    graph_launch_us: float = 30.0
+    prompt_step_serial_ms: float = 5.186
+    """Extra time of a step that carries prompt tokens that does not overlap the GPU (input preparation that
+    waits on it)."""
+    request_latency_ms: float = 4.3353
+    """Latency between the front end handing a request over and the scheduler seeing it (engine IPC, request
+    set-up); it delays the request but occupies nothing."""
+    graph_launch_us: float = 32.2595
     """Host time to replay a step's full CUDA graph."""
-    piecewise_launch_per_layer_us: float = 30.0
+    piecewise_launch_per_layer_us: float = 22.4419
     """Host time per layer of a piecewise-graph step (attention launched between the graph pieces)."""
-    eager_launch_per_layer_us: float = 300.0
+    eager_launch_per_layer_us: float = 630.9
     """Host time per layer of a step without graphs (every kernel launched from Python)."""
-    batch_intake_us: float = 50.0
+    batch_intake_us: float = 50.4495
     """Offline ``LLM.generate``: time to hand one request to the engine."""
-    batch_output_seq_us: float = 5.0
+    batch_output_seq_us: float = 5.2627
     """Offline: time per request per step to take its new token (no detokenizing)."""
-    serve_intake_us: float = 400.0
+    serve_intake_us: float = 661.6
     """``vllm serve``: the API server's time per request before the engine sees it (HTTP, validation)."""
-    serve_intake_per_token_us: float = 1.0
+    serve_intake_per_token_us: float = 0.8416
     """``vllm serve``: the API server's time per prompt token (tokenizing)."""
-    serve_output_seq_us: float = 40.0
+    serve_output_seq_us: float = 105.4
     """``vllm serve``: the API server's time per request per step (detokenizing, streaming the chunk)."""
-    output_step_us: float = 200.0
+    output_step_us: float = 220.5
     """The front end's time per step output (receiving it from the engine process)."""
     allreduce_efficiency: float = 1.0
     """Multiplier on measured all-reduce times (> 1: slower inside vLLM than in the microbenchmark)."""
@@ -118,32 +129,28 @@ class Calibration:
     """NCCL send/recv bandwidth over copy-engine P2P bandwidth (PP stage boundaries)."""
     p2p_alpha_us: float = 10.0
     """Fixed cost of one PP send/recv (AIC p2p_latency 10 us)."""
+    band_output_tokens_per_s: list[float] = field(default_factory=lambda: [0.7195, 1.2494])
+    """The uncertainty band of output tokens/s, as [low, high] ratios of measured to predicted: the 2.5th and
+    97.5th percentiles of that ratio over the runs the factors were fitted to (``fit_band``)."""
+    band_ttft_ms: list[float] = field(default_factory=lambda: [0.7163, 1.4795])
+    band_tpot_ms: list[float] = field(default_factory=lambda: [0.7829, 1.5716])
     memory: MemoryCalibration = field(default_factory=MemoryCalibration)
     source: str = "defaults"
     """Where these factors came from: ``defaults`` or the file they were loaded from."""
 
-    def variant(self, which: str) -> Calibration:
-        """The pessimistic (``low``) or optimistic (``high``) end of the spread."""
-        i = 0 if which == "low" else 1
-        out = replace(self)
-        out.hbm_efficiency = self.hbm_efficiency_range[i]
-        out.prefill_compute_efficiency = self.prefill_compute_efficiency_range[i]
-        scale = self.hbm_efficiency_range[i] / self.hbm_efficiency
-        out.decode_compute_efficiency = self.decode_compute_efficiency * scale
-        out.attention_efficiency = self.attention_efficiency * scale
-        host = 1.3 if i == 0 else 0.8
-        for name in HOST_FACTORS:
-            setattr(out, name, getattr(self, name) * host)
-        out.allreduce_efficiency = self.allreduce_efficiency * (1.25 if i == 0 else 0.9)
-        return out
+    def band(self, figure: str, predicted: float) -> list[float]:
+        """[low, high] of a predicted figure (``output_tokens_per_s``, ``ttft_ms`` or ``tpot_ms``)."""
+        lo, hi = getattr(self, f"band_{figure}")
+        return sorted([predicted * lo, predicted * hi])
 
 
 HOST_FACTORS = (
-    "step_overhead_ms", "seq_overhead_us", "prompt_token_overhead_us", "step_serial_ms", "graph_launch_us",
+    "step_overhead_ms", "seq_overhead_us", "prompt_token_overhead_us", "step_serial_ms", "prompt_step_serial_ms",
+    "request_latency_ms", "graph_launch_us",
     "piecewise_launch_per_layer_us", "eager_launch_per_layer_us", "batch_intake_us", "batch_output_seq_us",
     "serve_intake_us", "serve_intake_per_token_us", "serve_output_seq_us", "output_step_us",
 )
-"""Host and front-end time factors: they move together in the uncertainty band."""
+"""Host and front-end time factors."""
 
 
 def load_calibration(path: str | os.PathLike[str]) -> Calibration:

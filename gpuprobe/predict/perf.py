@@ -7,8 +7,8 @@ runs more requests at once than the concurrency gives it. Replicas on identicall
 same share, so the simulation runs once for each distinct (share, connection) pair. Throughput adds over
 replicas; latency percentiles are over every request of every replica.
 
-The band is the same simulation with the calibration's pessimistic and optimistic ends
-(``Calibration.variant``).
+The band around each figure is the spread of measured over predicted on the runs the calibration was fitted
+to (``Calibration.band``: 2.5th to 97.5th percentile), so it says how far real runs strayed from the model.
 """
 
 from __future__ import annotations
@@ -178,15 +178,11 @@ def _goodput(results: list[SimResult], slo: Slo) -> tuple[float, float]:
 
 
 def predict_perf(spec: ModelSpec, system: SystemProfile, layout: Layout, mem: MemoryPrediction, traffic: Traffic,
-                 cal: Calibration, served: bool = True, slo: Slo | None = None, band: bool = True) -> PerfPrediction:
+                 cal: Calibration, served: bool = True, slo: Slo | None = None) -> PerfPrediction:
     """Simulate ``traffic`` on every replica of ``layout`` (``mem`` must fit); ``served``: behind ``vllm
-    serve`` (else offline ``LLM.generate``); ``band``: also the pessimistic and optimistic ends."""
+    serve`` (else offline ``LLM.generate``)."""
     results, cost = _run(spec, system, layout, mem, traffic, cal, served)
     m = _summary(results)
-    lo = hi = None
-    if band:
-        lo = _summary(_run(spec, system, layout, mem, traffic, cal.variant("low"), served)[0])
-        hi = _summary(_run(spec, system, layout, mem, traffic, cal.variant("high"), served)[0])
     br: dict[str, float] = {}
     for r in results:
         for k, v in r.breakdown.items():
@@ -226,9 +222,8 @@ def predict_perf(spec: ModelSpec, system: SystemProfile, layout: Layout, mem: Me
         running_per_replica=max((r.running_max for r in results), default=0), peak_kv_fraction=peak,
         preemptions=preempt, allreduce_backend=backend, bottleneck=max(shares, key=lambda k: shares[k]),
         shares=shares, goodput_rps=good[0], goodput_fraction=good[1],
-        output_tokens_per_s_range=[lo["tput"], hi["tput"]] if lo and hi else [],
-        ttft_ms_range=[hi["ttft"] * 1e3, lo["ttft"] * 1e3] if lo and hi else [],
-        tpot_ms_range=[hi["tpot"] * 1e3, lo["tpot"] * 1e3] if lo and hi else [],
+        output_tokens_per_s_range=cal.band("output_tokens_per_s", m["tput"]),
+        ttft_ms_range=cal.band("ttft_ms", m["ttft"] * 1e3), tpot_ms_range=cal.band("tpot_ms", m["tpot"] * 1e3),
         sources={"compute": cost.peak_source, "hbm": cost.hbm_source,
                  "allreduce": "/".join(sorted(cost.ar_sources)) or "none",
                  "model_load_s": system.gpus[layout.gpus[0]].h2d_gbps.source, "efficiencies": cal.source},

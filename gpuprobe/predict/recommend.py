@@ -27,8 +27,6 @@ from gpuprobe.results.recommendation import LayoutResult, Predicted, Recommendat
 
 Objective = Literal["throughput", "latency", "goodput"]
 BASE_PORT = 8000
-BAND_TOP = 5
-"""``recommend`` computes the uncertainty band of the best layouts only (each costs two more simulations)."""
 
 
 def slo_met(slo: Slo, p: Predicted | None) -> bool | None:
@@ -54,8 +52,8 @@ def predict_layout_memory(spec: ModelSpec, system: SystemProfile, layout: Layout
 
 
 def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, traffic: Traffic,
-                   serve: ServeOptions, cal: Calibration, model_ref: str | None = None, slo: Slo | None = None,
-                   band: bool = True) -> LayoutResult:
+                   serve: ServeOptions, cal: Calibration, model_ref: str | None = None,
+                   slo: Slo | None = None) -> LayoutResult:
     """Everything gpuprobe predicts for one layout: startup failure or KV capacity, then the simulated run of
     ``traffic`` (served by ``vllm serve``, or offline ``LLM.generate`` when ``serve.usage_context`` is llm)."""
     reason = check_layout(spec, layout.tp, layout.pp)
@@ -73,7 +71,7 @@ def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, traff
                       "(vLLM rejects them)")
         if reason is None and mem is not None and mem.fits:
             perf = predict_perf(spec, system, layout, mem, traffic, cal, served=serve.usage_context == "serve",
-                                slo=slo, band=band)
+                                slo=slo)
     fits = reason is None
     predicted = None
     if perf is not None and fits:
@@ -159,7 +157,7 @@ def _sort_key(objective: Objective, slo: Slo, t: Traffic):
 
 def recommend(spec: ModelSpec, system: SystemProfile, serve: ServeOptions, traffic: Traffic, cal: Calibration,
               objective: Objective = "throughput", slo: Slo | None = None,
-              model_ref: str | None = None, band: bool = True) -> Recommendation:
+              model_ref: str | None = None) -> Recommendation:
     """Predict and rank every tp x pp x replicas layout of ``spec`` on ``system``."""
     if objective not in ("throughput", "latency", "goodput"):
         raise UsageError(f"--objective must be throughput, latency or goodput, not {objective!r}")
@@ -167,14 +165,8 @@ def recommend(spec: ModelSpec, system: SystemProfile, serve: ServeOptions, traff
     if objective == "goodput" and not slo.any:
         raise UsageError("--objective goodput needs an SLO: --max-ttft-ms and/or --max-tpot-ms")
     layouts = [assign_gpus(system, tp, pp, rep) for tp, pp, rep in enumerate_shapes(system.gpu_count)]
-    results = [predict_layout(spec, system, lay, traffic, serve, cal, model_ref, slo=slo, band=False)
-               for lay in layouts]
-    by_id = {id(r): lay for r, lay in zip(results, layouts, strict=True)}
+    results = [predict_layout(spec, system, lay, traffic, serve, cal, model_ref, slo=slo) for lay in layouts]
     results.sort(key=_sort_key(objective, slo, traffic))
-    if band:  # the uncertainty band (two more simulations) for the layouts worth showing
-        for i, r in enumerate(results[:BAND_TOP]):
-            if r.fits:
-                results[i] = predict_layout(spec, system, by_id[id(r)], traffic, serve, cal, model_ref, slo=slo)
     for r in results:
         r.meets_slo = slo_met(slo, r.predicted) if r.fits and slo.any else None
     for i, r in enumerate(results):

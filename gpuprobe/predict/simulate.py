@@ -130,6 +130,7 @@ class _Engine:
         self.intake_tok_us = cal.serve_intake_per_token_us if served else 0.0
         self.out_seq_us = cal.serve_output_seq_us if served else cal.batch_output_seq_us
         self.out_step_us = cal.output_step_us
+        self.latency = cal.request_latency_ms * 1e-3
         self.send_heap: list[tuple[float, int]] = []
         """Client sends not yet taken in by the front end: (time, request)."""
         self.arrivals: list[tuple[float, int]] = []
@@ -186,7 +187,7 @@ class _Engine:
             ts, i = heapq.heappop(self.send_heap)
             r = self.reqs[i]
             r.send = ts
-            r.arrival = self.fe.serve(ts, (self.intake_us + self.intake_tok_us * r.prompt) * 1e-6)
+            r.arrival = self.fe.serve(ts, (self.intake_us + self.intake_tok_us * r.prompt) * 1e-6) + self.latency
             heapq.heappush(self.arrivals, (r.arrival, i))
         while self.arrivals and self.arrivals[0][0] <= now:
             self.waiting.append(self.reqs[heapq.heappop(self.arrivals)[1]])

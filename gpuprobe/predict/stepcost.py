@@ -20,9 +20,11 @@ whether every request is decoding (a uniform decode batch). Per pipeline stage a
                  (``piecewise_launch_per_layer_us`` x layers), or every kernel from the host
                  (``eager_launch_per_layer_us`` x layers: ``--enforce-eager`` and steps above the largest
                  capture size)
-Step time (``step_time``) = max(GPU time, host time) + ``step_serial_ms``: with asynchronous scheduling the
-host prepares and launches the next step while the GPU runs this one, and kernels launched eagerly overlap
-the kernels already queued; the serial part (the sampled tokens handed back) never overlaps.
+Step time (``step_time``) = max(GPU time, host time) + ``step_serial_ms`` (+ ``prompt_step_serial_ms`` when
+the step carries prompt tokens): with asynchronous scheduling the host prepares and launches the next step
+while the GPU runs this one, and kernels launched eagerly overlap the kernels already queued; the serial part
+(the sampled tokens handed back, inputs that wait on the GPU) never overlaps. GEMM efficiency is scaled by
+h / (h + ``gemm_half_hidden``): a small model's GEMMs reach less of the peak.
 
 vLLM 0.26's CUDA-graph dispatch (FULL_AND_PIECEWISE, the default): a uniform decode batch up to the largest
 capture size replays a full graph, padded to the next capture size; another batch up to that size runs
@@ -113,7 +115,8 @@ class StepCost:
         gpu = system.gpus[self.groups[0][0]]
         use_fp8 = spec.weights.kind == "fp8" and gpu.fp8_tflops is not None
         peak_fig = gpu.fp8_tflops if use_fp8 and gpu.fp8_tflops else gpu.bf16_tflops
-        self.gemm_peak = peak_fig.value * 1e12
+        size = spec.hidden_size / (spec.hidden_size + cal.gemm_half_hidden)
+        self.gemm_peak = peak_fig.value * 1e12 * size
         self.attn_peak = gpu.bf16_tflops.value * 1e12
         self.peak_source = peak_fig.source
         self.hbm = min(system.gpus[g].hbm_gbps.value for st in self.groups for g in st) * 1e9
@@ -264,5 +267,6 @@ class StepCost:
             gpu = max(latency, micro * slowest)
             comm += sum(hops)
         host = self.host_s(b, graph)
-        total = max(gpu, host) + self.cal.step_serial_ms * 1e-3
+        serial = self.cal.step_serial_ms + (self.cal.prompt_step_serial_ms if b.prompt_tokens else 0.0)
+        total = max(gpu, host) + serial * 1e-3
         return StepTime(total, gpu, host, graph, comp, hbm, comm)

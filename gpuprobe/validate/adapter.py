@@ -42,8 +42,6 @@ class PredictRequest:
     calibration: Any = None
     """A ``gpuprobe.predict.calibration.Calibration`` or None (the predictor's defaults)."""
     env: dict[str, str] = field(default_factory=dict)
-    band: bool = True
-    """Also predict the pessimistic and optimistic ends (the calibration fit asks without)."""
 
 
 @dataclass
@@ -188,7 +186,7 @@ def _predict_gpu(req: PredictRequest) -> PredictedRun:
     cal = req.calibration or Calibration()
     out = PredictedRun(predictor="gpuprobe.predict.recommend.predict_layout (engine simulation)", system=system.name)
     for wl in req.workloads or [Workload(1, 128, 16)]:
-        res = predict_layout(spec, system, layout, traffic_of(wl), serve, cal, band=req.band)
+        res = predict_layout(spec, system, layout, traffic_of(wl), serve, cal)
         if out.kv_cache_tokens is None and res.kv_cache_tokens is not None:
             out.kv_cache_tokens = float(res.kv_cache_tokens)
             out.raw = {k: v for k, v in to_data(res).items() if k not in ("predicted", "vllm_command")}

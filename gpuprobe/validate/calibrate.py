@@ -112,7 +112,7 @@ def _cases(all_runs: list[ValidationRuns], system: Systems) -> list[_Case]:
             meas = {(f, lab): v for (f, lab), v in measured_figures(run).items() if f in PERF_FIGURES and lab and v}
             if not meas:
                 continue
-            req = dataclasses.replace(predict_request(runs, run, _system_of(system, i)), band=False)
+            req = predict_request(runs, run, _system_of(system, i))
             cases.append(_Case(f"{i}:{runs.model_name}:{run.layout.name}", req, meas))
     return cases
 
@@ -132,7 +132,7 @@ def _factor_names(cal: Any) -> list[str]:
     return [
         f.name
         for f in dataclasses.fields(cal)
-        if isinstance(getattr(cal, f.name), float) and not f.name.endswith("_range") and getattr(cal, f.name) > 0
+        if isinstance(getattr(cal, f.name), float) and getattr(cal, f.name) > 0
     ]
 
 
@@ -219,7 +219,7 @@ def fit_factors(all_runs: list[ValidationRuns], system: Systems, base: Any, name
     if not cases:
         raise UsageError("no validated run has measured speed figures to fit")
     names = names if names is not None else _sensitive(cases, base, _factor_names(base), predictor)
-    return _scale_ranges(_fit(cases, base, names, predictor), base, names) if names else base
+    return fit_band(cases, _fit(cases, base, names, predictor) if names else base, predictor)
 
 
 def _sensitive(cases: list[_Case], base: Any, names: list[str], predictor: Predictor) -> list[str]:
@@ -232,15 +232,23 @@ def _sensitive(cases: list[_Case], base: Any, names: list[str], predictor: Predi
     return out
 
 
-def _scale_ranges(fitted: Any, base: Any, names: list[str]) -> Any:
-    """Move each factor's uncertainty range with it (same relative width around the fitted value)."""
+BAND_FIGURES = ("output_tokens_per_s", "ttft_ms", "tpot_ms")
+BAND_QUANTILES = (2.5, 97.5)
+
+
+def fit_band(cases: list[_Case], cal: Any, predictor: Predictor) -> Any:
+    """``cal`` with its uncertainty band set from these runs: per figure, the 2.5th and 97.5th percentiles of
+    measured / predicted (so about 95 % of such runs fall inside it)."""
+    from gpuprobe.predict.perf import percentile
+
+    pred = _predict(cases, cal, predictor)
     changes = {}
-    for n in names:
-        rng = getattr(fitted, f"{n}_range", None)
-        if isinstance(rng, list) and len(rng) == 2 and getattr(base, n):
-            r = getattr(fitted, n) / getattr(base, n)
-            changes[f"{n}_range"] = [min(v * r, 1.0) if n.endswith("_efficiency") else v * r for v in rng]
-    return dataclasses.replace(fitted, **changes) if changes else fitted
+    for fig in BAND_FIGURES:
+        ratios = sorted(v / pred[(c.key, lab, f)] for c in cases for (f, lab), v in c.measured.items()
+                        if f == fig and (c.key, lab, f) in pred)
+        if len(ratios) >= 5:
+            changes[f"band_{fig}"] = [round(percentile(ratios, q, True), 4) for q in BAND_QUANTILES]
+    return dataclasses.replace(cal, **changes)
 
 
 def _median(xs: list[float]) -> float | None:
@@ -278,7 +286,7 @@ def fit_calibration(
             hint="fit on GPU runs: 'gpuprobe validate --compare RUNS.json --fit-calibration FILE'",
         )
     names = _sensitive(cases, base, _factor_names(base), predictor)
-    fitted = _scale_ranges(_fit(cases, base, names, predictor), base, names) if names else base
+    fitted = fit_band(cases, _fit(cases, base, names, predictor) if names else base, predictor)
     after = _predict(cases, fitted, predictor)
     groups = _holdout_groups(cases, holdout)
     heldout: dict[tuple[str, str, str], float] = {}
