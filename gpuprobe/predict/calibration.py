@@ -34,9 +34,14 @@ class MemoryCalibration:
 
     sampler_bytes_per_logit: float = 2.0
     """Peak of the profile run's dummy sampler per element of its [min(max_num_seqs, max_num_batched_tokens),
-    vocab] logits. vLLM 0.26's GPU model runner (V2) computes the logits in bf16 and samples in place:
-    2 bytes. Measured on an H200 (2026-12-01): the activation peak of Llama-3.1-8B-, Qwen2.5-14B- and
-    Llama-3.2-1B-shaped engines did not change between max_num_seqs 1 and 1024 (the forward's peak is larger)."""
+    vocab] logits in vLLM 0.26's V2 GPU model runner (dense models): bf16 logits, sampled in place, 2 bytes.
+    Measured on an H200 (2026-12-01): the activation peak of Llama-3.1-8B-, Qwen2.5-14B- and Llama-3.2-1B-shaped
+    engines did not change between max_num_seqs 1 and 1024 (the forward's peak is larger)."""
+    sampler_bytes_per_logit_v1: float = 21.4
+    """The same in the V1 model runner, which vLLM 0.26 keeps for most MoE models (``memory.model_runner``): the
+    dummy sampler runs twice with top-k/top-p over float32 copies (logits, probabilities, noise). 21.4 bytes
+    from the Qwen3-30B-A3B-shaped engine on the H200 (3.21 GiB peak activation at max_num_seqs 1024, vocabulary
+    151,936)."""
     forward_bytes_per_token_factor: float = 1.0
     """Scale on the forward-pass activation peak derived from the shapes (memory.forward_activation_bytes)."""
     activation_fixed_bytes: int = int(0.04 * GiB)
@@ -48,16 +53,14 @@ class MemoryCalibration:
     non_torch_parallel_bytes: int = int(0.42 * GiB)
     """Extra non-torch memory when the rank is in a TP or PP group (NCCL buffers, custom all-reduce IPC
     buffers): Llama-3.3-70B-FP8 at TP2 logged 0.55 GiB vs 0.13 at TP1 (same source)."""
-    cudagraph_estimate: bool = False
-    """Whether startup subtracts an estimate of the CUDA-graph pool from the KV budget. vLLM 0.21–0.25 did
-    (``Estimated CUDA graph memory``); vLLM 0.26's default GPU model runner (V2) does not
-    (``profile_cudagraph_memory`` returns 0), which its H100 and H200 logs confirm: no estimate line, and
-    available KV = budget − weights − activation peak − non-torch to the logged 0.01 GiB."""
     cudagraph_bytes_per_capture_size: int = 8 * MiB
-    """With ``cudagraph_estimate``: the estimate per capture size (published 0.2x estimates for dense models
-    are 0.36–0.61 GiB)."""
+    """The estimate of the CUDA-graph pool that the V1 model runner subtracts from the KV budget unless eager
+    (``Estimated CUDA graph memory``), per capture size; the V2 runner subtracts none (``profile_cudagraph_memory``
+    returns 0, confirmed by its H100 and H200 logs: available KV = budget − weights − activation − non-torch to the
+    logged 0.01 GiB). With the default 67 capture sizes this gives 0.67 GiB; the Qwen3-30B-A3B engine logged
+    0.64."""
     cudagraph_fixed_bytes: int = int(0.15 * GiB)
-    """With ``cudagraph_estimate``: its fixed part (the first captured graph's share of the pool)."""
+    """Fixed part of that estimate (the first captured graph's share of the pool)."""
     cuda_reserved_bytes: int | None = None
     """Override of NVML-total minus cudaMemGetInfo-total (None: the per-GPU default in gpu_specs)."""
 
@@ -74,54 +77,54 @@ class Calibration:
     version can fit its own (``validate --fit-calibration``, then ``recommend --calibration``).
     """
 
-    hbm_efficiency: float = 0.8661
+    hbm_efficiency: float = 0.9716
     """Achieved bytes/s of a step over the achievable HBM bandwidth (measured copy, or 0.89 x datasheet)."""
-    prefill_compute_efficiency: float = 0.5556
+    prefill_compute_efficiency: float = 0.7115
     """GEMM FLOP/s over the datasheet peak in steps that carry prompt tokens."""
-    decode_compute_efficiency: float = 0.3498
+    decode_compute_efficiency: float = 0.3674
     """GEMM FLOP/s over the peak in decode-only steps (small, skinny GEMMs)."""
-    gemm_half_hidden: float = 394.4
+    gemm_half_hidden: float = 834.0
     """GEMMs of small models reach less of the peak: both compute efficiencies are scaled by h / (h + this),
     h the hidden size (1.0 for a very wide model)."""
-    attention_efficiency: float = 1.0
-    """Prompt attention FLOP/s over the bf16 peak (FlashAttention on long prompts; the reference fit reaches
-    the cap of 1: the causal FLOP count of 4 x layers x heads x head_dim x n(n + 1)/2 overstates what the
-    kernel does)."""
+    attention_efficiency: float = 1.2124
+    """Prompt attention FLOP/s over the bf16 peak (FlashAttention on long prompts). An effective factor: the
+    reference fit lands above 1, i.e. long prompts cost less than the causal FLOP count (4 x layers x heads x
+    head_dim x n(n + 1)/2) at the peak rate; the model's other prefill terms absorb part of their cost."""
     roofline_sharpness: float = 4.0
     """How compute and memory time join: (a^k + b^k)^(1/k); large k is the plain max."""
-    gpu_per_layer_us: float = 18.1144
+    gpu_per_layer_us: float = 23.5646
     """GPU time per layer per step that scales with neither bytes nor FLOPs (kernel gaps and tails)."""
-    step_overhead_ms: float = 1.7363
+    step_overhead_ms: float = 1.7418
     """Host time per step: scheduling, input preparation, sampler launch, output (overlaps the GPU)."""
-    seq_overhead_us: float = 17.9982
+    seq_overhead_us: float = 18.4597
     """Host time per request in the step (block tables, inputs, outputs)."""
-    prompt_token_overhead_us: float = 0.0518
+    prompt_token_overhead_us: float = 0.0521
     """Host time per prompt token in the step (token ids, positions, block hashes)."""
-    step_serial_ms: float = 0.2134
+    step_serial_ms: float = 0.2169
     """Per-step time that never overlaps (sampled tokens back to the scheduler)."""
-    prompt_step_serial_ms: float = 5.186
+    prompt_step_serial_ms: float = 6.4157
     """Extra time of a step that carries prompt tokens that does not overlap the GPU (input preparation that
     waits on it)."""
-    request_latency_ms: float = 4.3353
+    request_latency_ms: float = 3.8734
     """Latency between the front end handing a request over and the scheduler seeing it (engine IPC, request
     set-up); it delays the request but occupies nothing."""
-    graph_launch_us: float = 32.2595
+    graph_launch_us: float = 34.551
     """Host time to replay a step's full CUDA graph."""
-    piecewise_launch_per_layer_us: float = 22.4419
+    piecewise_launch_per_layer_us: float = 17.5608
     """Host time per layer of a piecewise-graph step (attention launched between the graph pieces)."""
-    eager_launch_per_layer_us: float = 630.9
+    eager_launch_per_layer_us: float = 634.2
     """Host time per layer of a step without graphs (every kernel launched from Python)."""
-    batch_intake_us: float = 50.4495
+    batch_intake_us: float = 47.4089
     """Offline ``LLM.generate``: time to hand one request to the engine."""
-    batch_output_seq_us: float = 5.2627
+    batch_output_seq_us: float = 5.72
     """Offline: time per request per step to take its new token (no detokenizing)."""
-    serve_intake_us: float = 661.6
+    serve_intake_us: float = 650.7
     """``vllm serve``: the API server's time per request before the engine sees it (HTTP, validation)."""
-    serve_intake_per_token_us: float = 0.8416
+    serve_intake_per_token_us: float = 1.2117
     """``vllm serve``: the API server's time per prompt token (tokenizing)."""
-    serve_output_seq_us: float = 105.4
+    serve_output_seq_us: float = 97.2776
     """``vllm serve``: the API server's time per request per step (detokenizing, streaming the chunk)."""
-    output_step_us: float = 220.5
+    output_step_us: float = 202.3
     """The front end's time per step output (receiving it from the engine process)."""
     allreduce_efficiency: float = 1.0
     """Multiplier on measured all-reduce times (> 1: slower inside vLLM than in the microbenchmark)."""
@@ -129,11 +132,11 @@ class Calibration:
     """NCCL send/recv bandwidth over copy-engine P2P bandwidth (PP stage boundaries)."""
     p2p_alpha_us: float = 10.0
     """Fixed cost of one PP send/recv (AIC p2p_latency 10 us)."""
-    band_output_tokens_per_s: list[float] = field(default_factory=lambda: [0.7195, 1.2494])
+    band_output_tokens_per_s: list[float] = field(default_factory=lambda: [0.826, 1.2561])
     """The uncertainty band of output tokens/s, as [low, high] ratios of measured to predicted: the 2.5th and
     97.5th percentiles of that ratio over the runs the factors were fitted to (``fit_band``)."""
-    band_ttft_ms: list[float] = field(default_factory=lambda: [0.7163, 1.4795])
-    band_tpot_ms: list[float] = field(default_factory=lambda: [0.7829, 1.5716])
+    band_ttft_ms: list[float] = field(default_factory=lambda: [0.7085, 1.441])
+    band_tpot_ms: list[float] = field(default_factory=lambda: [0.7778, 1.2177])
     memory: MemoryCalibration = field(default_factory=MemoryCalibration)
     source: str = "defaults"
     """Where these factors came from: ``defaults`` or the file they were loaded from."""

@@ -9,8 +9,8 @@ What vLLM 0.26 does on each worker (``Worker.determine_available_memory``, ``vll
 3. Profile run: one dummy forward of ``max_num_batched_tokens`` tokens, then a dummy sampler pass over
    ``min(max_num_seqs, max_num_batched_tokens)`` rows of full-vocabulary logits (last PP stage). The torch
    allocator's peak growth is the activation peak; memory that appeared outside torch is ``non_torch``.
-4. vLLM 0.21-0.25 (and 0.26's older V1 model runner) also subtract an estimate of the CUDA-graph pool
-   unless eager; 0.26's default GPU model runner (V2) subtracts none (``MemoryCalibration.cudagraph_estimate``).
+4. The V1 model runner (vLLM 0.26 keeps it for most MoE models: ``model_runner``) also subtracts an estimate
+   of the CUDA-graph pool unless eager; the V2 runner (dense models) subtracts none.
 5. ``available = requested - weights - activation_peak - non_torch [- cudagraph_estimate]``.
 6. ``num_blocks = available // page_bytes // layers_on_rank``; the engine takes the minimum over all workers.
    KV tokens = num_blocks x block_size; "Maximum concurrency for L tokens per request" =
@@ -121,9 +121,20 @@ def forward_activation_bytes(spec: ModelSpec, tp: int, tokens: int, cal: MemoryC
     return int(tokens * per_token * spec.dtype_bytes * cal.forward_bytes_per_token_factor)
 
 
+V2_MOE_ARCHITECTURES = frozenset({"DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM"})
+"""MoE architectures vLLM 0.26 runs on its V2 GPU model runner (``DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES``)."""
+
+
+def model_runner(spec: ModelSpec) -> str:
+    """Which GPU model runner vLLM 0.26 picks (``VllmConfig._is_default_v2_model_runner_model``): ``v2`` for
+    dense models and a few MoE architectures, ``v1`` for the other MoE models. They account memory differently."""
+    return "v2" if not spec.is_moe or spec.architecture in V2_MOE_ARCHITECTURES else "v1"
+
+
 def sampler_activation_bytes(spec: ModelSpec, rows: int, cal: MemoryCalibration) -> int:
-    """Peak of the profile run's dummy sampler over ``rows`` x vocabulary logits (``sampler_bytes_per_logit``)."""
-    return int(cal.sampler_bytes_per_logit * rows * padded_vocab(spec))
+    """Peak of the profile run's dummy sampler over ``rows`` x vocabulary logits."""
+    per = cal.sampler_bytes_per_logit if model_runner(spec) == "v2" else cal.sampler_bytes_per_logit_v1
+    return int(per * rows * padded_vocab(spec))
 
 
 def activation_peak_bytes(
@@ -155,10 +166,10 @@ def cudagraph_capture_sizes(s: ResolvedServe) -> list[int]:
     return sizes
 
 
-def cudagraph_estimate_bytes(s: ResolvedServe, cal: MemoryCalibration) -> int:
-    """The CUDA-graph pool estimate vLLM subtracts from the KV budget (0 with --enforce-eager, and in vLLM
-    0.26's default GPU model runner, which subtracts none: ``MemoryCalibration.cudagraph_estimate``)."""
-    if s.enforce_eager or not cal.cudagraph_estimate:
+def cudagraph_estimate_bytes(spec: ModelSpec, s: ResolvedServe, cal: MemoryCalibration) -> int:
+    """The CUDA-graph pool estimate vLLM subtracts from the KV budget: the V1 model runner's unless eager; the V2
+    runner subtracts none."""
+    if s.enforce_eager or model_runner(spec) == "v2":
         return 0
     return cal.cudagraph_fixed_bytes + len(cudagraph_capture_sizes(s)) * cal.cudagraph_bytes_per_capture_size
 
@@ -172,7 +183,7 @@ def predict_memory(
     """
     ranges = pp_layer_ranges(spec.num_layers, pp)
     requested = math.ceil(gpu_total_bytes * s.gpu_memory_utilization)
-    graph = cudagraph_estimate_bytes(s, cal)
+    graph = cudagraph_estimate_bytes(spec, s, cal)
     nt = non_torch_bytes(tp, pp, cal)
     per_layer_tok = kv_bytes_per_token_per_layer(spec, tp, s.kv_cache_bytes_per_element)
     page = per_layer_tok * s.block_size

@@ -35,6 +35,10 @@ class Traffic:
     range_ratio: float = 0.0
     histogram: list[tuple[int, int, float]] = field(default_factory=list)
     """(input tokens, output tokens, weight) rows; overrides the fixed lengths when given."""
+    requests: list[tuple[int, int]] = field(default_factory=list)
+    """Exact (input tokens, output tokens) of every request in send order (a recorded run); overrides the rest."""
+    arrivals_s: list[float] = field(default_factory=list)
+    """Exact send times of a recorded Poisson run (seconds from its first request); overrides the draws."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -56,6 +60,14 @@ class Traffic:
                 raise UsageError(f"--request-rate must be a positive number of requests per second, not {r}")
         if not (math.isfinite(self.range_ratio) and 0 <= self.range_ratio < 1):
             raise UsageError(f"--range-ratio must be in [0, 1), not {self.range_ratio}")
+        if self.arrivals_s and (len(self.arrivals_s) != self.num_requests or self.mode != "poisson"
+                                or not all(math.isfinite(t) and t >= 0 for t in self.arrivals_s)):
+            raise UsageError("recorded send times need one finite time >= 0 per request of a Poisson run")
+        if self.requests and len(self.requests) != self.num_requests:
+            raise UsageError(f"{len(self.requests)} request lengths given for {self.num_requests} requests")
+        for i, o in self.requests:
+            if not (1 <= i <= MAX_TOKENS and 1 <= o <= MAX_TOKENS):
+                raise UsageError(f"request lengths ({i}, {o}) must be between 1 and {MAX_TOKENS} tokens")
         for row in self.histogram:
             i, o, w = row
             if not (1 <= i <= MAX_TOKENS and 1 <= o <= MAX_TOKENS and math.isfinite(w) and w > 0):
@@ -70,6 +82,8 @@ class Traffic:
 
     def lengths(self) -> list[tuple[int, int]]:
         """(prompt tokens, output tokens) of every request, in send order (deterministic for a seed)."""
+        if self.requests:
+            return list(self.requests)
         rng = random.Random(self.seed)
         if self.histogram:
             rows = [(i, o) for i, o, _ in self.histogram]
@@ -88,6 +102,8 @@ class Traffic:
         """Client send times for Poisson arrivals (None for the other modes: they follow the run)."""
         if self.mode != "poisson":
             return None
+        if self.arrivals_s:
+            return sorted(self.arrivals_s)
         assert self.request_rate is not None
         rng = random.Random(self.seed + 1)
         t, out = 0.0, []
@@ -112,4 +128,5 @@ class Traffic:
             mode=self.mode, num_requests=n, input_len=self.input_len, output_len=self.output_len, concurrency=c,
             request_rate=None if self.request_rate is None else self.request_rate / parts,
             range_ratio=self.range_ratio, histogram=list(self.histogram), seed=self.seed + part,
+            requests=self.requests[part::parts], arrivals_s=self.arrivals_s[part::parts],
         )  # fmt: skip

@@ -159,16 +159,25 @@ def _serve(req: PredictRequest) -> Any:
     )
 
 
-def traffic_of(wl: Workload) -> Any:
-    """The predictor's traffic for a validation workload: one batch offline; served as it was sent."""
+def traffic_of(wl: Workload, measured: Measured | None = None) -> Any:
+    """The predictor's traffic for a validation workload: one batch offline; served as it was sent, with the
+    prompt and output tokens the server counted for each request when they were recorded."""
     from gpuprobe.predict.traffic import Traffic
 
     if not wl.served:
         return Traffic(mode="batch", num_requests=wl.num_requests, input_len=wl.input_len, output_len=wl.output_len,
                        concurrency=None, range_ratio=wl.range_ratio)
+    lengths: list[tuple[int, int]] = []
+    sends: list[float] = []
+    res = next((w for w in (measured.workloads if measured else []) if w.workload == wl and w.requests), None)
+    rec = res.requests if res is not None else None
+    if rec is not None and len(rec.input_tokens) == wl.num_requests:
+        lengths = list(zip(rec.input_tokens, rec.output_tokens, strict=True))
+        if wl.request_rate:
+            sends = list(rec.start_s)
     return Traffic(mode="poisson" if wl.request_rate else "closed", num_requests=wl.num_requests,
                    input_len=wl.input_len, output_len=wl.output_len, concurrency=wl.concurrency,
-                   request_rate=wl.request_rate, range_ratio=wl.range_ratio)
+                   request_rate=wl.request_rate, range_ratio=wl.range_ratio, requests=lengths, arrivals_s=sends)
 
 
 def _predict_gpu(req: PredictRequest) -> PredictedRun:
@@ -186,7 +195,7 @@ def _predict_gpu(req: PredictRequest) -> PredictedRun:
     cal = req.calibration or Calibration()
     out = PredictedRun(predictor="gpuprobe.predict.recommend.predict_layout (engine simulation)", system=system.name)
     for wl in req.workloads or [Workload(1, 128, 16)]:
-        res = predict_layout(spec, system, layout, traffic_of(wl), serve, cal)
+        res = predict_layout(spec, system, layout, traffic_of(wl, req.measured), serve, cal)
         if out.kv_cache_tokens is None and res.kv_cache_tokens is not None:
             out.kv_cache_tokens = float(res.kv_cache_tokens)
             out.raw = {k: v for k, v in to_data(res).items() if k not in ("predicted", "vllm_command")}

@@ -2,7 +2,8 @@
 
 The server loads dummy weights from a directory holding the model's ``config.json`` and a synthetic
 word-level tokenizer written next to it (token ``i`` is the word ``t{i}``, so a prompt of N random words is
-exactly N tokens and every streamed token decodes to text). Requests go through the OpenAI completions API
+exactly N tokens and every streamed token decodes to text). The prompt tokens the server counted are recorded
+per request (``RequestTimes.input_tokens``), and predictions use those. Requests go through the OpenAI completions API
 with streaming, so the figures include everything a client of a real server waits for: HTTP, tokenizing,
 queueing in the engine, detokenizing and streaming back.
 """
@@ -31,18 +32,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
+"""The tokenizer's special tokens: spelled unlike any word, so none is ever found inside a prompt word (a
+special token named ``t1`` would split the word ``t17`` into two tokens)."""
+
+
 def write_tokenizer(model_dir: Path, vocab_size: int) -> None:
-    """A word-level tokenizer of ``vocab_size`` entries (``t0`` … ``t{V-1}``), split on whitespace, no special
-    tokens added to prompts: what ``transformers``' fast tokenizer loads from ``tokenizer.json``."""
-    vocab = {f"t{i}": i for i in range(vocab_size)}
+    """A word-level tokenizer of ``vocab_size`` entries, split on whitespace, no special tokens added to prompts:
+    word ``t{i}`` is token i for i < vocab_size - 3, and the last three ids are ``<unk>``, ``<s>`` and ``</s>``.
+    What ``transformers``' fast tokenizer loads from ``tokenizer.json``."""
+    words = vocab_size - len(SPECIAL_TOKENS)
+    vocab = {f"t{i}": i for i in range(words)}
+    vocab.update({tok: words + k for k, tok in enumerate(SPECIAL_TOKENS)})
+    unk, bos, eos = SPECIAL_TOKENS
     spec = {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
         "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None,
-        "decoder": None, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"},
+        "decoder": None, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": unk},
     }  # fmt: skip
     (model_dir / "tokenizer.json").write_text(json.dumps(spec))
     config = {
-        "tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "t0", "bos_token": "t1", "eos_token": "t2",
+        "tokenizer_class": "PreTrainedTokenizerFast", "unk_token": unk, "bos_token": bos, "eos_token": eos,
         "model_max_length": 1 << 30, "add_bos_token": False, "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
     }  # fmt: skip
@@ -62,7 +72,7 @@ def draw_lengths(wl: Workload, rng: random.Random) -> list[tuple[int, int]]:
 
 
 def prompts(wl: Workload, vocab_size: int, rng: random.Random) -> list[tuple[str, int, int]]:
-    hi = max(2, min(vocab_size, MAX_PROMPT_ID))
+    hi = max(2, min(vocab_size - len(SPECIAL_TOKENS), MAX_PROMPT_ID))
     return [(" ".join(f"t{rng.randrange(1, hi)}" for _ in range(n_in)), n_in, n_out)
             for n_in, n_out in draw_lengths(wl, rng)]
 

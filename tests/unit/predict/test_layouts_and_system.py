@@ -10,7 +10,8 @@ import pytest
 from gpuprobe.predict.calibration import Calibration, load_calibration, save_calibration
 from gpuprobe.predict.layouts import assign_gpus, check_layout, enumerate_shapes
 from gpuprobe.predict.model_spec import WeightFormat, load_model_spec
-from gpuprobe.predict.options import ServeOptions, Workload
+from gpuprobe.predict.options import ServeOptions
+from gpuprobe.predict.traffic import Traffic
 from gpuprobe.predict.recommend import predict_layout
 from gpuprobe.predict.system import system_from_results, system_from_spec
 
@@ -61,7 +62,8 @@ def test_system_from_results_sources(box) -> None:
 def _backend(sysp, configs: Path, tp: int) -> str:
     spec = load_model_spec(configs / "llama-3.1-8b.json")
     layout = assign_gpus(sysp, tp, 1, 1)
-    res = predict_layout(spec, sysp, layout, Workload(128, 64, 8), ServeOptions(max_model_len=4096), Calibration())
+    res = predict_layout(spec, sysp, layout, Traffic("closed", 64, 128, 64, 8), ServeOptions(max_model_len=4096),
+                         Calibration())
     return res.allreduce_backend
 
 
@@ -85,21 +87,21 @@ def test_gpu_choice_prefers_nvlink_pairs() -> None:
 
 def test_calibration_round_trip(tmp_path: Path) -> None:
     cal = Calibration(hbm_efficiency=0.8)
-    cal.memory.sampler_logits_copies = 8.0
+    cal.memory.sampler_bytes_per_logit = 4.0
+    cal.band_ttft_ms = [0.5, 2.0]
     save_calibration(cal, tmp_path / "cal.json")
     back = load_calibration(tmp_path / "cal.json")
-    assert back.hbm_efficiency == 0.8 and back.memory.sampler_logits_copies == 8.0
+    assert back.hbm_efficiency == 0.8 and back.memory.sampler_bytes_per_logit == 4.0
+    assert back.band("ttft_ms", 10.0) == [5.0, 20.0]
     assert back.source.endswith("cal.json")
 
 
 def test_real_h100_results_file(h100_results_path: Path, configs: Path) -> None:
-    """The committed single-H100 results file (skipped until it is in tests/data)."""
-    if not h100_results_path.exists():
-        pytest.skip("tests/data/h100-probe-2026-11-25.json not committed yet")
+    """The committed single-H100 results file."""
     from gpuprobe.predict.recommend import recommend
     from gpuprobe.results import load_results
 
     sysp = system_from_results(load_results(h100_results_path), name=h100_results_path.name)
     assert sysp.gpu_count == 1 and sysp.gpus[0].spec is not None
-    rec = recommend(load_model_spec(configs / "llama-3.1-8b.json"), sysp, ServeOptions(), Workload(), Calibration())
+    rec = recommend(load_model_spec(configs / "llama-3.1-8b.json"), sysp, ServeOptions(), Traffic(), Calibration())
     assert len(rec.layouts) == 1 and rec.layouts[0].fits
