@@ -11,9 +11,9 @@ from gpuprobe.predict.calibration import Calibration, load_calibration, save_cal
 from gpuprobe.predict.layouts import assign_gpus, check_layout, enumerate_shapes
 from gpuprobe.predict.model_spec import WeightFormat, load_model_spec
 from gpuprobe.predict.options import ServeOptions
-from gpuprobe.predict.traffic import Traffic
 from gpuprobe.predict.recommend import predict_layout
 from gpuprobe.predict.system import system_from_results, system_from_spec
+from gpuprobe.predict.traffic import Traffic
 
 
 def test_enumeration_counts() -> None:
