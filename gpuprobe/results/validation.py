@@ -328,6 +328,10 @@ class ValidationRunInfo:
     torch_version: str | None = None
     command: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    host_gflops: float | None = None
+    """CPU runs: this machine's float32 matrix-multiply rate (numpy, all cores), measured at the start."""
+    host_memory_gbps: float | None = None
+    """CPU runs: this machine's memory copy bandwidth (read + write, numpy), measured at the start."""
 
 
 @dataclass

