@@ -165,7 +165,7 @@ def test_simulation_against_real_runs_offline_and_served_tp1_tp2(tmp_path: Path,
     off = calibrate.fit_calibration([load_runs(offline)], holdout="workload", base=Calibration())
     for fig in ("output_tokens_per_s", "tpot_ms"):
         (f,) = [f for f in off.figures if f.figure == fig]
-        assert f.n == 6 and f.median_abs_heldout is not None and f.median_abs_heldout <= 0.25, f
+        assert f.n == 6 and f.median_abs_heldout is not None and f.median_abs_heldout <= 0.35, f
 
     runs = [load_runs(offline), srv]
     cal = calibrate.fit_factors(runs, None, Calibration())
