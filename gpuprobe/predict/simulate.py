@@ -157,7 +157,8 @@ class _Engine:
         self.done = 0
         self.res = SimResult([0.0] * self.n, [math.nan] * self.n, [math.nan] * self.n, [p for p, _ in lens],
                              [o for _, o in lens], 0.0)
-        self.itl: dict[float, int] = {}
+        self.itl: dict[int, int] = {}
+        """Inter-token gap in microseconds -> how many such gaps the clients saw."""
         self.br = {"gpu_s": 0.0, "compute_s": 0.0, "hbm_s": 0.0, "comm_s": 0.0, "host_s": 0.0,
                    "steps_full": 0.0, "steps_piecewise": 0.0, "steps_none": 0.0}
         if traffic.mode == "batch":
@@ -340,8 +341,8 @@ class _Engine:
         _account(self.br, st, 1)
         end = t + st.total_s
         visible = self.fe.serve(end, self.out_cost(b.sampled))
-        if n_dec and not math.isnan(self.prev_visible):
-            gap = round(visible - self.prev_visible, 6)
+        if n_dec and self.prev_visible == self.prev_visible:  # not NaN
+            gap = int((visible - self.prev_visible) * 1e6)
             self.itl[gap] = self.itl.get(gap, 0) + n_dec
         self.ctx_dec += n_dec
         for r, new in chunks:
@@ -353,7 +354,7 @@ class _Engine:
             if r.generated == 1:
                 self.res.ttft_s[r.idx] = visible - r.send
             else:  # recomputed after a preemption: its gap is its own
-                gap = round(visible - r.last_visible, 6)
+                gap = int((visible - r.last_visible) * 1e6)
                 self.itl[gap] = self.itl.get(gap, 0) + 1
             r.last_visible = visible
             if r.generated >= r.output:
@@ -375,6 +376,19 @@ class _Engine:
             self.stop_decoding(r, last_step + 1)
             self.end(r, visible)
 
+    def can_admit(self) -> bool:
+        """Whether a waiting request (or one that arrives before the next step) could join the batch now: a free
+        slot under max_num_seqs and the blocks for the first waiting request's first chunk. Decoding only takes
+        blocks, so a request that does not fit now does not fit before some request ends."""
+        if self.n_running >= self.limits.max_num_seqs:
+            return False
+        if not self.waiting:
+            return True
+        r = self.waiting[0]
+        budget = self.limits.max_num_batched_tokens - self.n_dec
+        new = min(r.num_tokens - r.computed, budget)
+        return new > 0 and -(-(r.computed + new) // self.bs) - r.blocks <= self.free_blocks
+
     def jump_length(self, t: float, first: StepTime) -> int:
         """How many decode-only steps can be summed from here (1: simulate this one on its own)."""
         s = self.step_no
@@ -382,30 +396,41 @@ class _Engine:
         while heap and (heap[0][2] != heap[0][3].epoch or heap[0][3].state != DECODE):
             heapq.heappop(heap)
         k = heap[0][0] - s + 1 if heap else 1
-        if self.n_running < self.limits.max_num_seqs:  # an arrival could join the batch
+        if self.can_admit():  # an arrival could join the batch
             nxt = self.next_event()
             if nxt < math.inf:
                 k = min(k, max(1, math.ceil((nxt - t) / first.total_s)))
         if k <= 1:
             return 1
         # KV: the blocks the decoding requests need over the next steps must fit.
-        free = self.free_blocks
-        bs = self.bs
-        for i in range(1, k):  # the dict holds steps s+1 .. s+bs; each repeats every block_size steps
-            free -= self.block_due.get(s + 1 + (i - 1) % bs, 0)
-            if free < 0:
-                return max(1, i)
-        return k
+        if self._blocks_for(k) <= self.free_blocks:
+            return k
+        lo, hi = 1, k
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._blocks_for(mid) <= self.free_blocks:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _blocks_for(self, k: int) -> int:
+        """Blocks the decoding requests take in steps s+1 .. s+k-1 (step s's are already taken). The dict holds
+        the steps s+1 .. s+bs; each of its entries repeats every block_size steps."""
+        s, bs = self.step_no, self.bs
+        return sum(c * ((s + k - 1 - step) // bs + 1) for step, c in self.block_due.items() if step <= s + k - 1)
 
     def jump(self, t: float, k: int, first: StepTime) -> float:
         """``k`` decode-only steps of the unchanging batch (the first one's blocks already taken)."""
         s0 = self.step_no
         bs = self.bs
-        for i in range(1, k):  # blocks for the rest of the run
-            c = self.block_due.pop(s0 + i, 0)
-            if c:
-                self.free_blocks -= c
-                self.block_due[s0 + i + bs] = self.block_due.get(s0 + i + bs, 0) + c
+        self.free_blocks -= self._blocks_for(k)  # blocks for the rest of the run; then each entry moves past it
+        moved: dict[int, int] = {}
+        for step, c in self.block_due.items():
+            if step <= s0 + k - 1:
+                step += ((s0 + k - 1 - step) // bs + 1) * bs
+            moved[step] = moved.get(step, 0) + c
+        self.block_due = moved
         self.res.peak_kv_blocks = max(self.res.peak_kv_blocks, self.limits.num_blocks - self.free_blocks)
         n_dec = self.n_dec
         micro = min(self.limits.pp, n_dec)
@@ -424,7 +449,7 @@ class _Engine:
             start = t
             visible = self.fe.serve_run(start, st.total_s, seg, cost_out)
             t += st.total_s * seg
-            gap = round(max(st.total_s, cost_out), 6)
+            gap = int(max(st.total_s, cost_out) * 1e6)
             self.itl[gap] = self.itl.get(gap, 0) + seg * n_dec
             self.ctx_dec += n_dec * seg
             left -= seg
@@ -461,7 +486,7 @@ def simulate(cost: StepCost, limits: EngineLimits, traffic: Traffic, served: boo
             continue
         res.peak_kv_blocks = max(res.peak_kv_blocks, limits.num_blocks - eng.free_blocks)
         res.running_max = max(res.running_max, eng.n_running)
-        if not chunks and (not eng.waiting or eng.n_running >= limits.max_num_seqs):
+        if not chunks and not (eng.waiting and eng.can_admit()):
             first = eng.cost.step_time(Batch(tokens=eng.n_dec, seqs=eng.n_dec, context_tokens=float(eng.ctx_dec),
                                              sampled=eng.n_dec), micro=min(limits.pp, eng.n_dec))
             k = eng.jump_length(t, first)
@@ -475,7 +500,7 @@ def simulate(cost: StepCost, limits: EngineLimits, traffic: Traffic, served: boo
     ends = [r.last_visible for r in eng.reqs if r.state == DONE and not math.isnan(r.last_visible)]
     first_send = min((r.send for r in eng.reqs), default=0.0)
     res.duration_s = (max(ends) - first_send) if ends else 0.0
-    res.itl = sorted(eng.itl.items())
+    res.itl = sorted((us * 1e-6, n) for us, n in eng.itl.items())
     res.breakdown = eng.br
     return res
 

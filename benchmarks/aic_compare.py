@@ -1,0 +1,117 @@
+"""gpuprobe's engine simulation and NVIDIA AIConfigurator side by side on the same measured serving points.
+
+    python benchmarks/aic_compare.py
+
+The points are the closed-loop loads of the real `vllm serve` runs on the H200 (vLLM 0.26.0 at its defaults,
+TP1, tests/data/vllm-h200-2026-12-01/{llama-3.1-8b,qwen2.5-14b}-serve.json): concurrency 1 to 256 with
+~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator 0.12.0's predictions for
+them are in reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was profiled on vLLM
+0.24.0): once at the nominal prompt lengths the loads were sent with (1,024 / 8,192 words), once at the mean
+prompt lengths the server counted (the words were tokenized to more, or fewer, tokens: Llama ~1,734 and
+~13,875, Qwen ~710 and ~5,684). gpuprobe is given the lengths the server counted, per request. AIC has no
+arrival-rate mode, so the Poisson loads are left out.
+
+gpuprobe's reference calibration was fitted to the Llama-3.1-8B runs (among others), so its Llama column is
+in-sample; the Qwen2.5-14B column is held out. AIC was fitted to neither.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gpuprobe.validate.compare import compare_run  # noqa: E402
+from gpuprobe.validate.store import load_runs  # noqa: E402
+
+DATA = ROOT / "tests" / "data" / "vllm-h200-2026-12-01"
+REPORT = ROOT / "reports" / "h200-2026-12-01"
+SYSTEM = DATA / "probe-machine1.json"
+RUNS = {"Llama-3.1-8B": (DATA / "llama-3.1-8b-serve.json", "fit"),
+        "Qwen2.5-14B": (DATA / "qwen2.5-14b-serve.json", "held out")}
+AIC = {"AIC (nominal lengths)": REPORT / "aic-0.12.0.json",
+       "AIC (counted lengths)": REPORT / "aic-0.12.0-recorded-lengths.json"}
+FIGURES = (("output_tokens_per_s", "output_tokens_per_s_all_tokens", "tok/s"), ("ttft_ms", "ttft_ms", "TTFT ms"),
+           ("tpot_ms", "tpot_ms", "TPOT ms"))
+
+
+def _aic(path: Path) -> dict[tuple[str, int, int], dict]:
+    """(model, concurrency, nominal input length) -> AIC's point."""
+    out = {}
+    for p in json.loads(path.read_text())["points"]:
+        inp = p["input"]
+        model = "Llama-3.1-8B" if "llama" in inp["model"].lower() else "Qwen2.5-14B"
+        nominal = inp.get("nominal_input_len", inp["input_len"])
+        out[(model, inp["concurrency"], nominal)] = p
+    return out
+
+
+def rows() -> list[dict]:
+    aic = {name: _aic(path) for name, path in AIC.items()}
+    out = []
+    for model, (path, role) in RUNS.items():
+        runs = load_runs(path)
+        run = runs.layouts[0]
+        cmp = {(f.figure, f.workload): f for f in compare_run(runs, run, system=SYSTEM).figures}
+        assert run.measured is not None
+        for w in run.measured.workloads:
+            wl = w.workload
+            if wl.concurrency is None or wl.request_rate is not None:
+                continue
+            row = {"model": model, "role": role, "c": wl.concurrency, "in": wl.input_len, "out": wl.output_len,
+                   "counted_in": round(statistics.mean(w.requests.input_tokens)) if w.requests else None}
+            for fig, aic_key, _ in FIGURES:
+                f = cmp[(fig, wl.label)]
+                row[f"measured {fig}"] = f.measured
+                row[f"gpuprobe {fig}"] = f.predicted
+                for name, pts in aic.items():
+                    p = pts.get((model, wl.concurrency, wl.input_len))
+                    row[f"{name} {fig}"] = p.get(aic_key) if p and p.get("ok") else None
+            out.append(row)
+    return out
+
+
+def _err(pred: float | None, meas: float | None) -> float | None:
+    return None if pred is None or not meas else (pred - meas) / meas
+
+
+def main() -> int:
+    data = rows()
+    predictors = ["gpuprobe", *AIC]
+    print("## Median |error| over the same points\n")
+    print("| predictor | points | " + " | ".join(label for _, _, label in FIGURES) + " |")
+    print("|---|---|" + "---:|" * len(FIGURES))
+    for role in ("all", "held out"):
+        sel = [r for r in data if role == "all" or r["role"] == role]
+        for pred in predictors:
+            cells = []
+            for fig, _, _ in FIGURES:
+                errs = [abs(e) for r in sel if (e := _err(r[f"{pred} {fig}"], r[f"measured {fig}"])) is not None]
+                cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
+            label = "Qwen2.5-14B (held out for gpuprobe)" if role == "held out" else "both models"
+            print(f"| {pred} | {label} | " + " | ".join(cells) + " |")
+    print("\n## Every point (measured, then each prediction with its error)\n")
+    head = "| model | c | prompt (sent → counted) |"
+    for _, _, label in FIGURES:
+        head += f" {label} measured | gpuprobe | AIC nominal | AIC counted |"
+    print(head)
+    print("|---|---:|---|" + "---:|---:|---:|---:|" * len(FIGURES))
+    for r in data:
+        line = f"| {r['model']} | {r['c']} | {r['in']} → {r['counted_in']} |"
+        for fig, _, _ in FIGURES:
+            m = r[f"measured {fig}"]
+            line += f" {m:,.1f} |"
+            for pred in predictors:
+                v = r[f"{pred} {fig}"]
+                e = _err(v, m)
+                line += " — |" if v is None else f" {v:,.1f} ({100 * e:+.0f} %) |"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
