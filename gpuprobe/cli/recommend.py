@@ -217,8 +217,8 @@ def layouts_table(rec: Recommendation, layouts: list[LayoutResult], slo: bool = 
     table = Table(title=escape(title(rec)), title_justify="left", box=box.SIMPLE_HEAD)
     number = {"justify": "right", "no_wrap": True}
     columns = [("#", number), ("layout", {}), ("GPUs", {}), ("KV tokens", number), ("max conc.", number),
-               ("all-reduce", {}), ("TTFT ms", number), ("TPOT ms", number), ("out tok/s", number),
-               ("bottleneck", {})] + ([("SLO", {})] if slo else [])
+               ("all-reduce", {}), ("TTFT ms", number), ("TTFT p99", number), ("TPOT ms", number),
+               ("out tok/s", number), ("bottleneck", {})] + ([("SLO met", number)] if slo else [])
     for name, kw in columns:
         table.add_column(name, **kw)  # type: ignore[arg-type]
     for r in layouts:
@@ -227,10 +227,10 @@ def layouts_table(rec: Recommendation, layouts: list[LayoutResult], slo: bool = 
         kv = f"{r.kv_cache_tokens:,}" if r.kv_cache_tokens is not None else "-"
         bottleneck = f"{p.bottleneck} {p.shares.get(p.bottleneck or '', 0):.0%}" if p and p.bottleneck else "-"
         row = [str(r.rank or "-"), _label(r), gpus, kv, _fmt(r.max_concurrency, 2), escape(r.allreduce_backend),
-               _fmt(p.ttft_ms if p else None), _fmt(p.tpot_ms if p else None, 2),
+               _fmt(p.ttft_ms if p else None), _fmt(p.ttft_p99_ms if p else None), _fmt(p.tpot_ms if p else None, 2),
                _fmt(p.output_tokens_per_s if p else None, 0), escape(bottleneck)]
-        if slo:
-            row.append({True: "met", False: "missed"}.get(r.meets_slo, "-"))  # type: ignore[arg-type]
+        if slo:  # the share of requests that met the SLO in the simulated run (goodput / throughput)
+            row.append("-" if p is None or p.goodput_fraction is None else f"{p.goodput_fraction:.0%}")
         table.add_row(*row)
     return table
 

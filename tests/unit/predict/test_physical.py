@@ -98,7 +98,7 @@ def sweep_params(xfails: dict[tuple[str, str, tuple[int, int]], str]) -> list:
     return out
 
 
-def rises(values: list[float]) -> list[str]:
+def falls(values: list[float]) -> list[str]:
     """Every step of ``values`` (one per concurrency) that falls by more than TOL."""
     return [f"{CONCURRENCIES[i]} -> {CONCURRENCIES[i + 1]}: {a:.5g} -> {b:.5g} ({b / a - 1:+.2%})"
             for i, (a, b) in enumerate(zip(values, values[1:], strict=False)) if b < a * (1 - TOL)]
@@ -106,7 +106,7 @@ def rises(values: list[float]) -> list[str]:
 
 # --- throughput and TPOT against concurrency ---------------------------------------------------------------------
 KV_RECOMPUTE = ("throughput falls once the KV cache runs out (3,543 tok/s at 256 clients, 3,424 at 512 with 269 "
-                "preemptions): every preemption recomputes the request's whole prompt and output")
+                "preemptions): each preemption recomputes the prompt and every token generated so far")
 LOCK_STEP = ("median TPOT falls from 16 to 32 clients (5.18 -> 5.10 ms, mean 5.12 -> 5.30): identical requests move "
              "in lock-step waves and the median of the two-valued per-request TPOT flips between the values")
 
@@ -116,7 +116,7 @@ LOCK_STEP = ("median TPOT falls from 16 to 32 clients (5.18 -> 5.10 ms, mean 5.1
 def test_throughput_never_falls_as_concurrency_rises(name: str, sysname: str, shape: tuple[int, int, int], il: int,
                                                      ol: int) -> None:
     runs = sweep(name, sysname, shape, il, ol)
-    assert not rises([p.output_tokens_per_s for p in runs])
+    assert not falls([p.output_tokens_per_s for p in runs])
     assert runs[-1].output_tokens_per_s > 2 * runs[0].output_tokens_per_s
 
 
@@ -124,7 +124,7 @@ def test_throughput_never_falls_as_concurrency_rises(name: str, sysname: str, sh
     ("llama-3.1-8b", "H200", (128, 128)): LOCK_STEP}))
 def test_median_tpot_never_falls_as_concurrency_rises(name: str, sysname: str, shape: tuple[int, int, int], il: int,
                                                       ol: int) -> None:
-    assert not rises([p.tpot_ms for p in sweep(name, sysname, shape, il, ol)])
+    assert not falls([p.tpot_ms for p in sweep(name, sysname, shape, il, ol)])
 
 
 FRONT_END_DIP = ("--max-num-seqs 64, 128 + 128 tokens: 4,987 tok/s at 64 clients, 4,928 at 128: with a queue, the "
@@ -241,9 +241,10 @@ def test_three_clients_use_three_of_eight_replicas() -> None:
                                        "with fewer clients get as many requests (Traffic.share) and the run waits "
                                        "for their extra wave")
 def test_more_replicas_never_lower_throughput_at_a_fixed_concurrency() -> None:
-    """With C clients on R identical replicas the throughput is R x f(C / R), f one replica's throughput at a
-    concurrency: f is concave with f(0) = 0 (the property the sweeps above check), so f(x) / x falls and
-    R x f(C / R) = C x f(C / R) / (C / R) never falls as R rises (up to C replicas)."""
+    """With C clients on R identical replicas the throughput is R x f(C / R), f(x) one replica's throughput with x
+    clients. f rises ever more slowly (concave, f(0) = 0: each client adds less once the batch is large), so
+    f(x) / x falls as x grows and R x f(C / R) = C x f(C / R) / (C / R) never falls as R rises (up to C replicas).
+    Llama-3.1-8B, 1024 + 256 tokens, TP1 x 1 ... 8 on the 8-GPU system."""
     tput = [perf(*LLAMA_8B_X8, (1, 1, r), closed(64, 1024, 256)).output_tokens_per_s for r in range(1, 9)]
     assert all(b >= a * (1 - TOL) for a, b in zip(tput, tput[1:], strict=False)), tput
 

@@ -274,6 +274,8 @@ def test_decode_jump_matches_stepping_on_a_real_engine(case: str, monkeypatch: p
 @pytest.mark.xfail(strict=True, reason="with max_num_seqs full, a jumped run does not stop at client sends, and the "
                                        "sends are put through the front end only after the run")
 def test_decode_jump_matches_stepping_when_the_engine_is_full_under_poisson(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Llama-3.1-8B, --max-num-seqs 64, 50 requests/s of 128 + 400 tokens: jumped, the mean TTFT is 4.98 s and the
+    run 20.97 s; stepped, 5.17 s and 21.45 s."""
     traffic = Traffic("poisson", 400, 128, 400, None, request_rate=50.0)
     jumped = figures(real_run("llama-3.1-8b", traffic, 64))
     no_jumping(monkeypatch)
@@ -328,8 +330,8 @@ def test_inter_token_gaps_add_up_to_the_decode_time(case: str, jumping: bool, mo
                                        "token, not from the last token it produced before it was preempted")
 def test_gap_across_a_preemption_starts_at_the_last_token_seen() -> None:
     """2 requests of 16 + 40 tokens, 4 blocks of 16: both prefill in step 0; at step 17 each needs a third block and
-    the second is preempted (its 17th token was seen at 0.17 s). It is recomputed when the first ends (step 39) and
-    its 18th token is seen at 0.41 s: one gap of 0.24 s; every other gap is one 10 ms step."""
+    the second is preempted (its 17th token was seen at 0.17 s). The first ends with step 39; the second is
+    recomputed in step 40 and its 18th token is seen at 0.41 s: one gap of 0.24 s; every other gap is one step."""
     res = run(Traffic("batch", 2, 16, 40, None), limits(seqs=2, blocks=4))
     assert res.preemptions == 1
     assert res.e2el_s == pytest.approx([0.40, 0.63])
