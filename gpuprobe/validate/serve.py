@@ -1,8 +1,8 @@
 """Served validation: start ``vllm serve`` for a layout and drive it as ``vllm bench serve`` would.
 
 The server loads dummy weights from a directory holding the model's ``config.json`` and a synthetic
-word-level tokenizer written next to it (token ``i`` is the word ``t{i}``, so a prompt of N random words is
-exactly N tokens and every streamed token decodes to text). The prompt tokens the server counted are recorded
+word-level tokenizer in its ``tokenizer/`` folder (token ``i`` is the word ``t{i}``, so a prompt of N random
+words is exactly N tokens and every streamed token decodes to text). The prompt tokens the server counted are recorded
 per request (``RequestTimes.input_tokens``), and predictions use those. Requests go through the OpenAI completions API
 with streaming, so the figures include everything a client of a real server waits for: HTTP, tokenizing,
 queueing in the engine, detokenizing and streaming back.
@@ -37,10 +37,19 @@ SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 special token named ``t1`` would split the word ``t17`` into two tokens)."""
 
 
-def write_tokenizer(model_dir: Path, vocab_size: int) -> None:
+def tokenizer_dir(model_dir: Path) -> Path:
+    """Where the synthetic tokenizer lives: a folder of its own, because ``transformers`` picks a tokenizer
+    class from the ``model_type`` of a ``config.json`` beside it (a Qwen2 config would load ``Qwen2Tokenizer``,
+    which finds no merges in a word-level vocabulary and turns every prompt into 0 tokens)."""
+    return model_dir / "tokenizer"
+
+
+def write_tokenizer(model_dir: Path, vocab_size: int) -> Path:
     """A word-level tokenizer of ``vocab_size`` entries, split on whitespace, no special tokens added to prompts:
     word ``t{i}`` is token i for i < vocab_size - 3, and the last three ids are ``<unk>``, ``<s>`` and ``</s>``.
-    What ``transformers``' fast tokenizer loads from ``tokenizer.json``."""
+    What ``transformers``' fast tokenizer loads from ``tokenizer.json``; returns the folder."""
+    out = tokenizer_dir(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
     words = vocab_size - len(SPECIAL_TOKENS)
     vocab = {f"t{i}": i for i in range(words)}
     vocab.update({tok: words + k for k, tok in enumerate(SPECIAL_TOKENS)})
@@ -50,13 +59,15 @@ def write_tokenizer(model_dir: Path, vocab_size: int) -> None:
         "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None,
         "decoder": None, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": unk},
     }  # fmt: skip
-    (model_dir / "tokenizer.json").write_text(json.dumps(spec))
+    (out / "tokenizer.json").write_text(json.dumps(spec))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast", "unk_token": unk, "bos_token": bos, "eos_token": eos,
         "model_max_length": 1 << 30, "add_bos_token": False, "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
     }  # fmt: skip
-    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    (out / "config.json").write_text(json.dumps({"model_type": "llama"}))  # a class-neutral model type
+    return out
 
 
 def draw_lengths(wl: Workload, rng: random.Random) -> list[tuple[int, int]]:
@@ -81,7 +92,7 @@ def serve_args(layout: ValidationLayout, model_dir: Path, port: int) -> list[str
     """``vllm serve`` arguments for the layout: vLLM's defaults unless the layout sets a value."""
     args = [
         "serve", str(model_dir), "--served-model-name", SERVED_NAME, "--host", HOST, "--port", str(port),
-        "--load-format", "dummy", "--tokenizer", str(model_dir), "--generation-config", "vllm",
+        "--load-format", "dummy", "--tokenizer", str(tokenizer_dir(model_dir)), "--generation-config", "vllm",
         "--tensor-parallel-size", str(layout.tp), "--pipeline-parallel-size", str(layout.pp),
     ]  # fmt: skip
     for name in ("max_model_len", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens"):
