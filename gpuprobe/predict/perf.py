@@ -1,11 +1,12 @@
 """Speed of one layout under one traffic: the engine simulation run on every replica, summarised as a client
 would measure it (``vllm bench serve``'s figures), with an uncertainty band.
 
-Each replica is its own server behind a balancer: it gets an even share of the clients (or of the arrival
-rate) and of the requests (``Traffic.share``); a replica that would get no client stays idle, so no replica
-runs more requests at once than the concurrency gives it. Replicas on identically connected GPUs get the
-same share, so the simulation runs once for each distinct (share, connection) pair. Throughput adds over
-replicas; latency percentiles are over every request of every replica.
+Each replica is its own server behind a balancer (``Traffic.split``): it gets an even share of the clients
+and the requests in proportion to them, or its turn of one Poisson stream of arrivals; a replica that would
+get no client stays idle, so no replica runs more requests at once than the concurrency gives it. Replicas on
+identically connected GPUs given the same requests run at the same speed, so the simulation runs once for
+each distinct (requests, connection) pair. The run lasts from the first send on any replica to the last
+token on any; latency percentiles are over every request of every replica.
 
 The band around each figure is the spread of measured over predicted on the runs the calibration was fitted
 to (``Calibration.band``: 2.5th to 97.5th percentile), so it says how far real runs strayed from the model.
@@ -122,12 +123,10 @@ def _run(spec: ModelSpec, system: SystemProfile, layout: Layout, mem: MemoryPred
     results = []
     cache: dict[tuple, SimResult] = {}
     first_cost: StepCost | None = None
-    for r in range(layout.replicas):
-        share = traffic.share(r, layout.replicas)
+    for r, share in enumerate(traffic.split(layout.replicas)):
         if share is None:
             continue
-        key = (_signature(system, layout, r), share.num_requests, share.concurrency, share.request_rate, share.seed
-               if share.range_ratio or share.histogram or share.mode == "poisson" else 0)
+        key = (_signature(system, layout, r), share.concurrency, tuple(share.requests), tuple(share.arrivals_s))
         if key not in cache:
             cost = StepCost(spec, system, layout, r, mem, cal)
             first_cost = first_cost or cost
@@ -136,6 +135,12 @@ def _run(spec: ModelSpec, system: SystemProfile, layout: Layout, mem: MemoryPred
     if first_cost is None:  # no replica got work (cannot happen with >= 1 request): cost of replica 0
         first_cost = StepCost(spec, system, layout, 0, mem, cal)
     return results, first_cost
+
+
+def _duration(results: list[SimResult]) -> float:
+    """The whole run, as its client times it: the first send on any replica to the last token seen on any."""
+    ran = [r for r in results if r.end_s > r.start_s]
+    return max(r.end_s for r in ran) - min(r.start_s for r in ran) if ran else 0.0
 
 
 def _sorted(values: list[float]) -> list[float]:
@@ -150,7 +155,7 @@ def _summary(results: list[SimResult]) -> dict[str, float]:
     out_tokens = sum(sum(o for o, e in zip(r.output_tokens, r.e2el_s, strict=True) if not math.isnan(e))
                      for r in results)
     completed = sum(r.completed for r in results)
-    duration = max((r.duration_s for r in results), default=0.0)
+    duration = _duration(results)
     return {
         "tput": out_tokens / duration if duration > 0 else 0.0,
         "rps": completed / duration if duration > 0 else 0.0,
@@ -164,7 +169,7 @@ def _summary(results: list[SimResult]) -> dict[str, float]:
 
 def _goodput(results: list[SimResult], slo: Slo) -> tuple[float, float]:
     good = total = 0
-    duration = max((r.duration_s for r in results), default=0.0)
+    duration = _duration(results)
     for r in results:
         for ttft, e2el, out in zip(r.ttft_s, r.e2el_s, r.output_tokens, strict=True):
             total += 1

@@ -10,6 +10,7 @@ uniform in [L(1 − r), L(1 + r)] (``--random-range-ratio r``), or drawn from a 
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from dataclasses import dataclass, field
@@ -113,20 +114,51 @@ class Traffic:
             out.append(t)
         return out
 
-    def share(self, part: int, parts: int) -> Traffic | None:
-        """What one of ``parts`` identical servers behind a balancer gets: an even split of the requests, the
-        clients and the arrival rate (the first ``n % parts`` servers get one more); None when it gets nothing
-        (fewer clients or requests than servers: that server stays idle)."""
-        def split(n: int) -> int:
-            return n // parts + (1 if part < n % parts else 0)
+    def split(self, parts: int) -> list[Traffic | None]:
+        """What each of ``parts`` identical servers behind a balancer gets; None for a server that stays idle.
 
-        n = split(self.num_requests)
-        c = None if self.concurrency is None else split(self.concurrency)
-        if n == 0 or c == 0:
-            return None
-        return Traffic(
-            mode=self.mode, num_requests=n, input_len=self.input_len, output_len=self.output_len, concurrency=c,
-            request_rate=None if self.request_rate is None else self.request_rate / parts,
-            range_ratio=self.range_ratio, histogram=list(self.histogram), seed=self.seed + part,
-            requests=self.requests[part::parts], arrivals_s=self.arrivals_s[part::parts],
-        )  # fmt: skip
+        Batch: the requests dealt round-robin. Closed loop: the clients that will send (at most one per
+        request) split as evenly as they go (the first ``C % parts`` servers get one more; a server without a
+        client stays idle), and each server gets the
+        requests in proportion to its clients, dealt in send order. Poisson: one stream of arrivals for the
+        whole system, dealt round-robin to the servers that can hold a request under the cap, each arrival
+        keeping its send time, so no arrival is lost and the servers share one clock (``SimResult.start_s``).
+        """
+        n = self.num_requests
+        lengths = self.lengths()
+        sends = self.send_times()
+        if self.mode == "batch" or self.concurrency is None:
+            active = min(parts, n)
+            clients: list[int | None] = [None] * active
+            weights = [1] * active
+        else:
+            c = min(self.concurrency, n)  # more clients than requests: the extra ones never send
+            active = min(parts, c)
+            counts = [c // active + (1 if i < c % active else 0) for i in range(active)]
+            clients, weights = list(counts), counts
+        if self.mode != "closed":
+            weights = [1] * active  # arrivals are dealt in turn; a cap only limits what each holds at once
+        picked: list[list[int]] = [[] for _ in range(active)]
+        heap = [(0.0, i) for i in range(active)]  # (requests dealt / weight, server): lowest gets the next
+        for j in range(n):
+            _, i = heapq.heappop(heap)
+            picked[i].append(j)
+            heapq.heappush(heap, (len(picked[i]) / weights[i], i))
+        out: list[Traffic | None] = []
+        for i in range(parts):
+            if i >= active or not picked[i]:
+                out.append(None)
+                continue
+            js = picked[i]
+            rate = None if self.request_rate is None else self.request_rate * len(js) / n
+            out.append(Traffic(
+                mode=self.mode, num_requests=len(js), input_len=self.input_len, output_len=self.output_len,
+                concurrency=None if self.mode == "batch" else clients[i], request_rate=rate,
+                range_ratio=self.range_ratio, seed=self.seed, requests=[lengths[j] for j in js],
+                arrivals_s=[] if sends is None else [sends[j] for j in js],
+            ))  # fmt: skip
+        return out
+
+    def share(self, part: int, parts: int) -> Traffic | None:
+        """Server ``part``'s item of ``split(parts)``."""
+        return self.split(parts)[part]
