@@ -45,7 +45,8 @@ class EngineLimits:
 
 class _Req:
     __slots__ = ("idx", "prompt", "output", "send", "arrival", "num_tokens", "computed", "generated", "blocks",
-                 "state", "dec_base", "gen_base", "dec_step0", "due0", "epoch", "last_visible")
+                 "state", "dec_base", "gen_base", "dec_step0", "due0", "epoch", "last_visible", "cached",
+                 "queue_ahead", "taken_mark")
 
     def __init__(self, idx: int, prompt: int, output: int) -> None:
         self.idx, self.prompt, self.output = idx, prompt, output
@@ -59,6 +60,10 @@ class _Req:
         self.dec_base = self.gen_base = self.dec_step0 = self.due0 = 0
         self.epoch = 0
         self.last_visible = math.nan
+        self.cached = 0
+        """Full KV blocks it held when it was preempted (still in the prefix cache until evicted)."""
+        self.queue_ahead = self.taken_mark = 0
+        """Free blocks ahead of its freed ones in the free queue, and ``_Engine.taken`` when it was preempted."""
 
 
 WAITING, PREFILL, DECODE, DONE = 0, 1, 2, 3
@@ -75,6 +80,10 @@ class SimResult:
     output_tokens: list[int]
     duration_s: float
     """First send to the last token seen."""
+    start_s: float = 0.0
+    """When the first request was sent, on the traffic's clock (Poisson send times are shared by replicas)."""
+    end_s: float = 0.0
+    """When the last token was seen, on the same clock."""
     itl: list[tuple[float, int]] = field(default_factory=list)
     """(gap between two tokens of a request, how many such gaps): every inter-token latency the clients saw."""
     steps: int = 0
@@ -85,6 +94,7 @@ class SimResult:
     breakdown: dict[str, float] = field(default_factory=dict)
     """Seconds of the run's steps: gpu (compute / hbm / comm parts), host, and steps by graph mode."""
     completed: int = 0
+    """Requests that got all their tokens (not those dropped because their prompt does not fit the cache)."""
 
     @property
     def tpot_s(self) -> list[float]:
@@ -103,13 +113,29 @@ class _FrontEnd:
         self.free = start + cost
         return self.free
 
-    def serve_run(self, start: float, step: float, count: int, cost: float) -> float:
+    def serve_run(self, start: float, step: float, count: int, cost: float) -> tuple[float, list[tuple[float, int]]]:
         """``count`` step outputs ready every ``step`` seconds after ``start``, each costing ``cost``: when the
-        last is seen (the front end falls behind when its cost exceeds the step)."""
-        first_ready = start + step
-        last = max(self.free + count * cost, first_ready + count * cost if cost > step else start + count * step + cost)
-        self.free = last
-        return last
+        first is seen, and the gaps between consecutive ones as (gap, how many), count - 1 in all. Output i is
+        seen at max(seen(i - 1), start + i step) + cost: the front end works off a backlog at ``cost`` an
+        output, then keeps pace with the steps when it can (cost < step)."""
+        free = self.free
+        if cost >= step:  # never keeps pace: one output every ``cost``
+            first = max(free, start + step) + cost
+            self.free = first + (count - 1) * cost
+            return first, [(cost, count - 1)]
+        # seen(i) = max(free + i cost, start + i step + cost): behind until i > m
+        m = min(count, max(0, math.floor((free - start - cost) / (step - cost))))
+        first = max(free + cost, start + step + cost)
+        gaps: list[tuple[float, int]] = []
+        if m >= 2:
+            gaps.append((cost, m - 1))
+        if 1 <= m < count:
+            gaps.append((start + (m + 1) * step + cost - (free + m * cost), 1))
+        rest = count - max(m, 1) - (1 if 1 <= m < count else 0)
+        if rest > 0:
+            gaps.append((step, rest))
+        self.free = free + count * cost if m >= count else start + count * step + cost
+        return first, gaps
 
 
 class _Engine:
@@ -147,6 +173,8 @@ class _Engine:
         self.fin_heap: list[tuple[int, int, int, _Req]] = []
         """(step of the last token, request, epoch, request) of every decoding request."""
         self.free_blocks = limits.num_blocks
+        self.taken = 0
+        """Blocks taken from the free queue so far (each takes the oldest free block, evicting what it cached)."""
         self.step_no = 0
         self.prev_visible = math.nan
         self.cap = traffic.concurrency if traffic.concurrency is not None else self.n
@@ -155,6 +183,7 @@ class _Engine:
         self.poisson_queue: deque[int] = deque()
         self.in_flight = 0
         self.done = 0
+        self.dropped = 0
         self.res = SimResult([0.0] * self.n, [math.nan] * self.n, [math.nan] * self.n, [p for p, _ in lens],
                              [o for _, o in lens], 0.0)
         self.itl: dict[int, int] = {}
@@ -193,15 +222,18 @@ class _Engine:
         while self.arrivals and self.arrivals[0][0] <= now:
             self.waiting.append(self.reqs[heapq.heappop(self.arrivals)[1]])
 
-    def next_event(self) -> float:
+    def next_send(self) -> float:
+        """The next client send the front end takes in (it competes with the outputs for the front end)."""
         cands = [math.inf]
         if self.send_heap:
             cands.append(self.send_heap[0][0])
-        if self.arrivals:
-            cands.append(self.arrivals[0][0])
         if self.sends is not None and self.p_next < self.n and self.in_flight < self.cap:
             cands.append(self.sends[self.p_next])
         return min(cands)
+
+    def next_event(self) -> float:
+        """The next send, or the next request reaching the scheduler."""
+        return min(self.next_send(), self.arrivals[0][0] if self.arrivals else math.inf)
 
     def out_cost(self, seqs: int) -> float:
         return (self.out_step_us + self.out_seq_us * seqs) * 1e-6
@@ -214,13 +246,23 @@ class _Engine:
         r.state = DONE
         r.last_visible = visible
         self.res.e2el_s[r.idx] = visible - r.send
+        self.release_client(visible)
+
+    def drop(self, r: _Req, now: float) -> None:
+        """``r``'s prompt does not fit even an empty cache (vLLM refuses it): its client goes on at ``now``."""
+        self.dropped += 1
+        r.state = DONE
+        self.release_client(now)
+
+    def release_client(self, now: float) -> None:
+        """A request left the engine at ``now``: its client (closed loop) or its slot under the cap is free."""
         if self.traffic.mode == "closed" and self.next_to_send < self.n:
-            heapq.heappush(self.send_heap, (visible, self.next_to_send))
+            heapq.heappush(self.send_heap, (now, self.next_to_send))
             self.next_to_send += 1
         elif self.sends is not None:
             if self.poisson_queue:  # a request held back by the concurrency cap takes the freed slot
                 i = self.poisson_queue.popleft()
-                heapq.heappush(self.send_heap, (max(self.sends[i], visible), i))
+                heapq.heappush(self.send_heap, (max(self.sends[i], now), i))
             else:
                 self.in_flight -= 1
 
@@ -268,8 +310,10 @@ class _Engine:
         r = self.order.pop()
         if r.state == DECODE:
             self.stop_decoding(r, step)
+            r.last_visible = self.prev_visible  # its last token came out of the step before this one
         else:
             self.prefilling.remove(r)
+        r.cached, r.queue_ahead, r.taken_mark = r.computed // self.bs, self.free_blocks, self.taken
         self.free_blocks += r.blocks
         r.blocks, r.computed, r.state = 0, 0, WAITING
         r.num_tokens = r.prompt + r.generated
@@ -301,6 +345,7 @@ class _Engine:
                 return [], 0, preempted
             preempted = True
         self.free_blocks -= need
+        self.taken += need
         for r, new in chunks:
             r.blocks = -(-(r.computed + new) // bs)
         if need_dec:
@@ -309,12 +354,15 @@ class _Engine:
         if not preempted:
             while self.waiting and budget > 0 and self.n_running < self.limits.max_num_seqs:
                 r = self.waiting[0]
-                new = min(r.num_tokens - r.computed, budget)
-                blocks = -(-(r.computed + new) // bs)
+                computed = self.cache_hit(r)
+                new = min(r.num_tokens - computed, budget)
+                blocks = -(-(computed + new) // bs)
                 if blocks - r.blocks > self.free_blocks:
                     break
                 self.waiting.popleft()
                 self.free_blocks -= blocks - r.blocks
+                self.taken += blocks - r.blocks
+                r.computed, r.cached = computed, 0
                 r.blocks = blocks
                 r.state = PREFILL
                 self.prefilling.append(r)
@@ -322,6 +370,15 @@ class _Engine:
                 budget -= new
                 chunks.append((r, new))
         return chunks, need_dec, preempted
+
+    def cache_hit(self, r: _Req) -> int:
+        """Tokens of ``r`` already computed when it is admitted: after a preemption, the leading blocks it held
+        that are still cached (vLLM keeps prefix caching on by default; a preempted request's blocks go to the
+        back of the free queue, its last block first, so blocks taken since then evict its tail first)."""
+        if not r.cached:
+            return r.computed
+        evicted = min(r.cached, max(0, self.taken - r.taken_mark - r.queue_ahead))
+        return min((r.cached - evicted) * self.bs, r.num_tokens - 1)
 
     # --- steps -------------------------------------------------------------------------------------------
     def step(self, t: float, chunks: list[tuple[_Req, int]]) -> float:
@@ -386,8 +443,9 @@ class _Engine:
             return True
         r = self.waiting[0]
         budget = self.limits.max_num_batched_tokens - self.n_dec
-        new = min(r.num_tokens - r.computed, budget)
-        return new > 0 and -(-(r.computed + new) // self.bs) - r.blocks <= self.free_blocks
+        computed = self.cache_hit(r)
+        new = min(r.num_tokens - computed, budget)
+        return new > 0 and -(-(computed + new) // self.bs) - r.blocks <= self.free_blocks
 
     def jump_length(self, t: float, first: StepTime) -> int:
         """How many decode-only steps can be summed from here (1: simulate this one on its own)."""
@@ -396,10 +454,10 @@ class _Engine:
         while heap and (heap[0][2] != heap[0][3].epoch or heap[0][3].state != DECODE):
             heapq.heappop(heap)
         k = heap[0][0] - s + 1 if heap else 1
-        if self.can_admit():  # an arrival could join the batch
-            nxt = self.next_event()
-            if nxt < math.inf:
-                k = min(k, max(1, math.ceil((nxt - t) / first.total_s)))
+        # an arrival could join the batch; a send, even to a full engine, takes the front end's time
+        nxt = self.next_event() if self.can_admit() else self.next_send()
+        if nxt < math.inf:
+            k = min(k, max(1, math.ceil((nxt - t) / first.total_s - 1e-9)))
         if k <= 1:
             return 1
         # KV: the blocks the decoding requests need over the next steps must fit.
@@ -424,7 +482,9 @@ class _Engine:
         """``k`` decode-only steps of the unchanging batch (the first one's blocks already taken)."""
         s0 = self.step_no
         bs = self.bs
-        self.free_blocks -= self._blocks_for(k)  # blocks for the rest of the run; then each entry moves past it
+        taken = self._blocks_for(k)  # blocks for the rest of the run; then each entry moves past it
+        self.free_blocks -= taken
+        self.taken += taken
         moved: dict[int, int] = {}
         for step, c in self.block_due.items():
             if step <= s0 + k - 1:
@@ -436,7 +496,8 @@ class _Engine:
         micro = min(self.limits.pp, n_dec)
         cost_out = self.out_cost(n_dec)
         left = k
-        visible = t
+        visible = self.prev_visible
+        itl = self.itl
         while left:
             seg = min(JUMP_SEGMENT, left)
             if left == k and seg == 1:
@@ -446,11 +507,16 @@ class _Engine:
                           context_tokens=self.ctx_dec + n_dec * (seg - 1) / 2)  # the segment's middle step
                 st = self.cost.step_time(b, micro=micro)
             _account(self.br, st, seg)
-            start = t
-            visible = self.fe.serve_run(start, st.total_s, seg, cost_out)
+            first_seen, gaps = self.fe.serve_run(t, st.total_s, seg, cost_out)
             t += st.total_s * seg
-            gap = int(max(st.total_s, cost_out) * 1e6)
-            self.itl[gap] = self.itl.get(gap, 0) + seg * n_dec
+            if visible == visible:  # the decoders' previous token was seen (not NaN)
+                gap = int((first_seen - visible) * 1e6)
+                itl[gap] = itl.get(gap, 0) + n_dec
+            for g, c in gaps:
+                if c:
+                    us = int(g * 1e6)
+                    itl[us] = itl.get(us, 0) + c * n_dec
+            visible = self.fe.free
             self.ctx_dec += n_dec * seg
             left -= seg
         self.step_no = s0 + k
@@ -464,7 +530,7 @@ def simulate(cost: StepCost, limits: EngineLimits, traffic: Traffic, served: boo
     eng = _Engine(cost, limits, traffic, served)
     res = eng.res
     t = 0.0
-    while eng.done < eng.n and eng.step_no < MAX_STEPS:
+    while eng.done + eng.dropped < eng.n and eng.step_no < MAX_STEPS:
         eng.release_sends(t)
         if not eng.n_running and not eng.waiting:
             nxt = eng.next_event()
@@ -478,9 +544,7 @@ def simulate(cost: StepCost, limits: EngineLimits, traffic: Traffic, served: boo
         if not chunks and not eng.n_dec:
             if not preempted and eng.waiting and not eng.n_running:
                 # the first waiting request does not fit in an empty cache: it can never run
-                r = eng.waiting.popleft()
-                r.state = DONE
-                eng.done += 1
+                eng.drop(eng.waiting.popleft(), t)
             elif not preempted:
                 t = max(t, eng.next_event())
             continue
@@ -498,8 +562,9 @@ def simulate(cost: StepCost, limits: EngineLimits, traffic: Traffic, served: boo
     res.completed = eng.done
     res.send_s = [r.send for r in eng.reqs]
     ends = [r.last_visible for r in eng.reqs if r.state == DONE and not math.isnan(r.last_visible)]
-    first_send = min((r.send for r in eng.reqs), default=0.0)
-    res.duration_s = (max(ends) - first_send) if ends else 0.0
+    res.start_s = min((r.send for r in eng.reqs if r.state == DONE), default=0.0)
+    res.end_s = max(ends) if ends else res.start_s
+    res.duration_s = res.end_s - res.start_s
     res.itl = sorted((us * 1e-6, n) for us, n in eng.itl.items())
     res.breakdown = eng.br
     return res
