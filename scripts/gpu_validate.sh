@@ -7,8 +7,8 @@
 #   calibration.json (+ .fit.json)           factors fitted to every file, with the held-out error
 #   tables.txt                               the comparison tables as text
 #   logs.tar.gz                              every vLLM log
-# Run from the repository root, after vLLM is installed (see ../shared/device/README.md):
-#   source .vllm-stage/bin/env.sh && bash scripts/gpu_validate.sh
+# Run from the repository root with a Python that imports vLLM (PYTHON=... to name it):
+#   bash scripts/gpu_validate.sh
 # SIZES="1b 8b" (the default) picks the models; NOFIT=1 skips the comparison and fit at the end. Extra
 # arguments go to every 'gpuprobe validate' call (e.g. --system results.json, --timeout-s 300).
 set -uo pipefail

@@ -27,10 +27,11 @@ NCCL_BUS_EFFICIENCY_SPEC = {"nvlink": 0.82, "pcie": 0.70}
 P2P_CE_EFFICIENCY_SPEC = {"nvlink": 0.88, "pcie": 0.80}
 """Copy-engine P2P bandwidth / line rate (docs/sources.md: H100 NVLink read ~395 of 450 GB/s)."""
 HBM_COPY_EFFICIENCY_SPEC = 0.89
-"""Achievable / datasheet HBM bandwidth (anchors.md: H100 device_local_copy 1488 GB/s counted once = 2976 GB/s
-of HBM traffic against 3350 GB/s)."""
+"""Achievable / datasheet HBM bandwidth (benchmarks/anchors_h100.json: H100 device_local_copy 1488 GB/s counted
+once = 2976 GB/s of HBM traffic against 3350 GB/s)."""
 HOST_DEVICE_EFFICIENCY_SPEC = 0.85
-"""H2D copy-engine bandwidth / PCIe line rate (anchors.md: 52.8 of 63 GB/s on Gen5; 25-26.5 of 31.5 on Gen4)."""
+"""H2D copy-engine bandwidth / PCIe line rate (benchmarks/anchors_h100.json: 52.8 of 63 GB/s on Gen5;
+docs/sources.md: 25-26.5 of 31.5 on Gen4)."""
 CUSTOM_AR_ALPHA_US = {"nvlink": 5.0, "pcie": 8.0}
 """vLLM custom all-reduce fixed cost (docs/sources.md "custom AR/NVLink ~4-8 us"; §5.2 one-shot push
 on PCIe 4-7 us at 4-16 KB)."""

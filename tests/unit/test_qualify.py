@@ -47,12 +47,12 @@ def test_all_real_h100_captures_pass_or_warn_only_on_bidirectional_asymmetry() -
     from gpuprobe.results import load_results
 
     paths = [D.DATA / "h100-probe-2026-11-25-run2.json", D.DATA / "h100-probe-quick-2026-11-25.json",
-             *sorted((D.DATA.parents[1] / "reports" / "h100-2026-11-25").glob("probe-earlier-lease-run*.json"))]
+             *sorted((D.DATA.parents[1] / "reports" / "h100-2026-11-25").glob("probe-earlier-machine-run*.json"))]
     for path in paths:
         q = judge(load_results(path))
         assert q.verdict in ("PASS", "WARN"), path
         for c in q.warned():
-            # earlier-lease run 1: H2D bidirectional 33.4 GB/s while H2D alone reached 51.8 (0.95)
+            # earlier-machine run 1: H2D bidirectional 33.4 GB/s while H2D alone reached 51.8 (0.95)
             assert c.test == "host_to_device_bidirectional_memcpy_ce", (path, c)
             assert c.cause.startswith("reverse-traffic asymmetry")
 

@@ -1,5 +1,5 @@
 """Start-to-start spread of one engine configuration, on the real H100 repeat (reports/h100-2026-11-25/
-lease3-repeat: the Llama-3.2-1B shape started twice back to back on one machine, eager and CUDA graphs)."""
+machine3-repeat: the Llama-3.2-1B shape started twice back to back on one machine, eager and CUDA graphs)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gpuprobe.results.validation import ValidationLayout
 from gpuprobe.validate.spread import spread_notes, start_spreads
 from gpuprobe.validate.store import load_runs
 
-REPEAT = Path(__file__).resolve().parents[2] / "reports" / "h100-2026-11-25" / "lease3-repeat"
+REPEAT = Path(__file__).resolve().parents[2] / "reports" / "h100-2026-11-25" / "machine3-repeat"
 
 
 def _both_starts():

@@ -1,10 +1,11 @@
 """Derived test inputs: Results objects assembled from published figures (NOT measurements of any box).
 
-Figures (sources in /work/shared/anchors.md and research/docs/sources.md):
+Figures and where they come from:
 - H100 80GB HBM3: NVML total 81,559 MiB; device_local_copy 1488.21 GB/s and H2D CE 52.78 GB/s
-  (nvbandwidth on the development H100, anchors.md).
+  (nvbandwidth v0.8 on an H100 of that kind, benchmarks/anchors_h100.json).
 - 8x H100 SXM NVLink4: D2D read CE ~395 GB/s; NCCL all-reduce busbw 360-370 GB/s (ring, no NVLS);
-  small all-reduce 12.5 us (8 GPUs) and ~6 us (2 GPUs) (docs/sources.md: nccl-tests #212, DeepEP #303, nccl #1259).
+  small all-reduce 12.5 us (8 GPUs) and ~6 us (2 GPUs) (docs/sources.md: nccl-tests #212, DeepEP #303,
+  nccl #1259).
 - PCIe Gen5 P2P between GPUs without NVLink: ~37 GB/s staged / ~50 GB/s direct; NCCL small-message ~20 us
   (docs/sources.md).
 """
