@@ -18,7 +18,7 @@ from gpuprobe.predict.perf import Slo
 from gpuprobe.predict.recommend import fits_nowhere_message
 from gpuprobe.predict.recommend import recommend as run_recommend
 from gpuprobe.predict.system import system_from_results, system_from_spec
-from gpuprobe.predict.traffic import Traffic
+from gpuprobe.predict.traffic import Traffic, read_lengths
 from gpuprobe.results.io import load_results, write_json_atomic
 from gpuprobe.results.recommendation import LayoutResult, Recommendation
 from gpuprobe.results.serde import to_data
@@ -83,6 +83,9 @@ def recommend(
     num_requests: int = typer.Option(1000, "--num-requests", help="Requests in the simulated run."),
     range_ratio: float = typer.Option(
         0.0, "--range-ratio", help="Lengths uniform in [L(1-r), L(1+r)] (vllm bench --random-range-ratio)."),
+    lengths: Path | None = typer.Option(
+        None, "--lengths", metavar="FILE", help="Request lengths of your traffic: 'prompt,output[,weight]' per line "
+        "(or a JSON list of rows); requests are drawn from them (instead of --input-len/--output-len)."),
     kv_cache_dtype: str = typer.Option("auto", "--kv-cache-dtype", help="auto or fp8."),
     quantization: str | None = typer.Option(None, "--quantization", help="fp8, awq or gptq (default: config.json)."),
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="No CUDA graphs."),
@@ -132,6 +135,7 @@ def recommend(
         mode="poisson" if request_rate is not None else "closed", num_requests=num_requests, input_len=input_len,
         output_len=output_len, concurrency=concurrency if (concurrency is not None or request_rate is not None)
         else 64, request_rate=request_rate, range_ratio=range_ratio,
+        histogram=read_lengths(lengths) if lengths is not None else [],
     )  # fmt: skip
     cal = load_calibration(calibration) if calibration else Calibration()
     model_ref, serve_note = serve_target(model, serve_model)
@@ -257,6 +261,8 @@ def cannot_start(rec: Recommendation) -> list[str]:
 def _render(out: Output, rec: Recommendation, every_layout: bool = False, slo: bool = False) -> None:
     fitting = [r for r in rec.layouts if r.fits]
     shown = fitting if every_layout else fitting[:SHOW_LAYOUTS]
+    if rec.settings.get("load"):
+        out.text(f"load: {rec.settings['load']}")
     out.data(layouts_table(rec, shown, slo), keys=2)
     if len(shown) < len(fitting):
         out.text(f"{len(fitting) - len(shown)} more layouts fit (ranks {len(shown) + 1}-{len(fitting)}): --all lists "

@@ -11,9 +11,11 @@ uniform in [L(1 − r), L(1 + r)] (``--random-range-ratio r``), or drawn from a 
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from gpuprobe.errors import UsageError
@@ -80,6 +82,28 @@ class Traffic:
         if self.mode == "batch":
             return self.num_requests
         return min(self.concurrency or self.num_requests, self.num_requests)
+
+    def describe(self) -> str:
+        """One line saying what load this is, as a user would put it."""
+        if self.mode == "batch":
+            how = f"one batch of {self.num_requests:,} requests"
+        elif self.mode == "closed":
+            how = f"{self.concurrency:,} clients in a closed loop, {self.num_requests:,} requests"
+        else:
+            cap = f", at most {self.concurrency:,} in flight" if self.concurrency is not None else ""
+            how = f"Poisson arrivals at {self.request_rate:g}/s{cap}, {self.num_requests:,} requests"
+        if self.requests:
+            lens = "the recorded request lengths"
+        elif self.histogram:
+            total = sum(w for _, _, w in self.histogram)
+            mean_in = sum(i * w for i, _, w in self.histogram) / total
+            mean_out = sum(o * w for _, o, w in self.histogram) / total
+            lens = (f"lengths drawn from {len(self.histogram):,} rows (mean {mean_in:,.0f} prompt, "
+                    f"{mean_out:,.0f} output tokens)")
+        else:
+            spread = f" (±{self.range_ratio:.0%})" if self.range_ratio else ""
+            lens = f"{self.input_len:,} prompt and {self.output_len:,} output tokens{spread}"
+        return f"{how}, {lens}"
 
     def lengths(self) -> list[tuple[int, int]]:
         """(prompt tokens, output tokens) of every request, in send order (deterministic for a seed)."""
@@ -162,3 +186,51 @@ class Traffic:
     def share(self, part: int, parts: int) -> Traffic | None:
         """Server ``part``'s item of ``split(parts)``."""
         return self.split(parts)[part]
+
+
+def read_lengths(path: Path) -> list[tuple[int, int, float]]:
+    """(prompt tokens, output tokens, weight) rows from a file: a JSON list of ``[prompt, output]`` or
+    ``[prompt, output, weight]`` rows, or text with one ``prompt,output[,weight]`` row per line (commas or
+    spaces; blank lines, ``#`` comments and a header line are skipped). Weights default to 1."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read the lengths file {path}: {e.strerror or e}") from None
+    rows: list[tuple[int, int, float]] = []
+
+    def add(fields: list, where: str) -> None:
+        if len(fields) not in (2, 3):
+            raise UsageError(f"{path}{where}: a row is prompt tokens, output tokens and an optional weight, "
+                             f"not {fields!r}")
+        try:
+            i, o = int(fields[0]), int(fields[1])
+            w = float(fields[2]) if len(fields) == 3 else 1.0
+        except (TypeError, ValueError):
+            raise UsageError(f"{path}{where}: not numbers: {fields!r}") from None
+        if not (1 <= i <= MAX_TOKENS and 1 <= o <= MAX_TOKENS and math.isfinite(w) and w > 0):
+            raise UsageError(f"{path}{where}: ({i}, {o}, {w:g}) must be tokens >= 1 and a weight > 0")
+        rows.append((i, o, w))
+
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+        if not isinstance(data, list):
+            raise UsageError(f"{path}: expected a JSON list of [prompt, output(, weight)] rows")
+        for k, row in enumerate(data):
+            add(row if isinstance(row, list) else [row], f" row {k + 1}")
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = line.replace(",", " ").split()
+            if not rows and not fields[0].lstrip("+-").replace(".", "", 1).isdigit():
+                continue  # a header
+            add(fields, f":{n}")
+    if not rows:
+        raise UsageError(f"{path} holds no request lengths")
+    if len(rows) > MAX_REQUESTS:
+        raise UsageError(f"{path} holds {len(rows):,} rows; at most {MAX_REQUESTS:,}")
+    return rows

@@ -92,3 +92,74 @@ def test_probe_first_without_a_gpu_is_one_clear_error(capsys: pytest.CaptureFixt
     code, _, err = _run(capsys, "--model", str(CONFIGS / "llama-3.1-8b.json"), "--probe")
     assert code == 3 and err.count("Error:") == 1 and "Traceback" not in err
     assert not (tmp_path / "gpuprobe-probe.json").exists()  # nothing measured: no empty results file left
+
+
+H200 = Path(__file__).resolve().parents[1] / "data" / "vllm-h200-2026-12-01"
+
+
+def _served(workload_index: int) -> tuple[dict, dict]:
+    """The real served Qwen2.5-14B run on the H200 (held out of the calibration): one workload's definition and
+    its measurement."""
+    runs = json.loads((H200 / "qwen2.5-14b-serve.json").read_text())
+    w = runs["layouts"][0]["measured"]["workloads"][workload_index]
+    return w["workload"], w
+
+
+def test_lengths_file_of_a_real_run_predicts_its_throughput(capsys: pytest.CaptureFixture[str],
+                                                            tmp_path: Path) -> None:
+    """The prompt and output lengths the server counted in a real run, given as a lengths file (with a header and
+    a comment), at that run's concurrency and request count on that machine's probe: within 10 % of the measured
+    output tokens/s, and the JSON keeps the rows and says what load it was."""
+    wl, measured = _served(1)  # 32 requests of ~710 prompt tokens at concurrency 8
+    req = measured["requests"]
+    rows = list(zip(req["input_tokens"], req["output_tokens"], strict=True))
+    lengths = tmp_path / "lengths.csv"
+    lengths.write_text("prompt_tokens,output_tokens\n# counted by the server\n"
+                       + "".join(f"{i},{o}\n" for i, o in rows))
+    code, out, _ = _run(capsys, "--model", str(CONFIGS / "qwen2.5-14b-instruct.json"), "--system",
+                        str(H200 / "probe-machine1.json"), "--lengths", str(lengths), "--concurrency",
+                        str(wl["concurrency"]), "--num-requests", str(wl["num_requests"]), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["settings"]["length_rows"] == [[i, o, 1.0] for i, o in rows]
+    assert doc["settings"]["load"].startswith("8 clients in a closed loop, 32 requests, lengths drawn from 32 rows")
+    tps = doc["layouts"][0]["predicted"]["output_tokens_per_s"]
+    assert tps == pytest.approx(measured["output_tokens_per_s"], rel=0.10)
+
+
+def test_lengths_file_with_long_prompts_raises_the_tail_and_checks_max_model_len(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """One request in ten with an 8K prompt (JSON rows with weights): TTFT p99 rises against the short prompts
+    alone; a row longer than --max-model-len makes vLLM reject it, so no layout can take the traffic."""
+    base = ["--model", str(CONFIGS / "llama-3.1-8b.json"), "--gpu", "H100-SXM", "--num-gpus", "2",
+            "--concurrency", "16", "--num-requests", "300", "--json"]
+    short = tmp_path / "short.json"
+    short.write_text("[[1024, 128]]")
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text("[[1024, 128, 9], [8192, 128, 1]]")
+    p99 = []
+    for f in (short, mixed):
+        code, out, _ = _run(capsys, *base, "--lengths", str(f))
+        assert code == 0
+        p99.append(json.loads(out)["layouts"][0]["predicted"]["ttft_p99_ms"])
+    assert p99[1] > 1.5 * p99[0]
+    code, out, err = _run(capsys, *base[:-1], "--lengths", str(mixed), "--max-model-len", "4096")
+    assert code == 1 and "requests of 8320 tokens exceed max_model_len 4096" in err
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("1024,128\n1024,abc\n", "lengths.txt:2: not numbers"),
+    ("1024,128\n0,5\n", "lengths.txt:2: (0, 5, 1) must be tokens >= 1"),
+    ("1024\n", "lengths.txt:1: a row is prompt tokens, output tokens and an optional weight"),
+    ("# nothing\n", "holds no request lengths"),
+    ("[[1024, 128], {\"a\": 1}]", "row 2"),
+    ("[[1024, 128]", "is not valid JSON"),
+])
+def test_bad_lengths_file_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str,
+                                      says: str) -> None:
+    f = tmp_path / "lengths.txt"
+    f.write_text(text)
+    code, out, err = _run(capsys, "--model", str(CONFIGS / "llama-3.1-8b.json"), "--gpu", "H100-SXM",
+                          "--num-gpus", "1", "--lengths", str(f))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert says in err and len([ln for ln in err.splitlines() if ln.startswith("Error")]) == 1
