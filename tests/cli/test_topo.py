@@ -92,7 +92,8 @@ def test_topo_json_and_dot_from_snapshot(capsys, snapshot, tmp_path):
 
 def test_topo_with_results_attaches_measurements(capsys, snapshot, tmp_path):
     facts = load_system(nvml_snapshot=snapshot)
-    # nvbandwidth v0.8 on the same H100: host_to_device_memcpy_ce 52.78 GB/s (../shared/captures).
+    # nvbandwidth v0.8 on the same H100: host_to_device_memcpy_ce 52.78 GB/s
+    # (tests/data/nvbandwidth/nvbandwidth-h100-2026-11-25.txt).
     stat = Stat(n=1, median=52.78, min=52.78, max=52.78, mean=52.78, stdev=0.0, cv=0.0, p95=52.78)
     m = Measurement("host_to_device_memcpy_ce", "ok", "GB/s", src="host", dst="gpu0", stat=stat, samples=[52.78])
     run = RunInfo(gpuprobe_version="0.1.0", started_utc="2026-11-25T00:00:00Z", driver_version="580.159.04")

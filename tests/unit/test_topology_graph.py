@@ -28,7 +28,7 @@ def _m(probe: str, src: str | None, dst: str | None, value: float, unit: str = "
     return Measurement(probe=probe, status="ok", unit=unit, src=src, dst=dst, stat=stat, samples=[value], **kw)
 
 
-# Figures measured on the same H100 by nvbandwidth v0.8 (../shared/captures/nvbandwidth-h100-2026-11-25.txt).
+# Figures measured on the same H100 by nvbandwidth v0.8 (tests/data/nvbandwidth/nvbandwidth-h100-2026-11-25.txt).
 NVBANDWIDTH_H100 = [
     _m("host_to_device_memcpy_ce", "host", "gpu0", 52.78),
     _m("device_to_host_memcpy_ce", "gpu0", "host", 55.11),
