@@ -252,7 +252,7 @@ class StepCost:
     def _step_time(self, b: Batch, micro: int) -> StepTime:
         graph, padded = self.graph_mode(b)
         share = 1.0 / micro
-        tok = padded * share if graph != GRAPH_NONE else b.tokens * share
+        tok = padded * share  # graph_mode gives the unpadded count when nothing is graphed
         comp = hbm = comm = 0.0
         stage_times = []
         for st in self.stages:

@@ -251,14 +251,17 @@ def _start(kind: str, args: list[str], log_path: Path, log: Any, env_set: dict[s
     """Fork the run from the preloaded interpreter when there is one, else start a fresh interpreter."""
     if preloaded is not None:
         return preloaded.spawn(kind, args, log_path, env_set)
-    env = {**os.environ, **env_set}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_pkg_root(), os.environ.get("PYTHONPATH", "")) if p)
+    env = _child_env(env_set)
     module = "gpuprobe.validate.worker" if kind == "worker" else "gpuprobe.validate.vllm_cli"
     return launch_fresh([opts.python, "-m", module, *args], log, env)
 
 
-def _pkg_root() -> str:
-    return str(Path(gpuprobe.__file__).resolve().parent.parent)
+def _child_env(env_set: dict[str, str]) -> dict[str, str]:
+    """This process's environment with the run's variables, and this gpuprobe first on the child's path."""
+    env = {**os.environ, **env_set}
+    pkg_root = str(Path(gpuprobe.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def run_layout(
@@ -315,13 +318,17 @@ def _supervise(child: Child, opts: ValidateOptions, t0: float, progress: Progres
                 progress(f"{name}: no result after {opts.timeout_s:.0f} s, killing it")
                 break
             time.sleep(SAMPLE_INTERVAL_S)
-    finally:
-        # vLLM's engine and worker processes must not outlive the run (GPU memory for the next layout); an
-        # interrupt takes the whole group down before it is re-raised.
-        end_group(child.pid, grace_s=KILL_GRACE_S, reap=child.poll)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(KILL_GRACE_S)
+    finally:  # an interrupt takes the whole group down before it is re-raised
+        _end(child)
     return timed_out
+
+
+def _end(child: Child) -> None:
+    """End the child's whole process group and reap it: vLLM's engine and worker processes must not outlive the
+    run (GPU memory for the next layout)."""
+    end_group(child.pid, grace_s=KILL_GRACE_S, reap=child.poll)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(KILL_GRACE_S)
 
 
 def _run_offline(layout: ValidationLayout, workloads: list[Workload], model_dir: Path, opts: ValidateOptions,
@@ -395,9 +402,7 @@ def _run_served(layout: ValidationLayout, workloads: list[Workload], model_dir: 
                 error = error or "the server exited during the workloads"
                 break
     finally:
-        end_group(child.pid, reap=child.poll)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(KILL_GRACE_S)
+        _end(child)
     if not error and not timed_out and len(measured.workloads) == len(workloads):
         child.returncode = 0  # stopped by us after its work: not a failure
     return measured, error, timed_out, child
@@ -613,8 +618,7 @@ def _preload(opts: ValidateOptions, pool: PreloadPool, env_set: dict[str, str],
     """The interpreter that imported vLLM once (started on first use); None when it cannot start (the runs
     then start fresh interpreters). Variables vLLM reads at import time (``VLLM_LOGGING_LEVEL``...) key it."""
     assert opts.outdir is not None
-    env = {**os.environ, **env_set, "GPUPROBE_PRELOADED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_pkg_root(), os.environ.get("PYTHONPATH", "")) if p)
+    env = _child_env({**env_set, "GPUPROBE_PRELOADED": "1"})
     known = bool(pool._items)
     key = {k: v for k, v in env_set.items() if k not in PRELOAD_PER_RUN}
     pre = pool.get(opts.python, env, key, opts.outdir / "preload.log")

@@ -17,8 +17,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from gpuprobe.results.validation import LatencyStat, RequestTimes, ValidationLayout, Workload, WorkloadResult
+from gpuprobe.results.validation import RequestTimes, ValidationLayout, Workload, WorkloadResult
 from gpuprobe.validate.loadgen import LoadResult
+from gpuprobe.validate.worker import latency_stat
 
 SERVED_NAME = "gpuprobe-model"
 HOST = "127.0.0.1"
@@ -114,16 +115,6 @@ def serve_args(layout: ValidationLayout, model_dir: Path, port: int) -> list[str
     return args
 
 
-def _stat(values_s: list[float]) -> LatencyStat | None:
-    from gpuprobe.validate.worker import percentile
-
-    ms = sorted(v * 1000.0 for v in values_s if v is not None and math.isfinite(v) and v >= 0)
-    if not ms:
-        return None
-    return LatencyStat(n=len(ms), median_ms=percentile(ms, 50), p90_ms=percentile(ms, 90), mean_ms=sum(ms) / len(ms),
-                       min_ms=ms[0], max_ms=ms[-1], p99_ms=percentile(ms, 99))
-
-
 def workload_result(wl: Workload, load: LoadResult, max_num_seqs: int | None) -> WorkloadResult:
     """The served workload's figures, defined as ``vllm bench serve`` defines them."""
     ok = load.completed
@@ -137,10 +128,10 @@ def workload_result(wl: Workload, load: LoadResult, max_num_seqs: int | None) ->
         res.output_tokens_per_s = load.output_tokens / load.duration_s
         res.total_tokens_per_s = (load.output_tokens + load.input_tokens) / load.duration_s
         res.request_throughput = len(ok) / load.duration_s
-    res.ttft = _stat([r.ttft_s for r in ok if r.ttft_s is not None])
-    res.tpot = _stat([t for r in ok if (t := r.tpot_s) is not None])
-    res.itl = _stat([g for r in ok for g in r.itl_s])
-    res.e2el = _stat([r.e2el_s for r in ok if r.e2el_s is not None])
+    res.ttft = latency_stat([r.ttft_s for r in ok if r.ttft_s is not None])
+    res.tpot = latency_stat([t for r in ok if (t := r.tpot_s) is not None])
+    res.itl = latency_stat([g for r in ok for g in r.itl_s])
+    res.e2el = latency_stat([r.e2el_s for r in ok if r.e2el_s is not None])
     res.latency_source = "streamed /v1/completions, timed per request as vllm bench serve"
     res.requests = RequestTimes(
         start_s=[round(r.start_s, 4) for r in ok],

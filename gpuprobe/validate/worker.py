@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from gpuprobe.predict.perf import percentile
 from gpuprobe.results.serde import from_data, to_data
 from gpuprobe.results.validation import (
     KvCacheCapacity,
@@ -40,17 +41,6 @@ def _progress(msg: str) -> None:
     print(f"[gpuprobe-validate] {msg}", file=sys.stderr, flush=True)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default), q in [0, 100]."""
-    xs = sorted(values)
-    if len(xs) == 1:
-        return xs[0]
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def latency_stat(values_s: list[float]) -> LatencyStat | None:
     ms = [v * 1000.0 for v in values_s if v is not None and math.isfinite(v) and v >= 0]
     if not ms:
@@ -62,6 +52,7 @@ def latency_stat(values_s: list[float]) -> LatencyStat | None:
         mean_ms=sum(ms) / len(ms),
         min_ms=min(ms),
         max_ms=max(ms),
+        p99_ms=percentile(ms, 99),
     )
 
 
