@@ -107,3 +107,10 @@ class VllmUnavailable(GpuprobeError):
 
 class VllmRunFailed(GpuprobeError):
     """A vLLM validation run crashed, ran out of memory or timed out."""
+
+
+def interrupt_reason(exc: KeyboardInterrupt) -> str:
+    """How a run was stopped, for its results file: Ctrl-C, or the signal the CLI raised as an interrupt
+    (``KeyboardInterrupt("SIGTERM")``, see ``gpuprobe.cli.signals``)."""
+    name = str(exc.args[0]) if exc.args else ""
+    return f"stopped by {name}" if name.startswith("SIG") else "interrupted by the user"

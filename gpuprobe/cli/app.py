@@ -8,7 +8,7 @@ Exit codes (the same for every command):
   4  the run finished but some measurements failed or did not verify (results are still written)
   10 qualify: the verdict is WARN (some figure or link fact below the warn band; nothing failed)
   11 qualify: the verdict is FAIL (a figure below the fail band, data that did not verify, a link down)
-  130 interrupted (Ctrl-C); results measured so far are written
+  130 interrupted (Ctrl-C); 143 / 129 stopped by SIGTERM / SIGHUP; results measured so far are written
 Set GPUPROBE_DEBUG=1 to see tracebacks.
 """
 
@@ -20,6 +20,7 @@ import sys
 import typer
 
 from gpuprobe import __version__
+from gpuprobe.cli.signals import SignalsAsInterrupts
 from gpuprobe.errors import GpuprobeError
 
 app = typer.Typer(
@@ -88,8 +89,10 @@ app.command("import", short_help=SHORT["import"])(_importer.import_output)
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     debug = os.environ.get("GPUPROBE_DEBUG") not in (None, "", "0")
+    signals = SignalsAsInterrupts()
     try:
-        app(args=argv, prog_name="gpuprobe", standalone_mode=True)
+        with signals:
+            app(args=argv, prog_name="gpuprobe", standalone_mode=True)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -104,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         code = 130
+    if signals.received is not None:  # typer turns the interrupt into exit 130: say which signal it was
+        print(f"Stopped by {signals.name}; results measured so far are written.", file=sys.stderr)
+        code = 128 + signals.received
     if argv is None:
         sys.exit(code)
     return code

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gpuprobe import __version__
-from gpuprobe.errors import GpuprobeError, MissingDependency, NoGpu
+from gpuprobe.errors import GpuprobeError, MissingDependency, NoGpu, interrupt_reason
 from gpuprobe.options import ProbeOptions
 from gpuprobe.probes import allreduce, copy, latency, local, p2p  # noqa: F401  (register the probes)
 from gpuprobe.probes.core.record import failed, waived
@@ -149,9 +149,9 @@ def run_probes(
                 save_results(results, output)
         results.status = "partial" if any(m.status in ("error", "mismatch") for m in results.measurements) else (
             "complete")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         results.status = "interrupted"
-        results.problems.append("interrupted by the user; the measurements above were kept")
+        results.problems.append(f"{interrupt_reason(exc)}; the measurements above were kept")
         raise
     finally:
         results.run.finished_utc = now_utc()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import gpuprobe
-from gpuprobe.errors import BadModelConfig, NoGpu, UsageError, VllmUnavailable
+from gpuprobe.errors import BadModelConfig, NoGpu, UsageError, VllmUnavailable, interrupt_reason
 from gpuprobe.results.io import read_json
 from gpuprobe.results.serde import SerdeError, from_data, to_data
 from gpuprobe.results.validation import (
@@ -599,9 +599,9 @@ def run_validation(
             msg = f"{tag}: {run.status} in {run.duration_s:.0f} s"
             progress(msg + (f": {run.reason} (log: {run.log_path})" if run.reason else ""))
         runs.status = "complete" if all(r.status == "ok" for r in runs.layouts) else "partial"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         runs.status = "interrupted"
-        runs.problems.append(f"interrupted at {_now()}")
+        runs.problems.append(f"{interrupt_reason(exc)} at {_now()}")
         raise
     finally:
         if opts.pool is None:

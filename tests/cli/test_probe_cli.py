@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +85,35 @@ def test_gloo_all_reduce_through_the_cli(capsys, tmp_path: Path) -> None:
     assert len(ms) == len({m.size_bytes for m in ms}) >= 10
     assert all(m.status == "ok" and m.verified and m.wrong_elements == 0 and m.engine == "gloo" for m in ms)
     assert all(m.value > 0 and m.busbw_gbps == pytest.approx(m.algbw_gbps * 2 * (2 - 1) / 2) for m in ms)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_keep_what_was_measured(tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    """A real gloo all-reduce sweep stopped part-way by SIGTERM or SIGHUP (a scheduler, a dropped SSH session):
+    exit 128 + the signal, one line naming it, and the results file written with the sizes already measured."""
+    pytest.importorskip("torch")
+    out_file = tmp_path / "cpu.json"
+    proc = subprocess.Popen([sys.executable, "-m", "gpuprobe", "probe", "--tests", "all_reduce", "--backend", "gloo",
+                             "--cpu-ranks", "3", "-o", str(out_file)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not _children(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the all-reduce worker processes are up
+    time.sleep(8.0)  # part of the sweep is measured (the whole sweep of 3 ranks takes ~25 s on 2 cores)
+    assert proc.poll() is None, "the sweep ended before the signal"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"Stopped by {sig.name}; results measured so far are written."
+    assert "Traceback" not in err
+    res = load_results(out_file)
+    assert res.status == "interrupted"
+    assert f"stopped by {sig.name}; the measurements above were kept" in res.problems
+    ok = [m for m in res.measurements if m.probe == "all_reduce" and m.status == "ok"]
+    assert ok and all(m.verified for m in ok)
+
+
+def _children(pid: int) -> list[str]:
+    r = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return r.stdout.split()
