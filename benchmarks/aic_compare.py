@@ -3,7 +3,8 @@
     python benchmarks/aic_compare.py
 
 The points are the closed-loop loads of the real `vllm serve` runs on the H200 (vLLM 0.26.0 at its defaults,
-TP1, tests/data/vllm-h200-2026-12-01/{llama-3.1-8b,qwen2.5-14b}-serve.json): concurrency 1 to 256 with
+TP1, tests/data/vllm-h200-2026-12-01/{llama-3.1-8b,qwen2.5-14b,qwen3-30b-a3b,qwen3-8b-fp8}-serve.json; the
+last two on a third machine, FP8 with VLLM_USE_DEEP_GEMM=0): concurrency 1 to 256 with
 ~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator 0.12.0's predictions for
 them are in reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was profiled on vLLM
 0.24.0): once at the nominal prompt lengths the loads were sent with (1,024 / 8,192 words), once at the mean
@@ -12,7 +13,8 @@ prompt lengths the server counted (the words were tokenized to more, or fewer, t
 arrival-rate mode, so the Poisson loads are left out.
 
 gpuprobe's reference calibration was fitted to the Llama-3.1-8B runs (among others), so its Llama column is
-in-sample; the Qwen2.5-14B column is held out. AIC was fitted to neither.
+in-sample; the Qwen2.5-14B, Qwen3-30B-A3B and Qwen3-8B-FP8 serving runs are held out (the two Qwen3 models'
+offline runs are in its fit set). AIC was fitted to none of them.
 """
 
 from __future__ import annotations
@@ -31,10 +33,15 @@ from gpuprobe.validate.store import load_runs  # noqa: E402
 DATA = ROOT / "tests" / "data" / "vllm-h200-2026-12-01"
 REPORT = ROOT / "reports" / "h200-2026-12-01"
 SYSTEM = DATA / "probe-machine1.json"
-RUNS = {"Llama-3.1-8B": (DATA / "llama-3.1-8b-serve.json", "fit"),
-        "Qwen2.5-14B": (DATA / "qwen2.5-14b-serve.json", "held out")}
+RUNS = {"Llama-3.1-8B": (DATA / "llama-3.1-8b-serve.json", SYSTEM, "fit"),
+        "Qwen2.5-14B": (DATA / "qwen2.5-14b-serve.json", SYSTEM, "held out"),
+        "Qwen3-30B-A3B": (DATA / "qwen3-30b-a3b-serve.json", DATA / "probe-machine3.json", "held out"),
+        "Qwen3-8B-FP8": (DATA / "qwen3-8b-fp8-serve.json", DATA / "probe-machine3.json", "held out")}
 AIC = {"AIC (nominal lengths)": REPORT / "aic-0.12.0.json",
        "AIC (counted lengths)": REPORT / "aic-0.12.0-recorded-lengths.json"}
+AIC_MACHINE3 = REPORT / "aic-0.12.0-machine3.json"
+"""AIC for the MoE and FP8 runs (machine 3), sent with the tokenizer that counts one token a word: the nominal
+and the counted lengths are the same, so both AIC columns take these."""
 FIGURES = (("output_tokens_per_s", "output_tokens_per_s_all_tokens", "tok/s"), ("ttft_ms", "ttft_ms", "TTFT ms"),
            ("tpot_ms", "tpot_ms", "TPOT ms"))
 
@@ -44,19 +51,20 @@ def _aic(path: Path) -> dict[tuple[str, int, int], dict]:
     out = {}
     for p in json.loads(path.read_text())["points"]:
         inp = p["input"]
-        model = "Llama-3.1-8B" if "llama" in inp["model"].lower() else "Qwen2.5-14B"
+        model = "Llama-3.1-8B" if "llama" in inp["model"].lower() else "Qwen2.5-14B" \
+            if "2.5" in inp["model"] else inp["model"]
         nominal = inp.get("nominal_input_len", inp["input_len"])
         out[(model, inp["concurrency"], nominal)] = p
     return out
 
 
 def rows() -> list[dict]:
-    aic = {name: _aic(path) for name, path in AIC.items()}
+    aic = {name: {**_aic(path), **_aic(AIC_MACHINE3)} for name, path in AIC.items()}
     out = []
-    for model, (path, role) in RUNS.items():
+    for model, (path, system, role) in RUNS.items():
         runs = load_runs(path)
         run = runs.layouts[0]
-        cmp = {(f.figure, f.workload): f for f in compare_run(runs, run, system=SYSTEM).figures}
+        cmp = {(f.figure, f.workload): f for f in compare_run(runs, run, system=system).figures}
         assert run.measured is not None
         for w in run.measured.workloads:
             wl = w.workload
@@ -92,7 +100,7 @@ def main() -> int:
             for fig, _, _ in FIGURES:
                 errs = [abs(e) for r in sel if (e := _err(r[f"{pred} {fig}"], r[f"measured {fig}"])) is not None]
                 cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
-            label = "Qwen2.5-14B (held out for gpuprobe)" if role == "held out" else "both models"
+            label = "Qwen2.5-14B, Qwen3-30B-A3B, Qwen3-8B-FP8 (held out)" if role == "held out" else "all four"
             print(f"| {pred} | {label} | " + " | ".join(cells) + " |")
     print("\n## Every point (measured, then each prediction with its error)\n")
     head = "| model | c | prompt (sent → counted) |"

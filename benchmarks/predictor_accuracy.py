@@ -6,12 +6,16 @@
 The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; README.md there):
 
   fit set      H200 machine 1: Llama-3.1-8B shape offline (6 batches) and served (7 loads), Llama-3.2-1B shape
-               offline (3 engine starts); H100 machine 1: Llama-3.2-1B and Llama-3.1-8B shapes, eager and
-               CUDA graphs. The shipped defaults (``gpuprobe.predict.calibration.Calibration``) are the factors
-               fitted to these runs and nothing else (``--fit``).
-  held out     H200 machine 1: Qwen2.5-14B shape offline and served; H200 machine 2: Qwen3-30B-A3B (MoE)
-               offline; H100 machine 2: Llama-3.2-1B, Llama-3.2-3B, Qwen2.5-7B and Llama-3.1-8B shapes, eager
-               and graphs (another machine, two models never seen, and the GPU kind the H200 runs are not).
+               offline (3 engine starts); H200 machine 3: Llama-3.1-8B eager, Qwen3-30B-A3B (MoE) offline with
+               CUDA graphs and eager, Qwen3-8B-FP8 offline; H100 machine 1: Llama-3.2-1B and Llama-3.1-8B
+               shapes, eager and CUDA graphs. The shipped defaults (``gpuprobe.predict.calibration.Calibration``)
+               are the factors fitted to these runs and nothing else (``--fit``).
+  held out     H200 machine 1: Qwen2.5-14B shape offline and served; H200 machine 3: Mixtral-8x7B (MoE) offline,
+               Qwen3-30B-A3B and Qwen3-8B-FP8 served; H100 machine 2: Llama-3.2-1B, Llama-3.2-3B, Qwen2.5-7B and
+               Llama-3.1-8B shapes, eager and graphs (other machines, models never seen, and serving never
+               fitted on those models).
+  KV only      H200 machine 2: Qwen3-8B-FP8 (its engine never finished DeepGEMM's warm-up) and Qwen3-30B-A3B
+               (its batches JIT-compiled fused-MoE kernels while timed; measured again warm on machine 3).
   spread       H200: the 1B offline engine started three times; H100 machine 3: the 1B started twice.
 
 Every figure is the median of the requests of one workload (TTFT, TPOT, ITL) or the workload's output tokens
@@ -47,20 +51,28 @@ FIT = [
     (H200 / "llama-3.2-1b-graphs.json", H200 / "probe-machine1.json"),
     (H100 / "machine1-validation-1b.json", H100_M1_SYSTEM),
     (H100 / "machine1-validation-8b.json", H100_M1_SYSTEM),
+    (H200 / "llama-3.1-8b-eager.json", H200 / "probe-machine3.json"),
+    (H200 / "qwen3-30b-a3b-eager.json", H200 / "probe-machine3.json"),
+    (H200 / "qwen3-8b-fp8-graphs-warm.json", H200 / "probe-machine3.json"),
+    (H200 / "qwen3-30b-a3b-graphs-warm.json", H200 / "probe-machine3.json"),
 ]
 HELD_OUT = [
     (H200 / "qwen2.5-14b-graphs.json", H200 / "probe-machine1.json"),
     (H200 / "qwen2.5-14b-serve.json", H200 / "probe-machine1.json"),
-    (H200 / "qwen3-30b-a3b-graphs.json", H200 / "probe-machine2.json"),
+    (H200 / "qwen3-30b-a3b-serve.json", H200 / "probe-machine3.json"),
+    (H200 / "mixtral-8x7b-graphs-warm.json", H200 / "probe-machine3.json"),
+    (H200 / "qwen3-8b-fp8-serve.json", H200 / "probe-machine3.json"),
     *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
 ]
-KV_ONLY = [(H200 / "qwen3-8b-fp8-graphs.json", H200 / "probe-machine2.json")]
+KV_ONLY = [(H200 / "qwen3-8b-fp8-graphs.json", H200 / "probe-machine2.json"),
+           (H200 / "qwen3-30b-a3b-graphs.json", H200 / "probe-machine2.json")]
 SPREAD = [H200 / "llama-3.2-1b-graphs.json"]
 
 FIGURES = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "itl_ms")
 FITTED = [
     "hbm_efficiency", "prefill_compute_efficiency", "decode_compute_efficiency", "attention_efficiency",
-    "gemm_half_hidden", "gpu_per_layer_us", *HOST_FACTORS,
+    "gemm_half_hidden", "fp8_gemm_efficiency", "gpu_per_layer_us", "fp8_per_layer_us", "moe_per_layer_us",
+    *HOST_FACTORS,
 ]
 """Factors fitted (the all-reduce and PP factors need multi-GPU runs, which these are not)."""
 
@@ -94,7 +106,7 @@ def _load(files: list[tuple[Path, Path]]) -> list[tuple[object, str]]:
     return [(load_runs(f), str(s)) for f, s in files]
 
 
-def points(label: str, files: list[tuple[Path, Path]], cal: Calibration) -> list[Point]:
+def points(label: str, files: list[tuple[Path, Path]], cal: Calibration, kv_only: bool = False) -> list[Point]:
     from gpuprobe.validate import adapter
 
     out = []
@@ -106,7 +118,7 @@ def points(label: str, files: list[tuple[Path, Path]], cal: Calibration) -> list
                 dataclasses.replace(req, calibration=c)))
             raw = cmp.prediction.get("workloads", {})
             for f in cmp.figures:
-                if f.measured is None or (f.figure != "kv_cache_tokens" and f.figure not in FIGURES):
+                if f.measured is None or (f.figure != "kv_cache_tokens" and (kv_only or f.figure not in FIGURES)):
                     continue
                 rng = {"output_tokens_per_s": "output_tokens_per_s_range", "ttft_ms": "ttft_ms_range",
                        "tpot_ms": "tpot_ms_range"}.get(f.figure)
@@ -130,14 +142,16 @@ def _pct(x: float | None) -> str:
 
 def summary(pts: list[Point]) -> list[str]:
     rows = ["| set | figure | points | median abs error | within 10 % | band covers |", "|---|---|---:|---:|---:|---:|"]
-    for label in ("fit", "held out"):
+    groups = (("fit", "fit", None), ("held out", "held out", None), ("held out, served", "held out", "served"))
+    for name, label, mode in groups:
         for fig in ("kv_cache_tokens", *FIGURES):
-            sel = [p for p in pts if p.set == label and p.figure == fig and p.err is not None]
+            sel = [p for p in pts if p.set == label and p.figure == fig and p.err is not None
+                   and (mode is None or p.mode == mode)]
             if not sel:
                 continue
             errs = [abs(p.err) for p in sel if p.err is not None]
             cov = [p.covered for p in sel if p.covered is not None]
-            rows.append(f"| {label} | {fig} | {len(sel)} | {100 * statistics.median(errs):.1f} % | "
+            rows.append(f"| {name} | {fig} | {len(sel)} | {100 * statistics.median(errs):.1f} % | "
                         f"{sum(e <= 0.10 for e in errs)} / {len(errs)} | "
                         + (f"{sum(cov)} / {len(cov)}" if cov else "—") + " |")
     return rows
@@ -173,7 +187,7 @@ def main() -> int:
         cal = dataclasses.replace(cal, source="reference fit (benchmarks/predictor_accuracy.py --fit)")
         args.fit.write_text(json.dumps({k: v for k, v in to_data(cal).items() if k != "memory"}, indent=1) + "\n")
         print(f"fitted calibration written to {args.fit}", file=sys.stderr)
-    pts = points("fit", FIT, cal) + points("held out", HELD_OUT + KV_ONLY, cal)
+    pts = points("fit", FIT, cal) + points("held out", HELD_OUT, cal) + points("held out", KV_ONLY, cal, kv_only=True)
     print("## Summary\n")
     print("\n".join(summary(pts)))
     print("\n## Start-to-start spread of the same engine\n")

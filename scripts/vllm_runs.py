@@ -5,7 +5,7 @@
 PLAN.json is a list of entries, each one ``gpuprobe validate`` call:
 ``{"name", "config": PATH (a config.json, relative to the repository), "config_overrides": {...},
 "layout": {ValidationLayout fields}, "serve": bool, "workloads": ["n=..,in=..,out=..[,c=..][,rate=..]"],
-"starts": N, "env": {...}, "timeout_s": S}``. Each writes OUTDIR/NAME.json (the validation file) and
+"starts": N, "env": {...}, "timeout_s": S, "warm_each": bool}``. Each writes OUTDIR/NAME.json (the validation file) and
 OUTDIR/NAME-logs/. Entries run in order; once ``--deadline-s`` has passed since the start, the rest are
 skipped (the plan lists the most important first). Progress lines go to stdout with the elapsed time, and
 OUTDIR/progress.txt records each entry's outcome as it ends.
@@ -66,6 +66,7 @@ def main() -> int:
                 model=str(model), layouts=layouts, workloads=[parse_workload(w) for w in entry["workloads"]],
                 output=args.outdir / f"{name}.json", outdir=args.outdir / f"{name}-logs",
                 timeout_s=float(entry.get("timeout_s", 600)), env=dict(entry.get("env", {})), pool=pool,
+                warm_each=bool(entry.get("warm_each", False)),
             )  # fmt: skip
             say(f"{name}: start")
             try:

@@ -49,6 +49,10 @@ def validate(
         None, "--max-num-batched-tokens", help="vLLM max_num_batched_tokens (default: vLLM's)."
     ),
     timeout_s: float = typer.Option(900.0, "--timeout-s", help="Hard limit per layout, in seconds."),
+    warm_each: bool = typer.Option(
+        False, "--warm-each", help="Run each workload once, short, before timing it (kernels compiled on first use of "
+        "a batch shape, e.g. MoE, are then not timed)."
+    ),
     starts: int = typer.Option(
         1, "--starts", help="Start each layout's engine this many times (shows how far its speed moves between starts)."
     ),
@@ -114,6 +118,7 @@ def validate(
             model=model, layouts=layouts, workloads=workloads, output=output, outdir=outdir, timeout_s=timeout_s,
             force=force, retry_failed=retry_failed, env=parse_env(env), python=python or sys.executable,
             compare=cmp.comparer(system=system, calibration=calibration), preload=preload,
+            warm_each=warm_each,
         )  # fmt: skip
         all_runs = [runner.run_validation(opts, progress=out.info, command=sys.argv)]
         out.info(f"validation file: {opts.output} (logs in {opts.outdir})")

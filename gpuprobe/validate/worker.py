@@ -6,7 +6,8 @@ so a crash part-way keeps what was measured. The exit code is 0 when everything 
 
 SPEC.json holds: ``model_dir`` (absolute path of a directory with ``config.json``), ``layout`` (a
 ``ValidationLayout`` as data), ``workloads`` (list of ``Workload`` data), ``result_path``, ``seed``,
-``warmup`` (bool).
+``warmup`` (bool: one tiny run before the first workload), ``warm_each`` (bool: each workload run once with
+at most ``WARM_OUTPUT_TOKENS`` output tokens before it is timed).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from gpuprobe.results.validation import (
 )
 from gpuprobe.validate.logparse import one_line
 
+WARM_OUTPUT_TOKENS = 8
+"""Output tokens of the untimed copy of a workload that ``warm_each`` runs first (its batch shapes, briefly)."""
 MAX_TOKEN_ID = 10000
 """Prompt token ids are drawn from [0, min(vocab_size, MAX_TOKEN_ID)) (like ``vllm bench latency``)."""
 
@@ -253,6 +256,10 @@ class Worker:
                 _progress(f"warm-up done in {time.perf_counter() - t0:.2f} s")
             for wl in self.workloads:
                 try:
+                    if self.spec.get("warm_each", False):
+                        _, took = self.generate(llm, wl.num_requests, wl.input_len,
+                                                min(wl.output_len, WARM_OUTPUT_TOKENS))
+                        _progress(f"{wl.label}: warmed in {took:.2f} s")
                     res = self.run_workload(llm, wl)
                     _progress(f"{wl.label}: {res.output_tokens_per_s:.1f} output tok/s in {res.elapsed_s:.2f} s")
                 except Exception as exc:  # noqa: BLE001

@@ -2,7 +2,7 @@
 spread of host-bound engines, and the speed figures on runs the reference calibration was not fitted to.
 
 Data (tests/data/vllm-h200-2026-12-01/README.md, tests/data/vllm-h100-2026-11-25/README.md): engines on an
-H100 80GB HBM3 (three machines) and an H200 (two machines). The exact accuracy figures are the benchmark's
+H100 80GB HBM3 (three machines) and an H200 (three machines). The exact accuracy figures are the benchmark's
 (``python benchmarks/predictor_accuracy.py``); the bounds here guard them against regressions.
 """
 
@@ -128,20 +128,85 @@ def test_host_bound_engines_move_between_starts() -> None:
 
 
 def test_held_out_accuracy_of_the_shipped_defaults() -> None:
-    """Runs the reference calibration never saw (other models, another machine, the other GPU kind, MoE):
-    median |error| of output tokens/s and TPOT within 15 %, TTFT within 25 %, and the band covers at least
-    75 % of measured points (the benchmark reports the exact figures)."""
+    """Runs the reference calibration never saw (other models, other machines, the other GPU kind, an MoE model
+    never seen, MoE and FP8 serving): median |error| of output tokens/s within 7 %, TPOT within 10 %, TTFT within
+    22 %, and the band covers at least 85 % of measured points (the benchmark reports the exact figures: 5.0 %,
+    6.5 %, 17.3 %, 91 %)."""
     pts = [p for p in bench.points("held out", bench.HELD_OUT, Calibration()) if p.figure != "kv_cache_tokens"]
-    assert len(pts) >= 100
+    assert len(pts) >= 150
 
     def med(fig: str) -> float:
         return statistics.median(abs(p.err) for p in pts if p.figure == fig and p.err is not None)
 
-    assert med("output_tokens_per_s") <= 0.15
-    assert med("tpot_ms") <= 0.15
-    assert med("ttft_ms") <= 0.25
+    assert med("output_tokens_per_s") <= 0.07
+    assert med("tpot_ms") <= 0.10
+    assert med("ttft_ms") <= 0.22
     covered = [p.covered for p in pts if p.covered is not None]
-    assert len(covered) >= 100 and sum(covered) / len(covered) >= 0.75
+    assert len(covered) >= 150 and sum(covered) / len(covered) >= 0.85
+
+
+def _tpot(path: Path, label: str) -> tuple[float, float]:
+    """(measured, predicted) median TPOT of one workload of a run, on the run's own machine."""
+    runs = load_runs(path)
+    (run,) = runs.layouts
+    cmp = compare.compare_run(runs, run, system=H200 / "probe-machine3.json")
+    figs = {(f.figure, f.workload): f for f in cmp.figures}
+    f = figs[("tpot_ms", label)]
+    assert f.measured is not None and f.predicted is not None
+    return f.measured, f.predicted
+
+
+def test_moe_decode_above_the_capture_sizes_costs_less_compiled_than_eager() -> None:
+    """Qwen3-30B-A3B decoding 1,024 requests (steps above the largest CUDA-graph size, 512): the compiled engine's
+    steps (no graph, torch.compile'd code) took 82 ms, the eager engine's 125 ms, both set by the host's
+    per-layer fused-MoE dispatch; the model orders them the same way and puts each within 25 %."""
+    wl = "n=1024,in=128,out=128"
+    compiled = _tpot(H200 / "qwen3-30b-a3b-graphs-warm.json", wl)
+    eager = _tpot(H200 / "qwen3-30b-a3b-eager.json", wl)
+    assert eager[0] > 1.3 * compiled[0]
+    assert eager[1] > 1.1 * compiled[1]
+    for measured, predicted in (compiled, eager):
+        assert predicted == pytest.approx(measured, rel=0.25)
+
+
+def test_warm_moe_batches_are_faster_than_the_ones_that_compiled_kernels() -> None:
+    """The same Qwen3-30B-A3B engine shape on two H200 machines: the run that JIT-compiled fused-MoE kernels while
+    timed (vLLM's jit_monitor warned in its log) measured under half the warm run's speed at 128 and 1,024
+    requests; at one request, where nothing new compiled, the two agree within 5 %."""
+    def tok(name: str) -> dict[str, float]:
+        (run,) = load_runs(H200 / name).layouts
+        return {lab: v for (fig, lab), v in compare.measured_figures(run).items() if fig == "output_tokens_per_s"}
+
+    cold, warm = tok("qwen3-30b-a3b-graphs.json"), tok("qwen3-30b-a3b-graphs-warm.json")
+    for wl in ("n=128,in=512,out=128", "n=1024,in=128,out=128"):
+        assert cold[wl] < 0.6 * warm[wl]
+    assert cold["n=1,in=128,out=256"] == pytest.approx(warm["n=1,in=128,out=256"], rel=0.05)
+
+
+def test_fp8_steps_pay_the_fitted_activation_quantization_per_layer() -> None:
+    """A decode step of the FP8 engine is longer by layers x fp8_per_layer_us than it would be without that term;
+    a BF16 engine's is not touched by it."""
+    from dataclasses import replace
+
+    from gpuprobe.predict.layouts import assign_gpus
+    from gpuprobe.predict.model_spec import load_model_spec
+    from gpuprobe.predict.options import ServeOptions
+    from gpuprobe.predict.recommend import predict_layout_memory
+    from gpuprobe.predict.stepcost import Batch, StepCost
+    from gpuprobe.predict.system import system_from_results
+    from gpuprobe.results.io import load_results
+
+    sysp = system_from_results(load_results(H200 / "probe-machine3.json"), name="H200")
+    b = Batch(tokens=1, seqs=1, context_tokens=512, sampled=1)
+    cal = Calibration()
+    for name, fp8 in (("qwen3-8b-fp8", True), ("qwen3-8b", False)):
+        spec = load_model_spec(ROOT / "tests" / "data" / "configs" / f"{name}.json")
+        layout = assign_gpus(sysp, 1, 1, 1)
+        mem = predict_layout_memory(spec, sysp, layout, ServeOptions(), cal)
+        with_term = StepCost(spec, sysp, layout, 0, mem, cal).step_time(b).gpu_s
+        without = StepCost(spec, sysp, layout, 0, mem, replace(cal, fp8_per_layer_us=0.0)).step_time(b).gpu_s
+        extra = spec.num_layers * cal.fp8_per_layer_us * 1e-6 if fp8 else 0.0
+        assert with_term - without == pytest.approx(extra, abs=1e-9), name
 
 
 def test_refit_on_one_engine_lowers_its_error() -> None:

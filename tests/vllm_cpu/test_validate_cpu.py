@@ -118,7 +118,9 @@ def test_timeout_kills_the_run(tmp_path: Path, model_dir: Path) -> None:
 
 
 def test_starts_twice_records_both_and_says_how_far_they_moved(tmp_path: Path, model_dir: Path, capsys) -> None:
-    code, data = _validate(tmp_path, model_dir, "--layout", "tp=1", "--starts", "2",
+    """Also --warm-each: every workload runs once, short and untimed, before its timed run (said in the log and
+    kept in the file's options)."""
+    code, data = _validate(tmp_path, model_dir, "--layout", "tp=1", "--starts", "2", "--warm-each",
                            "--workload", "n=4,in=32,out=8", "--timeout-s", "300")  # fmt: skip
     assert code == 0, [(r["layout"]["start"], r["status"], r["reason"]) for r in data["layouts"]]
     runs = data["layouts"]
@@ -126,6 +128,8 @@ def test_starts_twice_records_both_and_says_how_far_they_moved(tmp_path: Path, m
     assert runs[0]["log_path"] != runs[1]["log_path"]
     for r in runs:
         assert r["status"] == "ok" and r["measured"]["workloads"][0]["output_tokens_per_s"] > 0
+        assert "n=4,in=32,out=8: warmed in" in Path(r["log_path"]).read_text()
+    assert data["run"]["options"]["warm_each"] is True
     out = capsys.readouterr().out
     assert "tp1-pp1-eager: 2 engine starts; output tokens/s moved up to" in " ".join(out.split())
 

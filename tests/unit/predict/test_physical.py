@@ -105,15 +105,18 @@ def falls(values: list[float]) -> list[str]:
 
 
 # --- throughput and TPOT against concurrency ---------------------------------------------------------------------
-KV_RECOMPUTE = ("throughput falls once the KV cache runs out (3,543 tok/s at 256 clients, 3,452 at 512 with 269 "
+KV_RECOMPUTE = ("throughput falls once the KV cache runs out (3,718 tok/s at 256 clients, 3,642 at 512 with 269 "
                 "preemptions): each preemption recomputes what the prefix cache lost of the prompt and the tokens "
                 "generated so far (a real engine loses throughput to preemption too)")
-LOCK_STEP = ("median TPOT falls from 16 to 32 clients (5.18 -> 5.10 ms, mean 5.12 -> 5.30): identical requests move "
-             "in lock-step waves and the median of the two-valued per-request TPOT flips between the values")
+KV_RECOMPUTE_MOE = ("as KV_RECOMPUTE, for the MoE shape: 7,201 tok/s at 512 clients, 7,150 at 1,024 with the KV cache "
+                    "full and 434 preemptions")
+LOCK_STEP = ("median TPOT falls from 16 to 32 clients (10.04 -> 9.73 ms): identical requests move in lock-step "
+             "waves and the median of the few-valued per-request TPOT flips between the values")
 
 
 @pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({
-    ("qwen2.5-14b-instruct", "H200", (1024, 256)): KV_RECOMPUTE}))
+    ("qwen2.5-14b-instruct", "H200", (1024, 256)): KV_RECOMPUTE,
+    ("qwen3-30b-a3b", "H200", (1024, 256)): KV_RECOMPUTE_MOE}))
 def test_throughput_never_falls_as_concurrency_rises(name: str, sysname: str, shape: tuple[int, int, int], il: int,
                                                      ol: int) -> None:
     runs = sweep(name, sysname, shape, il, ol)
@@ -122,7 +125,7 @@ def test_throughput_never_falls_as_concurrency_rises(name: str, sysname: str, sh
 
 
 @pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({
-    ("llama-3.1-8b", "H200", (128, 128)): LOCK_STEP}))
+    ("llama-3.1-70b", "8xH100", (128, 128)): LOCK_STEP}))
 def test_median_tpot_never_falls_as_concurrency_rises(name: str, sysname: str, shape: tuple[int, int, int], il: int,
                                                       ol: int) -> None:
     """Once the KV cache is full the batch stops growing and TPOT is flat (within PLATEAU: preemptions move it)."""
@@ -133,12 +136,7 @@ def test_median_tpot_never_falls_as_concurrency_rises(name: str, sysname: str, s
         assert p.tpot_ms == pytest.approx(runs[full].tpot_ms, rel=PLATEAU)
 
 
-FRONT_END_DIP = ("--max-num-seqs 64, 128 + 128 tokens: 4,987 tok/s at 64 clients, 4,928 at 128: with a queue, the "
-                 "API server takes in the next 64 requests (0.8 ms each) while it streams the running wave's tokens")
-
-
-@pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({
-    ("llama-3.1-70b", "8xH100", (128, 128)): FRONT_END_DIP}))
+@pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({}))
 def test_throughput_goes_flat_once_max_num_seqs_binds(name: str, sysname: str, shape: tuple[int, int, int], il: int,
                                                       ol: int) -> None:
     """--max-num-seqs 64: with 64 clients per replica every slot is taken but sits idle while its client turns
@@ -304,9 +302,18 @@ def binding_limit(p: PerfPrediction, replicas: int, c: int, prev: tuple[int, Per
     return "clients"
 
 
+OUT_OF_PHASE = ("qwen3-30b-a3b, 2 -> 4 clients: TP4 x2 (519.6 -> 907.5 tok/s) loses the top to TP4 PP2 (513.2 -> "
+                "952.4), both host-bound ('overhead') and scaling: two clients per replica fall out of phase, so a "
+                "replica's steps mix one request's prompt with the other's decode (piecewise graphs) where the two "
+                "micro-batches of PP2 stay in step")
+
+
 @pytest.mark.parametrize(("name", "il", "ol"), [
-    ("llama-3.1-8b", 1024, 256), ("qwen3-30b-a3b", 1024, 256), ("llama-3.1-70b", 8192, 64),
-], ids=["llama-3.1-8b-1024/256", "qwen3-30b-a3b-1024/256", "llama-3.1-70b-8192/64"])
+    pytest.param("llama-3.1-8b", 1024, 256, id="llama-3.1-8b-1024/256"),
+    pytest.param("qwen3-30b-a3b", 1024, 256, id="qwen3-30b-a3b-1024/256",
+                 marks=pytest.mark.xfail(strict=True, reason=OUT_OF_PHASE)),
+    pytest.param("llama-3.1-70b", 8192, 64, id="llama-3.1-70b-8192/64"),
+])
 def test_the_ranking_only_changes_where_the_bottleneck_does(name: str, il: int, ol: int) -> None:
     """``recommend`` on the 8-GPU system (throughput objective) for 1, 2, 4, ..., 128 clients.
 
