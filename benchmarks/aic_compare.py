@@ -3,14 +3,15 @@
     python benchmarks/aic_compare.py
 
 The points are the closed-loop loads of the real `vllm serve` runs on the H200 (vLLM 0.26.0 at its defaults,
-TP1, tests/data/vllm-h200-2026-12-01/{llama-3.1-8b,qwen2.5-14b,qwen3-30b-a3b,qwen3-8b-fp8}-serve.json; the
-last two on a third machine, FP8 with VLLM_USE_DEEP_GEMM=0): concurrency 1 to 256 with
-~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator 0.12.0's predictions for
-them are in reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was profiled on vLLM
-0.24.0): once at the nominal prompt lengths the loads were sent with (1,024 / 8,192 words), once at the mean
-prompt lengths the server counted (the words were tokenized to more, or fewer, tokens: Llama ~1,734 and
-~13,875, Qwen ~710 and ~5,684). gpuprobe is given the lengths the server counted, per request. AIC has no
-arrival-rate mode, so the Poisson loads are left out.
+TP1, tests/data/vllm-h200-2026-12-01/{llama-3.1-8b-serve-warm,qwen2.5-14b-serve,qwen3-30b-a3b-serve,
+qwen3-8b-fp8-serve}.json; all but the Qwen2.5-14B on later machines with the fixed one-token-a-word tokenizer,
+FP8 with VLLM_USE_DEEP_GEMM=0): concurrency 1 to 256 with ~1K-token prompts and 16 with ~8K-token prompts, 128
+output tokens. AIConfigurator 0.12.0's predictions for them are in reports/h200-2026-12-01/ (made with
+benchmarks/aic_points.py; its database was profiled on vLLM 0.24.0): once at the nominal prompt lengths the
+loads were sent with (1,024 / 8,192 words), once at the mean prompt lengths the server counted (the Qwen2.5-14B
+run's words were tokenized to fewer tokens, ~710 and ~5,684; for the other runs the two are the same). gpuprobe
+is given the lengths the server counted, per request. AIC has no arrival-rate mode, so the Poisson loads are
+left out.
 
 gpuprobe's reference calibration was fitted to the Llama-3.1-8B runs (among others), so its Llama column is
 in-sample; the Qwen2.5-14B, Qwen3-30B-A3B and Qwen3-8B-FP8 serving runs are held out (the two Qwen3 models'
@@ -33,7 +34,7 @@ from gpuprobe.validate.store import load_runs  # noqa: E402
 DATA = ROOT / "tests" / "data" / "vllm-h200-2026-12-01"
 REPORT = ROOT / "reports" / "h200-2026-12-01"
 SYSTEM = DATA / "probe-machine1.json"
-RUNS = {"Llama-3.1-8B": (DATA / "llama-3.1-8b-serve.json", SYSTEM, "fit"),
+RUNS = {"Llama-3.1-8B": (DATA / "llama-3.1-8b-serve-warm.json", DATA / "probe-machine3.json", "fit"),
         "Qwen2.5-14B": (DATA / "qwen2.5-14b-serve.json", SYSTEM, "held out"),
         "Qwen3-30B-A3B": (DATA / "qwen3-30b-a3b-serve.json", DATA / "probe-machine3.json", "held out"),
         "Qwen3-8B-FP8": (DATA / "qwen3-8b-fp8-serve.json", DATA / "probe-machine3.json", "held out")}
@@ -77,6 +78,8 @@ def rows() -> list[dict]:
                 row[f"measured {fig}"] = f.measured
                 row[f"gpuprobe {fig}"] = f.predicted
                 for name, pts in aic.items():
+                    if row["counted_in"] == wl.input_len:  # one token a word: the nominal answer is the counted one
+                        pts = aic[next(iter(AIC))]
                     p = pts.get((model, wl.concurrency, wl.input_len))
                     row[f"{name} {fig}"] = p.get(aic_key) if p and p.get("ok") else None
             out.append(row)

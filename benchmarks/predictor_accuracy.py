@@ -5,17 +5,21 @@
 
 The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; README.md there):
 
-  fit set      H200 machine 1: Llama-3.1-8B shape offline (6 batches) and served (7 loads), Llama-3.2-1B shape
-               offline (3 engine starts); H200 machine 3: Llama-3.1-8B eager, Qwen3-30B-A3B (MoE) offline with
-               CUDA graphs and eager, Qwen3-8B-FP8 offline; H100 machine 1: Llama-3.2-1B and Llama-3.1-8B
-               shapes, eager and CUDA graphs. The shipped defaults (``gpuprobe.predict.calibration.Calibration``)
-               are the factors fitted to these runs and nothing else (``--fit``).
+  fit set      H200 machine 1: Llama-3.1-8B shape offline (6 batches), Llama-3.2-1B shape offline (3 engine
+               starts); H200 machine 3: Llama-3.1-8B eager, Qwen3-30B-A3B (MoE) offline with CUDA graphs and
+               eager, Qwen3-8B-FP8 offline; H200 machine 4: Llama-3.1-8B served (7 loads; predicted on machine
+               3's probe, machine 4 was not probed); H100 machine 1: Llama-3.2-1B and Llama-3.1-8B shapes, eager
+               and CUDA graphs. The shipped defaults (``gpuprobe.predict.calibration.Calibration``) are the
+               factors fitted to these runs and nothing else (``--fit``).
   held out     H200 machine 1: Qwen2.5-14B shape offline and served; H200 machine 3: Mixtral-8x7B (MoE) offline,
                Qwen3-30B-A3B and Qwen3-8B-FP8 served; H100 machine 2: Llama-3.2-1B, Llama-3.2-3B, Qwen2.5-7B and
                Llama-3.1-8B shapes, eager and graphs (other machines, models never seen, and serving never
                fitted on those models).
-  KV only      H200 machine 2: Qwen3-8B-FP8 (its engine never finished DeepGEMM's warm-up) and Qwen3-30B-A3B
-               (its batches JIT-compiled fused-MoE kernels while timed; measured again warm on machine 3).
+  KV only      H200 machine 1: Llama-3.1-8B served through the synthetic tokenizer before its fix (a word split
+               into about 1.7 tokens, so the API server's costs are not a working tokenizer's; measured again
+               on machine 4). H200 machine 2: Qwen3-8B-FP8 (its engine never finished DeepGEMM's warm-up) and
+               Qwen3-30B-A3B (its batches JIT-compiled fused-MoE kernels while timed; measured again warm on
+               machine 3).
   spread       H200: the 1B offline engine started three times; H100 machine 3: the 1B started twice.
 
 Every figure is the median of the requests of one workload (TTFT, TPOT, ITL) or the workload's output tokens
@@ -47,7 +51,7 @@ H100_M1_SYSTEM = ROOT / "tests" / "data" / "h100-probe-2026-11-25.json"
 
 FIT = [
     (H200 / "llama-3.1-8b-graphs.json", H200 / "probe-machine1.json"),
-    (H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),
+    (H200 / "llama-3.1-8b-serve-warm.json", H200 / "probe-machine3.json"),
     (H200 / "llama-3.2-1b-graphs.json", H200 / "probe-machine1.json"),
     (H100 / "machine1-validation-1b.json", H100_M1_SYSTEM),
     (H100 / "machine1-validation-8b.json", H100_M1_SYSTEM),
@@ -64,7 +68,8 @@ HELD_OUT = [
     (H200 / "qwen3-8b-fp8-serve.json", H200 / "probe-machine3.json"),
     *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
 ]
-KV_ONLY = [(H200 / "qwen3-8b-fp8-graphs.json", H200 / "probe-machine2.json"),
+KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),
+           (H200 / "qwen3-8b-fp8-graphs.json", H200 / "probe-machine2.json"),
            (H200 / "qwen3-30b-a3b-graphs.json", H200 / "probe-machine2.json")]
 SPREAD = [H200 / "llama-3.2-1b-graphs.json"]
 

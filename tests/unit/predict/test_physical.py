@@ -105,12 +105,14 @@ def falls(values: list[float]) -> list[str]:
 
 
 # --- throughput and TPOT against concurrency ---------------------------------------------------------------------
-KV_RECOMPUTE = ("throughput falls once the KV cache runs out (3,718 tok/s at 256 clients, 3,642 at 512 with 269 "
+KV_RECOMPUTE = ("throughput falls once the KV cache runs out (3,783 tok/s at 256 clients, 3,722 at 512 with 269 "
                 "preemptions): each preemption recomputes what the prefix cache lost of the prompt and the tokens "
                 "generated so far (a real engine loses throughput to preemption too)")
-KV_RECOMPUTE_MOE = ("as KV_RECOMPUTE, for the MoE shape: 7,201 tok/s at 512 clients, 7,150 at 1,024 with the KV cache "
-                    "full and 434 preemptions")
-LOCK_STEP = ("median TPOT falls from 16 to 32 clients (10.04 -> 9.73 ms): identical requests move in lock-step "
+KV_RECOMPUTE_MOE = ("as KV_RECOMPUTE, for the MoE shape: 7,877 tok/s at 512 clients, 7,156 at 1,024 with the KV "
+                    "cache full and 434 preemptions, and decode steps above 512 tokens out of the CUDA graphs, where "
+                    "the host's per-layer fused-MoE dispatch sets the step time (the real engine: 82 ms TPOT at 1,024 "
+                    "requests, 22 ms at 128)")
+LOCK_STEP = ("median TPOT falls from 16 to 32 clients (9.84 -> 9.52 ms): identical requests move in lock-step "
              "waves and the median of the few-valued per-request TPOT flips between the values")
 
 
@@ -302,8 +304,8 @@ def binding_limit(p: PerfPrediction, replicas: int, c: int, prev: tuple[int, Per
     return "clients"
 
 
-OUT_OF_PHASE = ("qwen3-30b-a3b, 2 -> 4 clients: TP4 x2 (519.6 -> 907.5 tok/s) loses the top to TP4 PP2 (513.2 -> "
-                "952.4), both host-bound ('overhead') and scaling: two clients per replica fall out of phase, so a "
+OUT_OF_PHASE = ("qwen3-30b-a3b, 2 -> 4 clients: TP4 x2 (534.1 -> 927.4 tok/s) loses the top to TP4 PP2 (527.6 -> "
+                "974.1), both host-bound ('overhead') and scaling: two clients per replica fall out of phase, so a "
                 "replica's steps mix one request's prompt with the other's decode (piecewise graphs) where the two "
                 "micro-batches of PP2 stay in step")
 
