@@ -254,7 +254,7 @@ def cli_args(kw: dict) -> list[str]:
     for key, flag in CLI_FLAGS.items():
         if key in kw:
             args += [flag, str(kw[key])]
-    return args + ["--no-color", "--log-level", "INFO"]
+    return [*args, "--no-color", "--log-level", "INFO"]
 
 
 def run_child(argv: list[str], timeout: float) -> tuple[int | None, str, float]:

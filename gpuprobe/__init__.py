@@ -8,6 +8,6 @@ Public API:
 
 __version__ = "0.1.0"
 
-from gpuprobe.results import Measurement, Results, load_results, save_results  # noqa: E402
+from gpuprobe.results import Measurement, Results, load_results, save_results
 
 __all__ = ["Measurement", "Results", "__version__", "load_results", "save_results"]

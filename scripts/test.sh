@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Run gpuprobe's tests on a fresh machine: makes a virtual environment (.venv), installs what the tests
 # need (real vLLM for CPU, which brings a CPU build of PyTorch for the gloo collectives; a headless Chromium
-# for the report's browser test, where the system package manager can install it), checks the style and
-# runs pytest, including the install tests (the README's quick start in a fresh virtual environment and the
-# offline install; GPUPROBE_INSTALL_TESTS=0 skips them). Extra arguments go to pytest. GPU tests are skipped
-# where there is no GPU.
+# for the report's browser test, where the system package manager can install it), checks the style and the
+# types (ruff, mypy) and runs pytest, including the install tests (the README's quick start in a fresh virtual
+# environment and the offline install; GPUPROBE_INSTALL_TESTS=0 skips them). Extra arguments go to pytest.
+# GPU tests are skipped where there is no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${GPUPROBE_TEST_VENV:-.venv}"
@@ -22,5 +22,6 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
     || echo "chromium could not be installed: the browser test will be skipped" >&2
 fi
-ruff check gpuprobe tests benchmarks
+ruff check gpuprobe tests benchmarks scripts
+mypy  # gpuprobe/, as configured in pyproject.toml
 GPUPROBE_INSTALL_TESTS="${GPUPROBE_INSTALL_TESTS:-1}" python -m pytest -q "$@"

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from gpuprobe.cli.app import main  # noqa: E402
+from gpuprobe.cli.app import main
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), shutil.which("google-chrome"))

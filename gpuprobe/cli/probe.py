@@ -40,7 +40,7 @@ def probe(
     Exit code 0 when every selected probe ran (or was waived), 4 when some failed or did not verify,
     3 when there is no GPU (the recorded capture shipped with gpuprobe is shown instead).
     """
-    from gpuprobe.probes import run as _run  # noqa: F401  (imports every probe into the registry)
+    from gpuprobe.probes import run as _run
     from gpuprobe.probes.core.registry import REGISTRY, select
 
     out = Output(json_mode=json_, wide=wide)
@@ -126,7 +126,7 @@ def _run_with_progress(out: Output, options: ProbeOptions, output: Path | None):
     with Progress(TextColumn("[bold]probing[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.description}"), TimeElapsedColumn(), console=out.err, transient=True) as bar:
         task = bar.add_task("starting", total=None)
-        state = {"key": None}
+        state: dict[str, str | None] = {"key": None}
 
         def on_start(specs: list) -> None:
             bar.update(task, total=len(specs))

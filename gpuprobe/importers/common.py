@@ -21,10 +21,11 @@ def single_stat(value: float) -> Stat:
 def run_info(source: str, *, origin: str, tool_version: str | None, started_utc: str | None = None,
              **facts: object) -> RunInfo:
     """RunInfo of an imported output: ``source`` is the tool, ``options`` keeps where and when it was imported."""
-    options: dict[str, object] = {"imported_from": origin, "imported_utc": now_utc()}
+    imported = now_utc()
+    options: dict[str, object] = {"imported_from": origin, "imported_utc": imported}
     if tool_version:
         options["tool_version"] = tool_version
-    return RunInfo(gpuprobe_version=__version__, started_utc=started_utc or options["imported_utc"],
+    return RunInfo(gpuprobe_version=__version__, started_utc=started_utc or imported,
                    source=source, options=options, **facts)  # type: ignore[arg-type]
 
 

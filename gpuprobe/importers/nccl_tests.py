@@ -112,6 +112,8 @@ def from_json(data: Any, origin: str = "nccl-tests JSON") -> Results:
             if not isinstance(p, dict):
                 continue
             t = p.get("time", p.get("cpu_time"))
+            if t is None:
+                continue
             wrong = p.get("nwrong")
             results.measurements.append(_record(
                 collective, place, int(r["size"]), float(t), float(p.get("alg_bw", 0.0)), float(p.get("bus_bw", 0.0)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from gpuprobe.errors import UsageError
+from gpuprobe.errors import ResultsFileError
 from gpuprobe.results.io import read_json, write_json_atomic
 from gpuprobe.results.serde import SerdeError, from_data, to_data
 
@@ -172,19 +172,21 @@ HOST_FACTORS = (
 
 
 def load_calibration(path: str | os.PathLike[str]) -> Calibration:
+    """A calibration file; a file that is not one, or of another schema version, is one ResultsFileError line
+    (exit 1, as every bad input file)."""
     data = read_json(path, what="calibration file")
     if not isinstance(data, dict) or data.get("kind") != CALIBRATION_KIND:
-        raise UsageError(f"{path} is not a gpuprobe calibration file (kind must be {CALIBRATION_KIND!r})")
+        raise ResultsFileError(f"{path} is not a gpuprobe calibration file (kind must be {CALIBRATION_KIND!r})",
+                               hint="fit one: 'gpuprobe validate --compare RUNS.json --fit-calibration FILE'")
     if data.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
-        raise UsageError(
+        raise ResultsFileError(
             f"{path}: calibration schema version {data.get('schema_version')!r} is not supported (this gpuprobe "
             f"reads version {CALIBRATION_SCHEMA_VERSION})",
             hint="fit it again: 'gpuprobe validate --compare RUNS.json --fit-calibration FILE'")
-    body = data.get("calibration")
     try:
-        cal = from_data(Calibration, body)
+        cal = from_data(Calibration, data.get("calibration"))
     except SerdeError as exc:
-        raise UsageError(f"{path} is damaged: {exc}") from None
+        raise ResultsFileError(f"{path} is damaged: {exc}") from None
     cal.source = str(path)
     return cal
 

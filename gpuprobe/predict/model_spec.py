@@ -179,20 +179,20 @@ def model_spec_from_dict(data: Any, name: str = "model", quantization: str | Non
     arch = _architecture(data)
     family = {**DENSE_ARCHS, **MOE_ARCHS, **MLA_ARCHS}[arch]
 
-    hidden = cfg.int("hidden_size")
-    layers = cfg.int("num_hidden_layers")
-    heads = cfg.int("num_attention_heads")
-    kv_heads = cfg.int("num_key_value_heads", default=heads)
+    hidden = cfg.integer("hidden_size")
+    layers = cfg.integer("num_hidden_layers")
+    heads = cfg.integer("num_attention_heads")
+    kv_heads = cfg.integer("num_key_value_heads", default=heads)
     if kv_heads > heads or heads % kv_heads:
         raise BadModelConfig(f"num_key_value_heads={kv_heads} must divide num_attention_heads={heads}")
-    head_dim = cfg.int("head_dim", default=0) or (hidden // heads)
+    head_dim = cfg.integer("head_dim", default=0) or (hidden // heads)
     if hidden % heads and not cfg.has("head_dim"):
         raise BadModelConfig(f"hidden_size={hidden} is not divisible by num_attention_heads={heads}")
-    vocab = cfg.int("vocab_size")
-    max_pos = cfg.int("max_position_embeddings", default=cfg.int("max_seq_len", default=4096))
-    tie = cfg.bool("tie_word_embeddings", default=family in ("gemma", "gemma2", "gemma3"))
-    intermediate = cfg.int("intermediate_size", default=0, minimum=0)
-    dtype = _dtype(cfg.str("torch_dtype", default=None) or cfg.str("dtype", default=None), family)
+    vocab = cfg.integer("vocab_size")
+    max_pos = cfg.integer("max_position_embeddings", default=cfg.integer("max_seq_len", default=4096))
+    tie = cfg.flag("tie_word_embeddings", default=family in ("gemma", "gemma2", "gemma3"))
+    intermediate = cfg.integer("intermediate_size", default=0, minimum=0)
+    dtype = _dtype(cfg.text("torch_dtype", default=None) or cfg.text("dtype", default=None), family)
     weights = _weight_format(data.get("quantization_config"), dtype) if quantization is None else None
     if quantization is not None:
         weights = _forced_format(quantization)
@@ -205,10 +205,10 @@ def model_spec_from_dict(data: Any, name: str = "model", quantization: str | Non
         kw["qk_norm"] = True
     if family in ("gemma2", "gemma3"):
         kw["norms_per_layer"] = 4
-    if cfg.bool("attention_bias", default=False):
+    if cfg.flag("attention_bias", default=False):
         kw["qkv_bias"] = True
-    window = cfg.int("sliding_window", default=0, minimum=0) if cfg.get("sliding_window") is not None else 0
-    if window and (family in ("gemma2", "gemma3") or cfg.bool("use_sliding_window", default=family == "llama")):
+    window = cfg.integer("sliding_window", default=0, minimum=0) if cfg.get("sliding_window") is not None else 0
+    if window and (family in ("gemma2", "gemma3") or cfg.flag("use_sliding_window", default=family == "llama")):
         kw["sliding_window"] = window
 
     if family in MOE_ARCHS.values():
@@ -218,18 +218,18 @@ def model_spec_from_dict(data: Any, name: str = "model", quantization: str | Non
     mla = None
     if family in MLA_ARCHS.values():
         mla = MlaDims(
-            q_lora_rank=cfg.int("q_lora_rank", default=0, minimum=0) or None,
-            kv_lora_rank=cfg.int("kv_lora_rank"),
-            qk_nope_head_dim=cfg.int("qk_nope_head_dim"),
-            qk_rope_head_dim=cfg.int("qk_rope_head_dim"),
-            v_head_dim=cfg.int("v_head_dim"),
+            q_lora_rank=cfg.integer("q_lora_rank", default=0, minimum=0) or None,
+            kv_lora_rank=cfg.integer("kv_lora_rank"),
+            qk_nope_head_dim=cfg.integer("qk_nope_head_dim"),
+            qk_rope_head_dim=cfg.integer("qk_rope_head_dim"),
+            v_head_dim=cfg.integer("v_head_dim"),
         )
         kw.update(_deepseek_moe_fields(cfg, layers))
         head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
         kv_heads = heads
     if intermediate <= 0:
         raise BadModelConfig("config.json has no intermediate_size (the MLP width)")
-    rotary = mla.qk_rope_head_dim if mla else int(head_dim * cfg.float("partial_rotary_factor", default=1.0))
+    rotary = mla.qk_rope_head_dim if mla else int(head_dim * cfg.number("partial_rotary_factor", default=1.0))
     return ModelSpec(
         name=str(cfg.get("_name_or_path") or name)[:200] or name,
         architecture=arch,
@@ -265,41 +265,41 @@ def _architecture(data: dict[str, Any]) -> str:
 
 def _moe_fields(cfg: _Reader, family: str, layers: int) -> dict[str, Any]:
     if family == "mixtral":
-        experts = cfg.int("num_local_experts")
+        experts = cfg.integer("num_local_experts")
         return {
             "num_experts": experts,
-            "experts_per_token": cfg.int("num_experts_per_tok", maximum=experts),
-            "moe_intermediate_size": cfg.int("intermediate_size"),
+            "experts_per_token": cfg.integer("num_experts_per_tok", maximum=experts),
+            "moe_intermediate_size": cfg.integer("intermediate_size"),
         }
-    experts = cfg.int("num_experts")
+    experts = cfg.integer("num_experts")
     out: dict[str, Any] = {
         "num_experts": experts,
-        "experts_per_token": cfg.int("num_experts_per_tok", maximum=experts),
-        "moe_intermediate_size": cfg.int("moe_intermediate_size"),
+        "experts_per_token": cfg.integer("num_experts_per_tok", maximum=experts),
+        "moe_intermediate_size": cfg.integer("moe_intermediate_size"),
     }
     if family == "qwen2_moe":
-        out["shared_expert_intermediate_size"] = cfg.int("shared_expert_intermediate_size", default=0, minimum=0)
+        out["shared_expert_intermediate_size"] = cfg.integer("shared_expert_intermediate_size", default=0, minimum=0)
         out["shared_expert_gate"] = out["shared_expert_intermediate_size"] > 0
     dense = set(cfg.int_list("mlp_only_layers", default=[]))
-    step = cfg.int("decoder_sparse_step", default=1)
+    step = cfg.integer("decoder_sparse_step", default=1)
     dense |= {i for i in range(layers) if (i + 1) % step != 0}
     out["dense_layers"] = tuple(sorted(i for i in dense if 0 <= i < layers))
     return out
 
 
 def _deepseek_moe_fields(cfg: _Reader, layers: int) -> dict[str, Any]:
-    experts = cfg.int("n_routed_experts", default=0, minimum=0)
+    experts = cfg.integer("n_routed_experts", default=0, minimum=0)
     if not experts:
         return {}
-    first_dense = cfg.int("first_k_dense_replace", default=0, minimum=0)
-    freq = cfg.int("moe_layer_freq", default=1)
+    first_dense = cfg.integer("first_k_dense_replace", default=0, minimum=0)
+    freq = cfg.integer("moe_layer_freq", default=1)
     dense = tuple(i for i in range(layers) if i < first_dense or i % freq != 0)
-    moe_inter = cfg.int("moe_intermediate_size")
+    moe_inter = cfg.integer("moe_intermediate_size")
     return {
         "num_experts": experts,
-        "experts_per_token": cfg.int("num_experts_per_tok", maximum=experts),
+        "experts_per_token": cfg.integer("num_experts_per_tok", maximum=experts),
         "moe_intermediate_size": moe_inter,
-        "shared_expert_intermediate_size": cfg.int("n_shared_experts", default=0, minimum=0) * moe_inter,
+        "shared_expert_intermediate_size": cfg.integer("n_shared_experts", default=0, minimum=0) * moe_inter,
         "dense_layers": dense,
     }
 
@@ -322,15 +322,15 @@ def _weight_format(qc: Any, dtype: str) -> WeightFormat:
     if not isinstance(qc, dict):
         raise BadModelConfig("quantization_config must be an object")
     q = _Reader(qc, where="quantization_config.")
-    method = (q.str("quant_method", default="") or "").lower()
+    method = (q.text("quant_method", default="") or "").lower()
     if method == "fp8":
         block = q.int_list("weight_block_size", default=[])
         return WeightFormat("fp8", 8, block_size=(block[0], block[1]) if len(block) == 2 else None)
     if method in ("awq", "gptq"):
-        bits = q.int("bits", default=q.int("w_bit", default=4))
+        bits = q.integer("bits", default=q.integer("w_bit", default=4))
         if bits != 4:
             raise BadModelConfig(f"{method} with {bits} bits is not supported (4-bit AWQ/GPTQ only)")
-        group = q.int("group_size", default=q.int("q_group_size", default=128, minimum=-1), minimum=-1)
+        group = q.integer("group_size", default=q.integer("q_group_size", default=128, minimum=-1), minimum=-1)
         return WeightFormat(method, 4, group_size=group if group > 0 else None)
     if method == "compressed-tensors":
         return _compressed_tensors(qc)
@@ -375,7 +375,7 @@ class _Reader:
     def get(self, key: str) -> Any:
         return self.data.get(key)
 
-    def int(self, key: str, default: int | None = None, minimum: int = 1, maximum: int = _LIMIT) -> int:
+    def integer(self, key: str, default: int | None = None, minimum: int = 1, maximum: int = _LIMIT) -> int:
         v = self.data.get(key)
         if v is None:
             if default is None:
@@ -389,7 +389,7 @@ class _Reader:
             raise BadModelConfig(f"{self.where}{key}={v} is out of range ({minimum}..{maximum})")
         return v
 
-    def float(self, key: str, default: float) -> float:
+    def number(self, key: str, default: float) -> float:
         v = self.data.get(key)
         if v is None:
             return default
@@ -397,7 +397,7 @@ class _Reader:
             raise BadModelConfig(f"{self.where}{key} must be a positive number, not {str(v)[:40]!r}")
         return float(v)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         v = self.data.get(key)
         if v is None:
             return default
@@ -405,7 +405,7 @@ class _Reader:
             raise BadModelConfig(f"{self.where}{key} must be true or false, not {str(v)[:40]!r}")
         return v
 
-    def str(self, key: str, default: str | None) -> str | None:
+    def text(self, key: str, default: str | None) -> str | None:
         v = self.data.get(key)
         if v is None:
             return default

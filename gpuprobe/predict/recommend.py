@@ -78,8 +78,8 @@ def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, traff
         predicted = Predicted(
             ttft_ms=_r(perf.ttft_ms, 2), tpot_ms=_r(perf.tpot_ms, 3),
             output_tokens_per_s=_r(perf.output_tokens_per_s, 1), model_load_s=_r(perf.model_load_s, 2),
-            ttft_ms_range=[_r(x, 2) for x in perf.ttft_ms_range], tpot_ms_range=[_r(x, 3) for x in perf.tpot_ms_range],
-            output_tokens_per_s_range=[_r(x, 1) for x in perf.output_tokens_per_s_range],
+            ttft_ms_range=_rs(perf.ttft_ms_range, 2), tpot_ms_range=_rs(perf.tpot_ms_range, 3),
+            output_tokens_per_s_range=_rs(perf.output_tokens_per_s_range, 1),
             running_per_replica=perf.running_per_replica, bottleneck=perf.bottleneck, shares=perf.shares,
             sources=perf.sources, ttft_p90_ms=_r(perf.ttft_p90_ms, 2), ttft_p99_ms=_r(perf.ttft_p99_ms, 2),
             tpot_p90_ms=_r(perf.tpot_p90_ms, 3), tpot_p99_ms=_r(perf.tpot_p99_ms, 3), itl_ms=_r(perf.itl_ms, 3),
@@ -104,6 +104,12 @@ def predict_layout(spec: ModelSpec, system: SystemProfile, layout: Layout, traff
                 for s in (mem.stages if mem else [])],
         notes=notes,
     )
+
+
+def _rs(xs: list[float], digits: int) -> list[float]:
+    """A range rounded for the document (empty when a bound is missing)."""
+    out = [r for x in xs if (r := _r(x, digits)) is not None]
+    return out if len(out) == len(xs) else []
 
 
 def _r(x: float | None, digits: int) -> float | None:

@@ -44,9 +44,27 @@ class EngineLimits:
 
 
 class _Req:
-    __slots__ = ("idx", "prompt", "output", "send", "arrival", "num_tokens", "computed", "generated", "blocks",
-                 "state", "dec_base", "gen_base", "dec_step0", "due0", "epoch", "last_visible", "cached",
-                 "queue_ahead", "taken_mark")
+    __slots__ = (
+        "arrival",
+        "blocks",
+        "cached",
+        "computed",
+        "dec_base",
+        "dec_step0",
+        "due0",
+        "epoch",
+        "gen_base",
+        "generated",
+        "idx",
+        "last_visible",
+        "num_tokens",
+        "output",
+        "prompt",
+        "queue_ahead",
+        "send",
+        "state",
+        "taken_mark",
+    )
 
     def __init__(self, idx: int, prompt: int, output: int) -> None:
         self.idx, self.prompt, self.output = idx, prompt, output

@@ -207,8 +207,8 @@ class StepCost:
             / self.gemm_peak + attn / (cal.attention_efficiency * self.attn_peak)
         weights = st.dense_weight_bytes
         if st.expert_bytes_per_expert:
-            k, e = spec.experts_per_token, spec.num_experts
-            touched = e * (1.0 - (1.0 - k / e) ** max(tokens, 1.0))
+            topk, e = spec.experts_per_token, spec.num_experts
+            touched = e * (1.0 - (1.0 - topk / e) ** max(tokens, 1.0))
             weights += touched * st.expert_bytes_per_expert
         t_m = (weights + b.context_tokens * share * st.kv_bytes_per_token) / (cal.hbm_efficiency * self.hbm)
         k = cal.roofline_sharpness

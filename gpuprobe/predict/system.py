@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from itertools import combinations
+from itertools import combinations, pairwise
 
 from gpuprobe.errors import ResultsFileError, UsageError
 from gpuprobe.predict.gpu_specs import GpuSpec, cuda_visible_bytes, spec_by_key, spec_for_device_name
@@ -185,7 +185,7 @@ class SystemProfile:
 def _interp_n(points: list[tuple[int, float]], n: int) -> float:
     if len(points) == 1 or n <= points[0][0]:
         return points[0][1]
-    for (n0, a0), (n1, a1) in zip(points, points[1:], strict=False):
+    for (n0, a0), (n1, a1) in pairwise(points):
         if n0 <= n <= n1 and n1 != n0:
             return a0 + (a1 - a0) * (n - n0) / (n1 - n0)
     return points[-1][1]

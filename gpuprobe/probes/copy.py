@@ -8,6 +8,7 @@ Bidirectional: the reverse copy runs during the whole window; the figure is the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from gpuprobe.probes.core.buffers import device_seed, gpu_buffers, host_seed
 from gpuprobe.probes.core.record import from_samples, from_window, gpu
@@ -100,8 +101,10 @@ def _pageable(ctx: ProbeContext, key: str, direction: str) -> Iterator[Measureme
             host.fill(0)
             src, dst = b.d_src, hptr
         count = max(1, o.copies_per_sample // 8)
-        times = measure_unblocked(cuda, g, lambda s, src=src, dst=dst, n=n: cuda.memcpy_async(dst, src, n, s),
-                                  count=count, warmup=1, samples=o.samples)
+        def enqueue(s: Any, src: int = src, dst: int = dst, n: int = n) -> None:
+            cuda.memcpy_async(dst, src, n, s)
+
+        times = measure_unblocked(cuda, g, enqueue, count=count, warmup=1, samples=o.samples)
         wrong = None
         if o.verify:
             if direction == D2H:

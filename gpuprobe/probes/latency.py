@@ -10,6 +10,7 @@ enqueued behind a blocked stream; latency = event time / copies (p2pBandwidthLat
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def peer_latency(ctx: ProbeContext) -> Iterator[Measurement]:
     """GPU ``b`` (initiator) chases a chain in GPU ``a``'s memory."""
     for a, b in ctx.pairs():
         ctx.progress(f"device_to_device_latency_sm gpu{b}->gpu{a}")
-        fields = dict(src=gpu(a), dst=gpu(b), initiator=gpu(b), direction="d2d", engine="sm",
+        fields: dict[str, Any] = dict(src=gpu(a), dst=gpu(b), initiator=gpu(b), direction="d2d", engine="sm",
                       path_class=ctx.path_class(a, b))
         if not peer_ok(ctx, a, b):
             yield waived("device_to_device_latency_sm", f"no peer access between GPU{a} and GPU{b}", "ns", **fields)
@@ -117,8 +118,8 @@ def peer_copy_latency(ctx: ProbeContext, staged: bool) -> Iterator[Measurement]:
     key = "device_to_device_copy_latency_staged_ce" if staged else "device_to_device_copy_latency_ce"
     for a, b in ctx.pairs():
         ctx.progress(f"{key} gpu{a}->gpu{b}")
-        fields = dict(src=gpu(a), dst=gpu(b), initiator=gpu(a), direction="d2d", engine="staged" if staged else "ce",
-                      path_class=ctx.path_class(a, b))
+        fields: dict[str, Any] = dict(src=gpu(a), dst=gpu(b), initiator=gpu(a), direction="d2d",
+                                      engine="staged" if staged else "ce", path_class=ctx.path_class(a, b))
         with peer_mode(ctx, a, b, staged) as usable:
             if usable:
                 sa, sb = gpu_buffers(ctx, a), gpu_buffers(ctx, b)

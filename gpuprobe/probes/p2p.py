@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 from gpuprobe.probes.core.buffers import device_seed, gpu_buffers
 from gpuprobe.probes.core.record import from_window, gpu, waived
@@ -55,8 +56,9 @@ def _pair_probe(ctx: ProbeContext, key: str, mode: str, engine: str, bidirection
     o = ctx.options
     for a, b in ctx.pairs():
         ctx.progress(f"{key} gpu{a}->gpu{b}")
-        fields = dict(src=gpu(a), dst=gpu(b), direction="d2d", engine=engine if mode != "staged" else "staged",
-                      traffic="bidirectional" if bidirectional else "unidirectional", path_class=ctx.path_class(a, b))
+        fields: dict[str, Any] = dict(
+            src=gpu(a), dst=gpu(b), direction="d2d", engine=engine if mode != "staged" else "staged",
+            traffic="bidirectional" if bidirectional else "unidirectional", path_class=ctx.path_class(a, b))
         with peer_mode(ctx, a, b, mode == "staged") as usable:
             if usable:
                 copies = [_d2d(ctx, a, b, mode, engine)]

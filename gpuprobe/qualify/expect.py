@@ -334,10 +334,10 @@ def expectation(m: Measurement, facts: Facts) -> Expectation | NoExpectation:
 
 
 def _pair_pcie(facts: Facts, a: int, b: int) -> tuple[float, str] | None:
-    links = [facts.pcie(facts.devices.get(i)) for i in (a, b)]
-    if any(x is None for x in links):
+    links = [x for i in (a, b) if (x := facts.pcie(facts.devices.get(i))) is not None]
+    if len(links) < 2:
         return None
-    return min(links, key=lambda x: x[0])  # type: ignore[arg-type, return-value]
+    return min(links, key=lambda x: x[0])
 
 
 LATENCY_NS_HOST_CHASE = 1200.0
@@ -389,10 +389,10 @@ def allreduce_expectation(m: Measurement, facts: Facts) -> Expectation | NoExpec
         eff, src = _eff("allreduce", "nvlink", "")
         return Expectation(total * eff, "GB/s", f"busbw bound by the slowest pair of the group, {desc} × "
                            f"{eff:.2f}: {src}", link=f"NV{count} (NVLink{version})", kind="allreduce")
-    links = [facts.pcie(facts.devices.get(i)) for i in ranks]
-    if any(x is None for x in links):
+    links = [x for i in ranks if (x := facts.pcie(facts.devices.get(i))) is not None]
+    if len(links) < len(ranks):
         return NoExpectation("the links of the group are not in the results file")
-    line, desc = min(links, key=lambda x: x[0])  # type: ignore[index]
+    line, desc = min(links, key=lambda x: x[0])
     eff, src = _eff("allreduce", "pcie", "")
     return Expectation(line * eff, "GB/s", f"busbw over PCIe, slowest GPU link {desc} × {eff:.2f}: {src}",
                        link=desc.split(" (")[0], kind="allreduce")

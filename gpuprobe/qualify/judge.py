@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from collections.abc import Mapping
+from typing import Any
 
 from gpuprobe import __version__
 from gpuprobe.qualify.expect import (
@@ -41,7 +42,7 @@ from gpuprobe.qualify.expect import (
 )
 from gpuprobe.qualify.thresholds import Applied, Thresholds
 from gpuprobe.results.model import DeviceInfo, GpuPair, Measurement, Results
-from gpuprobe.results.qualification import Check, Outlier, Qualification, exit_code, worst
+from gpuprobe.results.qualification import Check, Outlier, Qualification, Verdict, exit_code, worst
 
 PEER_WAIVED = "no peer access"
 
@@ -101,7 +102,7 @@ class _Judge:
         return self.t.band(test, self.gpu_name(*endpoints))
 
     @staticmethod
-    def grade(ratio: float, band: Applied) -> str:
+    def grade(ratio: float, band: Applied) -> Verdict:
         if ratio < band.fail:
             return "FAIL"
         if ratio < band.warn:
@@ -123,7 +124,7 @@ class _Judge:
         for members in groups.values():
             self.allreduce(members)
 
-    def base(self, i: int, m: Measurement, verdict: str, **kw) -> Check:
+    def base(self, i: int, m: Measurement, verdict: Verdict, **kw: Any) -> Check:
         kw.setdefault("category", _category(m))
         return Check(subject=_subject(m), test=m.probe, verdict=verdict, unit=m.unit, src=m.src, dst=m.dst,
                      path_class=m.path_class, size_bytes=m.size_bytes, measurement_index=i, **kw)
@@ -161,7 +162,7 @@ class _Judge:
         self.judge_value(i, m, value, exp, band)
 
     def judge_value(self, i: int, m: Measurement, value: float, exp: Expectation | NoExpectation,
-                    band: Applied, **extra) -> Check:
+                    band: Applied, **extra: Any) -> Check:
         higher = exp.higher_is_better if isinstance(exp, Expectation) else m.unit not in ("us", "ns")
         if band.expected is not None:
             derived = f" (derived: {exp.value:.4g} {exp.unit}, {exp.basis})" if isinstance(exp, Expectation) else ""
@@ -348,7 +349,7 @@ class _Judge:
         for _key, pair in sorted(self.facts.pairs.items()):
             self.peer_access(pair)
 
-    def hcheck(self, g: int, test: str, verdict: str, **kw) -> Check:
+    def hcheck(self, g: int, test: str, verdict: Verdict, **kw: Any) -> Check:
         return self.add(Check(subject=f"gpu{g}", test=test, verdict=verdict, category="health", **kw))
 
     def pcie_link(self, g: int, d: DeviceInfo) -> None:
@@ -374,11 +375,11 @@ class _Judge:
                               "idle (power saving) and trained up under load")
             return
         band = self.band("pcie_link", f"gpu{g}")
-        verdict = "WARN"
+        verdict: Verdict = "WARN"
         if measured is not None and mx:
-            host = [c for c in self.checks if c.category == "bandwidth" and c.expected and c.ratio is not None
+            host = [c.ratio for c in self.checks if c.category == "bandwidth" and c.expected and c.ratio is not None
                     and (c.dst == f"gpu{g}" or c.src == f"gpu{g}") and ("host" in (c.src, c.dst))]
-            if host and min(c.ratio for c in host) < band.fail:  # type: ignore[type-var]
+            if host and min(host) < band.fail:
                 verdict = "FAIL"
         confirm = (f"; the host copies confirm it ({measured:.1f} GB/s at most)" if verdict == "FAIL" else
                    "; an idle GPU may downclock its link, so re-read it under load" if measured is None else "")
@@ -479,9 +480,9 @@ class _Judge:
         expected = self.peer_expected(pair)
         missing = pair.cuda_peer_access is False or (pair.a, pair.b) in self.pair_peer_missing
         nvml = ", ".join(f"{k} {v}" for k, v in sorted(pair.p2p_nvml.items())) or "not reported"
-        base = dict(subject=subject, test="peer_access", category="health", path_class=pair.path_class,
-                    src=f"gpu{pair.a}", dst=f"gpu{pair.b}", detail=f"NVML P2P: {nvml}; CUDA peer access: "
-                    f"{pair.cuda_peer_access}")
+        base: dict[str, Any] = dict(
+            subject=subject, test="peer_access", category="health", path_class=pair.path_class, src=f"gpu{pair.a}",
+            dst=f"gpu{pair.b}", detail=f"NVML P2P: {nvml}; CUDA peer access: {pair.cuda_peer_access}")
         if expected and missing:
             vm = "this is a VM without a GPUDirect P2P clique, or " if self.vm else "a VM without P2P support, "
             self.add(Check(verdict="FAIL", **base,
@@ -537,9 +538,10 @@ class _Judge:
         for checks in by_test.values():
             if len(checks) < 3:
                 continue
-            med = statistics.median(c.value for c in checks)  # type: ignore[misc]
-            for c in checks:
-                rel = c.value / med if c.higher_is_better else med / c.value  # type: ignore[operator]
+            values = [(c, c.value) for c in checks if c.value is not None]
+            med = statistics.median(v for _, v in values)
+            for c, v in values:
+                rel = v / med if c.higher_is_better else med / v
                 if rel < self.t.outlier_below_median:
                     found.append((rel, c, med, len(checks)))
         found.sort(key=lambda x: x[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from gpuprobe.report import plots
@@ -127,7 +128,7 @@ def _topology_section(runs: Sequence[tuple[str, Results]]) -> Section:
             sec.blocks.append(f"{prefix}no topology in this file.")
             continue
         sec.blocks.append(Figure(f"topology-{len(sec.blocks)}", f"{prefix}host, GPUs and links",
-                                 lambda r=res: plots.topology_figure(r),
+                                 partial(plots.topology_figure, res),
                                  "Edges to the host: PCIe link and the measured pinned copy-engine rate (→ host to "
                                  "GPU, ← GPU to host). GPU pairs: path class as in nvidia-smi topo -m."))
         if res.topology and res.topology.pairs:
@@ -138,7 +139,7 @@ def _topology_section(runs: Sequence[tuple[str, Results]]) -> Section:
             sec.blocks.append(Table(["", *[f"GPU{i}" for i in range(n)]], rows, caption=f"{prefix}path classes"))
             if n >= 3:
                 sec.blocks.append(Figure(f"path-matrix-{len(sec.blocks)}", f"{prefix}path classes",
-                                         lambda r=res: plots.path_matrix_figure(r)))
+                                         partial(plots.path_matrix_figure, res)))
         if res.topology and res.topology.unavailable:
             sec.blocks.append([f"not reported by the driver: {u}" for u in res.topology.unavailable])
     return sec
@@ -152,7 +153,7 @@ def _bandwidth_section(runs: Sequence[tuple[str, Results]]) -> Section:
         for m in res.measurements:
             if m.unit != "GB/s" or m.direction == "collective" or m.probe.startswith("all_reduce"):
                 continue
-            key = (m.probe, m.src, m.dst, m.traffic)
+            key: tuple[str, str | None, str | None, str] = (m.probe, m.src, m.dst, m.traffic)
             if m.status == "waived" and m.src is None:
                 continue
             if key not in keys:
@@ -170,8 +171,8 @@ def _bandwidth_section(runs: Sequence[tuple[str, Results]]) -> Section:
         row = [key[0], route(first), fmt_size(first.size_bytes)]
         if multi:
             for k in range(len(runs)):
-                m = vals.get((k, key))
-                row.append(fmt(m.value, "GB/s") if m and m.status == "ok" else (m.status if m else NA))
+                mk = vals.get((k, key))
+                row.append(fmt(mk.value, "GB/s") if mk and mk.status == "ok" else (mk.status if mk else NA))
         else:
             m = first
             row += [fmt(m.value, "GB/s"),
@@ -184,10 +185,10 @@ def _bandwidth_section(runs: Sequence[tuple[str, Results]]) -> Section:
     for label, res in runs:
         prefix = f"{label}: " if multi else ""
         sec.blocks.append(Figure(f"host-heatmap-{len(sec.blocks)}", f"{prefix}host ↔ GPU",
-                                 lambda r=res: plots.host_heatmap(r)))
+                                 partial(plots.host_heatmap, res)))
         for probe in plots.pair_probes(res):
             sec.blocks.append(Figure(f"pair-{probe}-{len(sec.blocks)}", f"{prefix}{probe}",
-                                     lambda r=res, p=probe: plots.pair_heatmap(r, p),
+                                     partial(plots.pair_heatmap, res, probe),
                                      "row: source GPU, column: destination GPU"))
     if multi:
         sec.blocks.append(Figure("host-bars", "host ↔ GPU0 side by side", lambda: plots.host_bars(runs)))

@@ -19,12 +19,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-from gpuprobe.results.model import Measurement, Results  # noqa: E402
-from gpuprobe.results.validation import ValidationRuns  # noqa: E402
+from gpuprobe.results.model import Measurement, Results
+from gpuprobe.results.validation import ValidationRuns
 
 PALETTE = ["#1f6feb", "#d1242f", "#1a7f37", "#8250df", "#bf8700", "#0a7ea4", "#cf222e", "#6e7781"]
 PATH_COLOURS = {"NV": "#1a7f37", "PIX": "#4c9a2a", "PXB": "#9a6700", "PHB": "#bc4c00", "NODE": "#cf222e",

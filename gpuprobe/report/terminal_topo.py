@@ -35,7 +35,7 @@ def format_cpu_list(ids: Iterable[int] | None) -> str:
         return NA
     runs: list[str] = []
     start = prev = ids[0]
-    for i in ids[1:] + [None]:
+    for i in [*ids[1:], None]:
         if i is not None and i == prev + 1:
             prev = i
             continue

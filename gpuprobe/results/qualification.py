@@ -28,6 +28,9 @@ QUALIFICATION_KIND = "gpuprobe.qualification"
 QUALIFICATION_SCHEMA_VERSION = 1
 
 Verdict = Literal["PASS", "WARN", "FAIL", "SKIP", "INFO"]
+Overall = Literal["PASS", "WARN", "FAIL"]
+"""A qualification's verdict: its worst check's, SKIP and INFO counting as PASS."""
+_BY_LEVEL: tuple[Overall, Overall, Overall] = ("PASS", "WARN", "FAIL")
 Category = Literal["bandwidth", "latency", "collective", "health", "data", "run"]
 
 EXIT_PASS = 0
@@ -43,10 +46,9 @@ def severity(verdict: str) -> int:
     return _SEVERITY[verdict]
 
 
-def worst(verdicts: list[str]) -> Verdict:
+def worst(verdicts: list[str]) -> Overall:
     """The overall verdict of several checks: FAIL if any failed, else WARN if any warned, else PASS."""
-    level = max((severity(v) for v in verdicts), default=0)
-    return ("PASS", "WARN", "FAIL")[level]  # type: ignore[return-value]
+    return _BY_LEVEL[max((severity(v) for v in verdicts), default=0)]
 
 
 def exit_code(verdict: str) -> int:
@@ -112,7 +114,7 @@ class Outlier:
 class Qualification:
     """The judgement of one results file."""
 
-    verdict: Literal["PASS", "WARN", "FAIL"]
+    verdict: Overall
     exit_code: int
     checks: list[Check] = field(default_factory=list)
     outliers: list[Outlier] = field(default_factory=list)

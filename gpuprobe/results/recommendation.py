@@ -2,13 +2,16 @@
 
 Plain dataclasses that round-trip through JSON (``gpuprobe.results.serde``). Sizes are bytes, times are in
 the unit named by the field. A figure that could not be predicted is ``None`` and the layout's ``reason``
-says why. This module imports nothing else from gpuprobe.
+says why. This module imports nothing from gpuprobe outside ``gpuprobe.results``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from gpuprobe.results.io import document_from_data, read_json
 
 RECOMMENDATION_KIND = "gpuprobe.recommendation"
 RECOMMENDATION_SCHEMA_VERSION = 1
@@ -123,3 +126,10 @@ class Recommendation:
     """The vLLM version installed where the recommendation was made (None: not installed)."""
     kind: str = RECOMMENDATION_KIND
     schema_version: int = RECOMMENDATION_SCHEMA_VERSION
+
+
+def load_recommendation(path: str | os.PathLike[str]) -> Recommendation:
+    """A recommendation file (``gpuprobe recommend -o FILE``), its kind and schema version checked."""
+    return document_from_data(Recommendation, read_json(path, what="recommendation file"), kind=RECOMMENDATION_KIND,
+                              schema_version=RECOMMENDATION_SCHEMA_VERSION, what="recommendation file",
+                              origin=str(path), hint="create it with 'gpuprobe recommend --model DIR -o FILE'")

@@ -80,7 +80,7 @@ def _convert(tp: Any, data: Any, path: str) -> Any:
             raise SerdeError(f"{path}: expected an object, got {type(data).__name__}")
         _, val = typing.get_args(tp) or (str, Any)
         return {str(k): _convert(val, v, f"{path}.{k}") for k, v in data.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(data, dict):
             raise SerdeError(f"{path}: expected an object for {tp.__name__}, got {type(data).__name__}")
         hints = _hints(tp)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as _dt
+import importlib
 import json
 import os
 import socket
@@ -149,7 +150,7 @@ class LiveNvml(_GatewayBase):
         lib = self._module
         if lib is None:
             try:
-                import pynvml as lib  # loaded only when NVML is needed
+                lib = importlib.import_module("pynvml")  # loaded only when NVML is needed
             except ImportError:
                 raise NvmlUnavailable(
                     "the nvidia-ml-py package (pynvml) is not installed", hint="pip install nvidia-ml-py"

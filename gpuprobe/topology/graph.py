@@ -281,8 +281,9 @@ def best_groups(g: nx.Graph, size: int, limit: int | None = None) -> list[GroupC
             continue
         worst = max(facts, key=lambda f: (path_rank(f[0]), -f[1]))[0]
         busbw = measured_groups.get(",".join(map(str, group)))
-        if busbw is None and all(f[2] is not None for f in facts):
-            busbw = min(f[2] for f in facts)
+        measured = [f[2] for f in facts if f[2] is not None]
+        if busbw is None and len(measured) == len(facts):
+            busbw = min(measured)
         choices.append(GroupChoice(group, worst, min(f[1] for f in facts), busbw))
     choices.sort(key=lambda c: (c.score, c.gpus))
     return choices[:limit] if limit is not None else choices

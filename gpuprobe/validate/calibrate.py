@@ -318,10 +318,10 @@ def fit_calibration(
         def errs(which: str, pts: list[PointError] = pts) -> list[float]:
             return [abs(e) for p in pts if (e := p.err(which)) is not None]
 
-        held = errs("heldout")
+        held_out = errs("heldout")
         fit.figures.append(
-            FigureErrors(fig, len(pts), _median(errs("before")), _median(errs("after")), _median(held),
-                         max(held) if held else None)
+            FigureErrors(fig, len(pts), _median(errs("before")), _median(errs("after")), _median(held_out),
+                         max(held_out) if held_out else None)
         )  # fmt: skip
     if not names:
         fit.notes.append("no factor of the calibration changes these predictions: nothing was fitted")
@@ -357,7 +357,7 @@ def _holdout_name(groups: list[tuple[str | None, str | None]], holdout: str = "a
                   cases: list[_Case] | None = None) -> str:
     if not groups:
         return "none (nothing to leave out: the after-figure is in-sample only)"
-    key, lab = groups[0]
+    key, _lab = groups[0]
     if key is None:
         return "leave-one-workload-out" + (" (a single run)" if cases is not None and len(cases) == 1 else "")
     return "leave-one-model-out" if key.startswith("model:") else "leave-one-run-out"

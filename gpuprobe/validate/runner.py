@@ -36,13 +36,14 @@ from typing import Any
 
 import gpuprobe
 from gpuprobe.errors import BadModelConfig, NoGpu, UsageError, VllmUnavailable, interrupt_reason
-from gpuprobe.results.io import read_json
+from gpuprobe.results.recommendation import load_recommendation as load_recommendation_file
 from gpuprobe.results.serde import SerdeError, from_data, to_data
 from gpuprobe.results.validation import (
     GpuMemory,
     KvCacheCapacity,
     LayoutRun,
     Measured,
+    RunStatus,
     ValidationLayout,
     ValidationRunInfo,
     ValidationRuns,
@@ -172,7 +173,7 @@ def cpu_bind_list(world_size: int, cpus: list[int]) -> str:
 
 def _ranges(ids: list[int]) -> str:
     out, start, prev = [], ids[0], ids[0]
-    for i in ids[1:] + [None]:  # type: ignore[list-item]
+    for i in [*ids[1:], None]:
         if i is not None and i == prev + 1:
             prev = i
             continue
@@ -468,7 +469,7 @@ def _wait_release(nvml: Nvml, gpus: list[int], baseline: int) -> int | None:
 
 def _classify(
     run: LayoutRun, measured: Measured, child_error: str | None, log: str, timed_out: bool
-) -> tuple[str, str | None]:
+) -> tuple[RunStatus, str | None]:
     failed_workloads = [w for w in measured.workloads if w.status != "ok"]
     if timed_out:
         done = f"{len(measured.workloads)} of {len(run.workloads)} workloads done"
@@ -653,29 +654,10 @@ def _note_versions(runs: ValidationRuns, run: LayoutRun) -> None:
 
 
 def load_recommendation(path: str, top: int) -> list[ValidationLayout]:
-    """Layouts from ``gpuprobe recommend --json``/``-o`` output: the first ``top`` that can start, in its order."""
-    data = read_json(path, what="recommendation file")
-    items = data.get("layouts") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        raise UsageError(f"{path} has no 'layouts' list", hint="create it with 'gpuprobe recommend --json > FILE'")
-    out: list[ValidationLayout] = []
-    for item in items:
-        if not isinstance(item, dict) or item.get("fits") is False:
-            continue
-        try:
-            gpus = item.get("gpus")
-            out.append(
-                ValidationLayout(
-                    tp=int(item["tp"]),
-                    pp=int(item.get("pp", 1)),
-                    replicas=int(item.get("replicas", 1)),
-                    gpus=[int(g) for g in gpus[: int(item["tp"]) * int(item.get("pp", 1))]] if gpus else None,
-                )
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"{path}: a layout entry is malformed ({exc})") from None
-        if len(out) >= top:
-            break
+    """Layouts from ``gpuprobe recommend -o`` output: the first ``top`` that can start, in its order."""
+    rec = load_recommendation_file(path)
+    out = [ValidationLayout(tp=lay.tp, pp=lay.pp, replicas=lay.replicas, gpus=lay.gpus[: lay.tp * lay.pp] or None)
+           for lay in rec.layouts if lay.fits][:top]
     if not out:
         raise UsageError(f"{path} lists no layout that fits")
     return out

@@ -55,7 +55,7 @@ def write_tokenizer(model_dir: Path, vocab_size: int) -> Path:
     vocab = {f"t{i}": i for i in range(words)}
     vocab.update({tok: words + k for k, tok in enumerate(SPECIAL_TOKENS)})
     unk, bos, eos = SPECIAL_TOKENS
-    spec = {
+    spec: dict[str, Any] = {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
         "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None,
         "decoder": None, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": unk},

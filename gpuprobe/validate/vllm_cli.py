@@ -26,7 +26,7 @@ def _vllm_version(name: str) -> str:
 
 def main(args: list[str]) -> int:
     """Run ``vllm ARGS`` in this process (the serve command returns when the server stops)."""
-    importlib.metadata.version = _vllm_version
+    setattr(importlib.metadata, "version", _vllm_version)  # noqa: B010 - vLLM's own lookups see the wheel's version
     from vllm.entrypoints.cli.main import main as vllm_main
 
     sys.argv = ["vllm", *args]

@@ -266,7 +266,7 @@ class Worker:
                     traceback.print_exc()
                     ok = False
                     res = WorkloadResult(workload=wl, status="failed", reason=f"{type(exc).__name__}: {exc}")
-                    self.error = one_line(res.reason)
+                    self.error = one_line(res.reason or "")
                 self.measured.workloads.append(res)
                 self.write()
         except BaseException as exc:  # noqa: BLE001

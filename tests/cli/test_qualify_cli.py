@@ -15,7 +15,7 @@ from gpuprobe.cli.app import main
 from gpuprobe.results import save_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-import qualify_derived as D  # noqa: E402
+import qualify_derived as D
 
 
 @pytest.fixture(autouse=True)

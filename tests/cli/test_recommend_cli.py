@@ -75,6 +75,20 @@ def test_bad_results_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     assert code == 1 and "not a gpuprobe results file" in err
 
 
+def test_bad_calibration_file_is_exit_1_like_every_bad_file(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    base = ["--model", str(CONFIGS / "llama-3.1-8b.json"), "--gpu", "H100-SXM", "--num-gpus", "1"]
+    cases = {"results.json": ('{"kind": "gpuprobe.results", "schema_version": 1}', "not a gpuprobe calibration file"),
+             "old.json": ('{"kind": "gpuprobe.calibration", "schema_version": 1}', "schema version 1"),
+             "damaged.json": ('{"kind": "gpuprobe.calibration", "schema_version": 2, "calibration": {"x": 1}}',
+                              "is damaged"),
+             "torn.json": ('{"kind": "gpuprobe.calib', "")}
+    for name, (text, why) in cases.items():
+        (tmp_path / name).write_text(text)
+        code, _, err = _run(capsys, *base, "--calibration", str(tmp_path / name))
+        assert code == 1 and err.startswith("Error: ") and why in err and "Traceback" not in err, (name, err)
+
+
 def test_no_system_says_how_to_give_one(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "--model", str(CONFIGS / "llama-3.1-8b.json"))
     assert code == 2 and err.count("Error:") == 1 and "--system" in err and "--probe" in err

@@ -214,7 +214,7 @@ def test_recommend_serves_a_folder_or_says_what_to_replace(capsys, monkeypatch, 
     for model in (folder, folder / "config.json"):
         doc = json.loads(run(capsys, monkeypatch, "80", *base, "--model", str(model))[1])
         assert f"vllm serve '{folder}' " in doc["layouts"][0]["vllm_command"][0]
-    code, out, err = run(capsys, monkeypatch, "80", *base[:-1], "--model", str(CONFIGS / "llama-3.1-8b.json"))
+    code, out, _err = run(capsys, monkeypatch, "80", *base[:-1], "--model", str(CONFIGS / "llama-3.1-8b.json"))
     assert code == 0 and "vllm serve MODEL " in out and "replace MODEL" in flat(out)
     doc = json.loads(run(capsys, monkeypatch, "80", *base, "--model", str(CONFIGS / "llama-3.1-8b.json"),
                          "--serve-model", "meta-llama/Llama-3.1-8B")[1])

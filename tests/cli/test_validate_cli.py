@@ -65,5 +65,33 @@ def test_compare_a_stored_file(tmp_path: Path, capsys) -> None:
     (runs,) = data["runs"]
     assert [r["layout"]["tp"] for r in runs["layouts"]] == [1, 2]
     for r in runs["layouts"]:
-        kv = [f for f in r["comparison"]["figures"] if f["figure"] == "kv_cache_tokens"][0]
+        kv = next(f for f in r["comparison"]["figures"] if f["figure"] == "kv_cache_tokens")
         assert kv["rel_error"] == 0.0
+
+
+def test_recommendation_file_is_read_through_the_result_model(tmp_path: Path, capsys) -> None:
+    """``validate --recommendation`` takes recommend's own file, kind and version checked: its first layouts that
+    fit, in its order, with their GPUs; any other file is one line and exit 1, before vLLM is looked for."""
+    import json
+
+    from gpuprobe.validate import runner
+
+    rec = tmp_path / "rec.json"
+    code = main(["recommend", "--model", str(DATA / "configs" / "llama-3.1-70b.json"), "--gpu", "H100-SXM",
+                 "--num-gpus", "8", "-o", str(rec)])  # fmt: skip
+    assert code == 0
+    doc = json.loads(rec.read_text())
+    fitting = [lay for lay in doc["layouts"] if lay["fits"]][:2]
+    layouts = runner.load_recommendation(str(rec), 2)
+    assert [(v.tp, v.pp, v.replicas) for v in layouts] == [(f["tp"], f["pp"], f["replicas"]) for f in fitting]
+    assert all(v.gpus is not None and len(v.gpus) == v.tp * v.pp for v in layouts)
+    capsys.readouterr()
+    for bad, why in ((DATA / "vllm-h200-2026-12-01" / "probe-machine3.json", "kind is 'gpuprobe.results'"),
+                     (tmp_path / "newer.json", "schema version")):
+        if bad.name == "newer.json":
+            bad.write_text(json.dumps({**doc, "schema_version": 99}))
+        code = main(["validate", "--model", str(DATA / "configs" / "llama-3.1-8b.json"), "--recommendation",
+                     str(bad), "-o", str(tmp_path / "v.json")])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert err.startswith("Error: ") and why in err and "Traceback" not in err

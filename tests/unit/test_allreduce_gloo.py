@@ -8,19 +8,19 @@ import pytest
 
 pytest.importorskip("torch")
 
-from gpuprobe.errors import UsageError  # noqa: E402
-from gpuprobe.options import MiB, ProbeOptions  # noqa: E402
-from gpuprobe.probes import allreduce  # noqa: E402
-from gpuprobe.probes.allreduce import (  # noqa: E402
+from gpuprobe.errors import UsageError
+from gpuprobe.options import MiB, ProbeOptions
+from gpuprobe.probes import allreduce
+from gpuprobe.probes.allreduce import (
     collective_groups,
     element_counts,
     group_timeout_s,
     probe_sizes,
     run_allreduce_sweep,
 )
-from gpuprobe.probes.busbw import bus_factor  # noqa: E402
-from gpuprobe.probes.core.registry import REGISTRY, ProbeContext  # noqa: E402
-from gpuprobe.results.model import Measurement  # noqa: E402
+from gpuprobe.probes.busbw import bus_factor
+from gpuprobe.probes.core.registry import REGISTRY, ProbeContext
+from gpuprobe.results.model import Measurement
 
 QUICK = {"iters": 3, "warmup": 1, "samples": 2}
 

@@ -119,7 +119,7 @@ def test_junit_counts_and_verdicts() -> None:
     assert sum(int(s.get("tests")) for s in root.findall("testsuite")) == len(q.checks)
     failure = root.find(".//testcase/failure")
     assert "virtual machine" in failure.get("message") and "expected 54.81 GB/s" in failure.text
-    warn = [c for c in cases if c.get("classname") == "gpuprobe.health.persistence_mode"][0]
+    warn = next(c for c in cases if c.get("classname") == "gpuprobe.health.persistence_mode")
     assert warn.find("system-out").text.startswith("WARN") and warn.find("failure") is None
     names = {(c.get("classname"), c.get("name")) for c in cases}
     assert ("gpuprobe.bandwidth.host_to_device_memcpy_ce", "host->gpu0") in names

@@ -11,15 +11,15 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from gpuprobe.importers import import_file  # noqa: E402
-from gpuprobe.report import plots  # noqa: E402
-from gpuprobe.report.content import Figure, Table, build_document  # noqa: E402
-from gpuprobe.report.html import render_html  # noqa: E402
-from gpuprobe.report.markdown import md_escape, render_markdown  # noqa: E402
-from gpuprobe.results import load_results  # noqa: E402
-from gpuprobe.results.model import DeviceInfo, GpuPair, Measurement, Topology  # noqa: E402
-from gpuprobe.results.stats import summarize  # noqa: E402
-from gpuprobe.validate.store import load_runs  # noqa: E402
+from gpuprobe.importers import import_file
+from gpuprobe.report import plots
+from gpuprobe.report.content import Figure, Table, build_document
+from gpuprobe.report.html import render_html
+from gpuprobe.report.markdown import md_escape, render_markdown
+from gpuprobe.results import load_results
+from gpuprobe.results.model import DeviceInfo, GpuPair, Measurement, Topology
+from gpuprobe.results.stats import summarize
+from gpuprobe.validate.store import load_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpuprobe.probes.core.timing import WindowResult
-from gpuprobe.results.model import Measurement
+from gpuprobe.results.model import Measurement, Status, Unit
 from gpuprobe.results.stats import summarize
 
 
@@ -13,12 +13,12 @@ def gpu(i: int) -> str:
     return f"gpu{i}"
 
 
-def from_samples(probe: str, samples: list[float], unit: str, *, verified: bool | None = None,
+def from_samples(probe: str, samples: list[float], unit: Unit, *, verified: bool | None = None,
                  wrong_elements: int | None = None, notes: list[str] | None = None, **fields: Any) -> Measurement:
     if not samples:
         return Measurement(probe=probe, status="error", unit=unit, reason="no valid sample", notes=list(notes or []),
                            verified=verified, wrong_elements=wrong_elements, **fields)
-    status = "mismatch" if wrong_elements else "ok"
+    status: Status = "mismatch" if wrong_elements else "ok"
     return Measurement(probe=probe, status=status, unit=unit, samples=list(samples), stat=summarize(samples),
                        verified=verified, wrong_elements=wrong_elements, notes=list(notes or []),
                        reason=f"{wrong_elements} words differed from the source pattern" if wrong_elements else None,
@@ -30,9 +30,9 @@ def from_window(probe: str, res: WindowResult, notes: list[str] | None = None, *
                         wrong_elements=res.wrong_elements, notes=[*res.notes, *(notes or [])], **fields)
 
 
-def waived(probe: str, reason: str, unit: str = "GB/s", **fields: Any) -> Measurement:
+def waived(probe: str, reason: str, unit: Unit = "GB/s", **fields: Any) -> Measurement:
     return Measurement(probe=probe, status="waived", unit=unit, reason=reason, **fields)
 
 
-def failed(probe: str, reason: str, unit: str = "GB/s", **fields: Any) -> Measurement:
+def failed(probe: str, reason: str, unit: Unit = "GB/s", **fields: Any) -> Measurement:
     return Measurement(probe=probe, status="error", unit=unit, reason=reason, **fields)

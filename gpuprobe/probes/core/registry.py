@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gpuprobe.errors import UsageError
-from gpuprobe.results.model import DeviceInfo, Measurement, Topology
+from gpuprobe.results.model import DeviceInfo, Measurement, Topology, Unit
 
 if TYPE_CHECKING:
     from gpuprobe.options import ProbeOptions
@@ -68,7 +68,7 @@ class ProbeSpec:
     needs: str = "cuda"
     """``cuda`` (CUDA runtime through CuPy) or ``dist`` (torch.distributed: NCCL or gloo)."""
     min_gpus: int = 1
-    unit: str = "GB/s"
+    unit: Unit = "GB/s"
 
     def waived_reason(self, ctx: ProbeContext) -> str | None:
         """Why this probe cannot run here (None when it can)."""

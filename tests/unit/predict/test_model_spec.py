@@ -91,7 +91,7 @@ def test_hostile_configs_raise_one_line(tmp_path: Path, content: str) -> None:
 
 
 def test_unknown_architecture_lists_supported() -> None:
-    with pytest.raises(BadModelConfig, match="supported: .*LlamaForCausalLM"):
+    with pytest.raises(BadModelConfig, match=r"supported: .*LlamaForCausalLM"):
         model_spec_from_dict({"architectures": ["FalconForCausalLM"]})
 
 

@@ -8,6 +8,7 @@ Closed loops are run as ``vllm bench serve --max-concurrency C`` would be, with 
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import cache
 from pathlib import Path
@@ -101,7 +102,7 @@ def sweep_params(xfails: dict[tuple[str, str, tuple[int, int]], str]) -> list:
 def falls(values: list[float]) -> list[str]:
     """Every step of ``values`` (one per concurrency) that falls by more than TOL."""
     return [f"{CONCURRENCIES[i]} -> {CONCURRENCIES[i + 1]}: {a:.5g} -> {b:.5g} ({b / a - 1:+.2%})"
-            for i, (a, b) in enumerate(zip(values, values[1:], strict=False)) if b < a * (1 - TOL)]
+            for i, (a, b) in enumerate(itertools.pairwise(values)) if b < a * (1 - TOL)]
 
 
 # --- throughput and TPOT against concurrency ---------------------------------------------------------------------
@@ -248,7 +249,7 @@ def test_more_replicas_never_lower_throughput_at_a_fixed_concurrency() -> None:
     f(x) / x falls as x grows and R x f(C / R) = C x f(C / R) / (C / R) never falls as R rises (up to C replicas).
     Llama-3.1-8B, 1024 + 256 tokens, TP1 x 1 ... 8 on the 8-GPU system."""
     tput = [perf(*LLAMA_8B_X8, (1, 1, r), closed(64, 1024, 256)).output_tokens_per_s for r in range(1, 9)]
-    assert all(b >= a * (1 - TOL) for a, b in zip(tput, tput[1:], strict=False)), tput
+    assert all(b >= a * (1 - TOL) for a, b in itertools.pairwise(tput)), tput
 
 
 def poisson_rps(reps: int, t: Traffic) -> float:
@@ -379,6 +380,6 @@ def test_batch_with_more_requests_than_max_num_seqs_runs_in_waves(name: str, sys
     res = simulate(cost, _limits(mem, shape[1]), Traffic("batch", 256, 1024, 128, None), served=False)
     assert res.completed == 256 and res.running_max == 64 and res.preemptions == 0
     waves = [range(64 * k, 64 * (k + 1)) for k in range(4)]
-    for a, b in zip(waves, waves[1:], strict=False):
+    for a, b in itertools.pairwise(waves):
         assert max(res.ttft_s[i] for i in a) < min(res.ttft_s[i] for i in b)
         assert min(res.e2el_s[i] for i in a) <= min(res.ttft_s[i] for i in b)
