@@ -12,6 +12,7 @@ from gpuprobe.errors import GpuprobeError, MissingDependency, NoGpu, install_hin
 from gpuprobe.options import MiB, ProbeOptions
 from gpuprobe.report import terminal
 from gpuprobe.results.io import load_results
+from gpuprobe.results.model import CUDA_SKIPPED
 from gpuprobe.results.serde import to_data
 
 RECORDED = Path(__file__).resolve().parent.parent / "data" / "h100-probe-2026-11-25.json"
@@ -58,17 +59,17 @@ def probe(
 
     existed = output is not None and output.exists()
     results = _run_with_progress(out, options, output)
-    cuda_missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
+    reason = results.cuda_skip_reason()
     ran_any = any(m.status != "waived" for m in results.measurements)
-    if cuda_missing and not ran_any:
+    if reason is not None and not ran_any:
         if output is not None and not existed:
             output.unlink(missing_ok=True)  # nothing was measured: leave no results file of waived probes behind
-        out.warn(cuda_missing[0])
+        out.warn(f"{CUDA_SKIPPED}{reason}")
         if RECORDED.exists():
             out.info(f"Showing the recorded capture shipped with gpuprobe instead: {RECORDED.name} "
                      "(a real run on one NVIDIA H100 80GB HBM3, 2026-11-25)")
             _show(out, load_results(RECORDED), all_)
-        raise no_cuda(cuda_missing[0], "'gpuprobe probe --tests all_reduce --backend gloo' runs the CPU collectives")
+        raise no_cuda(reason, "'gpuprobe probe --tests all_reduce --backend gloo' runs the CPU collectives")
     _show(out, results, all_)
     if output:
         out.info(f"results written to {output}")
@@ -83,11 +84,10 @@ def probe(
         raise typer.Exit(4)
 
 
-def no_cuda(problem: str, elsewhere: str) -> GpuprobeError:
+def no_cuda(message: str, elsewhere: str) -> GpuprobeError:
     """Why the CUDA probes did not run (exit 3): CuPy is missing (the hint installs it) or there is no GPU."""
     import importlib.util
 
-    message = problem.removeprefix("CUDA probes skipped: ")
     if importlib.util.find_spec("cupy") is None:
         hint = f"on the GPU machine, {install_hint('cupy')}; on a machine without a GPU, {elsewhere}"
         return MissingDependency(message, hint=hint)

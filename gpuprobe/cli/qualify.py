@@ -90,9 +90,9 @@ def _probe(out: Output, tests: list[str], quick: bool, gpus: str | None, buffer_
     from gpuprobe.cli.probe import _run_with_progress, no_cuda, probe_options
 
     results = _run_with_progress(out, probe_options(tests, quick, gpus, buffer_mib, samples), output)
-    cuda_missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
-    if cuda_missing and not any(m.status != "waived" for m in results.measurements):
-        raise no_cuda(cuda_missing[0], "judge a recorded results file ('gpuprobe qualify --input RESULTS.json')")
+    reason = results.cuda_skip_reason()
+    if reason is not None and not any(m.status != "waived" for m in results.measurements):
+        raise no_cuda(reason, "judge a recorded results file ('gpuprobe qualify --input RESULTS.json')")
     return results
 
 

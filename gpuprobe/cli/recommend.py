@@ -55,11 +55,11 @@ def _quick_probe(out: Output, path: Path):
 
     existed = path.exists()
     results = _run_with_progress(out, ProbeOptions(quick=True), path)
-    missing = [p for p in results.problems if p.startswith("CUDA probes skipped")]
-    if missing and not any(m.status == "ok" for m in results.measurements):
+    reason = results.cuda_skip_reason()
+    if reason is not None and not any(m.status == "ok" for m in results.measurements):
         if not existed:
             path.unlink(missing_ok=True)  # nothing was measured: leave no empty results file behind
-        raise NoGpu(missing[0].removeprefix("CUDA probes skipped: "),
+        raise NoGpu(reason,
                     hint="run on the GPU machine, or pass --system RESULTS.json / --gpu NAME --num-gpus N")
     return results
 

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 
 from gpuprobe import __version__
-from gpuprobe.results.model import Measurement, Results, RunInfo, Stat
-
-
-def now_utc() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
+from gpuprobe.results.model import Measurement, Results, RunInfo, Stat, now_utc
 
 
 def single_stat(value: float) -> Stat:

@@ -17,7 +17,7 @@ from itertools import combinations, pairwise
 
 from gpuprobe.errors import ResultsFileError, UsageError
 from gpuprobe.predict.gpu_specs import GpuSpec, cuda_visible_bytes, spec_by_key, spec_for_device_name
-from gpuprobe.results.model import Results
+from gpuprobe.results.model import Results, gpu_index
 
 NCCL_ALPHA_SPEC_US = {"nvlink": 8.0, "pcie": 20.0}
 """Small-message NCCL all-reduce time when nothing was measured (docs/sources.md: NVLink
@@ -191,12 +191,6 @@ def _interp_n(points: list[tuple[int, float]], n: int) -> float:
     return points[-1][1]
 
 
-def _gpu_index(name: str | None) -> int | None:
-    if name and name.startswith("gpu") and name[3:].isdigit():
-        return int(name[3:])
-    return None
-
-
 def system_from_results(results: Results, name: str = "results") -> SystemProfile:
     """Build the profile from a gpuprobe results file (only measurements with status ``ok`` are used)."""
     if not results.devices:
@@ -211,15 +205,15 @@ def system_from_results(results: Results, name: str = "results") -> SystemProfil
     for m in ok:
         value = float(m.value)  # type: ignore[arg-type]
         if m.probe == "device_local_copy" and m.unit == "GB/s":
-            g = _gpu_index(m.src)
+            g = gpu_index(m.src)
             if g is not None:
                 hbm[g] = max(hbm.get(g, 0.0), 2 * value)  # nvbandwidth counts the copy once; HBM moves it twice
         elif m.probe == "host_to_device_memcpy_ce" and m.unit == "GB/s" and m.traffic == "unidirectional":
-            g = _gpu_index(m.dst)
+            g = gpu_index(m.dst)
             if g is not None:
                 h2d[g] = max(h2d.get(g, 0.0), value)
         elif m.probe in ("device_to_device_memcpy_read_ce", "device_to_device_memcpy_write_ce") and m.unit == "GB/s":
-            a, b = _gpu_index(m.src), _gpu_index(m.dst)
+            a, b = gpu_index(m.src), gpu_index(m.dst)
             if a is not None and b is not None and a != b and m.traffic == "unidirectional":
                 key = (min(a, b), max(a, b))
                 p2p[key] = min(p2p.get(key, math.inf), value)

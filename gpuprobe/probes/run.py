@@ -7,7 +7,6 @@ keeps everything measured so far (status ``interrupted`` / ``partial``).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import importlib.metadata
 import os
 import platform
@@ -18,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gpuprobe import __version__
-from gpuprobe.errors import GpuprobeError, MissingDependency, NoGpu, interrupt_reason
+from gpuprobe.errors import GpuprobeError, MissingDependency, interrupt_reason
 from gpuprobe.options import ProbeOptions
 from gpuprobe.probes import allreduce, copy, latency, local, p2p  # noqa: F401  (register the probes)
 from gpuprobe.probes.core.record import failed, waived
 from gpuprobe.probes.core.registry import ProbeContext, ProbeSpec, select
 from gpuprobe.results.io import save_results
-from gpuprobe.results.model import DeviceInfo, Measurement, Results, RunInfo, Topology
+from gpuprobe.results.model import CUDA_SKIPPED, DeviceInfo, Measurement, Results, RunInfo, Topology, now_utc
 
 MISSING = "missing dependency"
 """How the record of a probe that could not run for want of a package begins (its status is ``error``)."""
@@ -38,10 +37,6 @@ def missing_dependency(results: Results) -> MissingDependency | None:
         return None
     m = missing[0]
     return MissingDependency.from_record(f"{m.probe} did not run: {(m.reason or '').removeprefix(f'{MISSING}: ')}")
-
-
-def now_utc() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _pkg_version(name: str) -> str | None:
@@ -97,10 +92,9 @@ def run_probes(
 
         try:
             cuda = Cuda()
-        except NoGpu as exc:
-            results.problems.append(f"CUDA probes skipped: {exc.message}")
-        except GpuprobeError as exc:
-            results.problems.append(f"CUDA probes skipped: {exc.message}")
+        except GpuprobeError as exc:  # NoGpu, MissingDependency (CuPy), a driver that does not answer
+            results.cuda_unavailable = exc.message
+            results.problems.append(f"{CUDA_SKIPPED}{exc.message}")
     try:
         devices, topology, driver, problem = _inventory(cuda)
         if problem:

@@ -65,7 +65,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from gpuprobe.results.model import DeviceInfo, GpuPair, Measurement, Results
+from gpuprobe.results.model import DeviceInfo, GpuPair, Measurement, Results, gpu_index
 
 PCIE_X16_GBPS = {1: 4.0, 2: 8.0, 3: 15.75, 4: 31.5, 5: 63.0, 6: 126.0}
 """PCIe line rate per direction of an x16 link, GB/s (1e9 B/s), by generation."""
@@ -189,12 +189,6 @@ class NoExpectation:
     """No expectation can be derived (the measurement is recorded, not judged); ``reason`` says why."""
 
     reason: str
-
-
-def gpu_index(endpoint: str | None) -> int | None:
-    if endpoint and endpoint.startswith("gpu") and endpoint[3:].isdigit():
-        return int(endpoint[3:])
-    return None
 
 
 @dataclass

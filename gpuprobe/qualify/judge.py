@@ -24,7 +24,6 @@ Rules (the band comes from ``Thresholds``: defaults WARN below 0.85, FAIL below 
 
 from __future__ import annotations
 
-import datetime as dt
 import statistics
 from collections.abc import Mapping
 from typing import Any
@@ -41,7 +40,7 @@ from gpuprobe.qualify.expect import (
     pcie_line_gbps,
 )
 from gpuprobe.qualify.thresholds import Applied, Thresholds
-from gpuprobe.results.model import DeviceInfo, GpuPair, Measurement, Results
+from gpuprobe.results.model import CUDA_SKIPPED, DeviceInfo, GpuPair, Measurement, Results, now_utc
 from gpuprobe.results.qualification import Check, Outlier, Qualification, Verdict, exit_code, worst
 
 PEER_WAIVED = "no peer access"
@@ -58,10 +57,6 @@ NEXT_NVLINK = ("check 'nvidia-smi nvlink -s' (link state and speed) and 'nvidia-
 NEXT_HOST = ("pin the run to the GPU's NUMA node (numactl --cpunodebind=N --membind=N; 'nvidia-smi topo -m' "
              "shows the affinity), check IOMMU mode (iommu=pt), make sure no other job uses the GPU, re-run")
 NEXT_RERUN = "re-run the probe; if it repeats, look for Xid errors in 'dmesg' and check ECC ('nvidia-smi -q -d ECC')"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _subject(m: Measurement) -> str:
@@ -510,8 +505,9 @@ class _Judge:
         if r.status in ("interrupted", "running"):
             self.add(Check(subject="run", test="run", verdict="WARN", category="run",
                            cause=f"the run is {r.status}: not every probe ran", next_step="run the probes again"))
+        cuda = r.cuda_skip_reason()
         for p in r.problems:
-            if p.startswith("CUDA probes skipped"):
+            if cuda is not None and p == f"{CUDA_SKIPPED}{cuda}":
                 continue
             self.add(Check(subject="run", test="run", verdict="WARN", category="run", cause=p,
                            next_step="fix the problem and run the probes again"))
@@ -581,6 +577,6 @@ def judge(results: Results, thresholds: Thresholds | None = None, *, source: str
         verdict=verdict, exit_code=exit_code(verdict), checks=j.checks, outliers=outliers, counts=counts,
         host=results.run.hostname, gpus=[f"gpu{d.index} {d.name}" for d in results.devices],
         run_started=results.run.started_utc, results_source=source, thresholds_source=t.source,
-        thresholds=t.summary(), gpuprobe_version=__version__, judged_utc=_now(),
+        thresholds=t.summary(), gpuprobe_version=__version__, judged_utc=now_utc(),
         notes=[f"virtual machine: {results.run.virtual_machine}"] if results.run.virtual_machine else [],
     )

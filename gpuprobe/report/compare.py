@@ -25,6 +25,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from gpuprobe.report.fmt import size_label
 from gpuprobe.results.model import Measurement, Results
 
 COMPARISON_KIND = "gpuprobe.comparison"
@@ -172,14 +173,6 @@ def _fmt(v: float | None, unit: str) -> str:
     return f"{v:,.0f}" if unit == "ns" or abs(v) >= 1000 else f"{v:,.2f}"
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "—"
-    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= div and n % div == 0:
-            return f"{n // div} {unit}"
-    return f"{n} B"
-
 
 def shown_rows(cmp: Comparison, only_significant: bool = False, limit: int | None = None) -> list[Row]:
     """The rows a table shows: every row, or only the changes beyond the spread and the tests measured in one
@@ -208,7 +201,7 @@ def comparison_table(cmp: Comparison, only_significant: bool = False, rows: list
             verdict = "[dim]within noise[/dim]"
         else:
             verdict = ""
-        size = _size(r.size_bytes) + ("" if r.size_matched else "*")
+        size = size_label(r.size_bytes) + ("" if r.size_matched else "*")
         unit = "µs" if r.unit == "us" else escape(r.unit)
         t.add_row(escape(r.probe), escape(r.route), size, unit, a, b, delta, verdict)
     return t

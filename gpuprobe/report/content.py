@@ -14,10 +14,9 @@ from functools import partial
 from typing import Any
 
 from gpuprobe.report import plots
+from gpuprobe.report.fmt import NA, size_label
 from gpuprobe.results.model import Measurement, Results
 from gpuprobe.results.validation import ValidationRuns
-
-NA = "—"
 
 
 @dataclass
@@ -68,9 +67,6 @@ def fmt(v: float | None, unit: str = "") -> str:
         return f"{v:,.0f}"
     return f"{v:,.2f}"
 
-
-def fmt_size(n: int | None) -> str:
-    return NA if n is None else plots.size_label(n).replace(".0 ", " ")
 
 
 def route(m: Measurement) -> str:
@@ -168,7 +164,7 @@ def _bandwidth_section(runs: Sequence[tuple[str, Results]]) -> Section:
     table = Table(cols, [], align=["l", "l", "r"] + ["r"] * (len(cols) - 3 - (not multi)) + ["l"] * (not multi))
     for key in keys:
         first = next(vals[k, key] for k in range(len(runs)) if (k, key) in vals)
-        row = [key[0], route(first), fmt_size(first.size_bytes)]
+        row = [key[0], route(first), size_label(first.size_bytes)]
         if multi:
             for k in range(len(runs)):
                 mk = vals.get((k, key))
@@ -217,7 +213,7 @@ def _latency_section(runs: Sequence[tuple[str, Results]]) -> Section | None:
                 if m.status == "waived" and m.src is None:
                     continue
                 spread = f"{fmt(m.stat.min, m.unit)} … {fmt(m.stat.max, m.unit)}" if m.stat and m.stat.n > 1 else NA
-                rows.append(([label] if len(runs) > 1 else []) + [m.probe, route(m), fmt_size(m.size_bytes),
+                rows.append(([label] if len(runs) > 1 else []) + [m.probe, route(m), size_label(m.size_bytes),
                                                                   fmt(m.value, m.unit), spread,
                                                                   "µs" if m.unit == "us" else m.unit, _check(m)])
                 if m.status != "ok":
@@ -243,7 +239,7 @@ def _allreduce_section(runs: Sequence[tuple[str, Results]]) -> Section | None:
         sec.blocks.append(["anchor: " + a for a in sorted(anchors)])
     for label, _res, (probe, group), ms in groups:
         pick = [m for m in ms if (m.size_bytes or 0) in _landmarks(ms)]
-        rows = [[fmt_size(m.size_bytes), fmt(m.value, "us"), fmt(m.algbw_gbps, "GB/s"), fmt(m.busbw_gbps, "GB/s"),
+        rows = [[size_label(m.size_bytes), fmt(m.value, "us"), fmt(m.algbw_gbps, "GB/s"), fmt(m.busbw_gbps, "GB/s"),
                  str(m.wrong_elements) if m.wrong_elements is not None else NA] for m in pick]
         cap = f"{label + ': ' if len(runs) > 1 else ''}{probe}, GPUs {','.join(map(str, group))}, " \
               f"{ms[0].engine or '?'} ({len(ms)} sizes; selected rows)"

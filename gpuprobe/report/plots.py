@@ -23,7 +23,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from gpuprobe.results.model import Measurement, Results
+from gpuprobe.report.fmt import size_label
+from gpuprobe.results.model import Measurement, Results, gpu_index
 from gpuprobe.results.validation import ValidationRuns
 
 PALETTE = ["#1f6feb", "#d1242f", "#1a7f37", "#8250df", "#bf8700", "#0a7ea4", "#cf222e", "#6e7781"]
@@ -32,13 +33,6 @@ PATH_COLOURS = {"NV": "#1a7f37", "PIX": "#4c9a2a", "PXB": "#9a6700", "PHB": "#bc
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
                      "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 110, "svg.fonttype": "none"})
 
-
-def size_label(n: float) -> str:
-    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= div:
-            v = n / div
-            return f"{v:g} {unit}"
-    return f"{n:g} B"
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -59,17 +53,11 @@ def _ok(m: Measurement) -> bool:
     return m.status == "ok" and m.value is not None
 
 
-def _gpu_index(node: str | None) -> int | None:
-    if node and node.startswith("gpu") and node[3:].isdigit():
-        return int(node[3:])
-    return None
-
-
 def _gpu_count(res: Results) -> int:
     n = len(res.devices) or (res.topology.gpu_count if res.topology else 0)
     for m in res.measurements:
         for node in (m.src, m.dst):
-            i = _gpu_index(node)
+            i = gpu_index(node)
             if i is not None:
                 n = max(n, i + 1)
     return n
@@ -184,7 +172,7 @@ def host_heatmap(res: Results, title: str | None = None) -> Figure | None:
     rows: dict[str, dict[int, float]] = defaultdict(dict)
     for m in res.measurements:
         if _ok(m) and m.unit == "GB/s" and m.direction in ("h2d", "d2h"):
-            i = _gpu_index(m.dst if m.direction == "h2d" else m.src)
+            i = gpu_index(m.dst if m.direction == "h2d" else m.src)
             if i is not None:
                 rows[m.probe][i] = m.value  # type: ignore[assignment]
     if not rows or n == 0:
@@ -212,7 +200,7 @@ def _pair_cells(res: Results) -> dict[str, dict[tuple[int, int], float]]:
     by_probe: dict[str, dict[tuple[int, int], float]] = defaultdict(dict)
     for m in res.measurements:
         if _ok(m) and m.unit == "GB/s" and m.direction == "d2d":
-            a, b = _gpu_index(m.src), _gpu_index(m.dst)
+            a, b = gpu_index(m.src), gpu_index(m.dst)
             if a is not None and b is not None:
                 by_probe[m.probe][a, b] = m.value  # type: ignore[assignment]
     return dict(by_probe)

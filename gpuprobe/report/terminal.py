@@ -8,9 +8,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from gpuprobe.report.fmt import NA, size_label
 from gpuprobe.results.model import Measurement, Results
-
-NA = "—"
 
 
 def fmt_value(v: float | None, unit: str) -> str:
@@ -22,14 +21,6 @@ def fmt_value(v: float | None, unit: str) -> str:
         return f"{v:,.0f}"
     return f"{v:,.2f}"
 
-
-def fmt_size(n: int | None) -> str:
-    if n is None:
-        return NA
-    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= div and n % div == 0:
-            return f"{n // div} {unit}"
-    return f"{n} B"
 
 
 def _route(m: Measurement) -> str:
@@ -73,7 +64,7 @@ def summary_table(results: Results) -> Table:
         spread = f"{fmt_value(m.stat.min, m.unit)}–{fmt_value(m.stat.max, m.unit)}" if m.stat else ""
         cv = f"{m.stat.cv * 100:.1f}%" if m.stat else ""
         median = f"{fmt_value(m.value, m.unit)} {m.unit}" if m.value is not None else NA
-        t.add_row(escape(m.probe), escape(_route(m)), fmt_size(m.size_bytes), median, spread, cv, _status(m))
+        t.add_row(escape(m.probe), escape(_route(m)), size_label(m.size_bytes), median, spread, cv, _status(m))
     return t
 
 
@@ -113,7 +104,7 @@ def allreduce_table(results: Results, every_size: bool = True) -> Table | None:
             if not (every_size or ranks == whole or m.size_bytes == largest or m.status != "ok" or m.wrong_elements):
                 hidden += 1
                 continue
-            t.add_row(",".join(map(str, ranks)), escape(m.engine or NA), fmt_size(m.size_bytes),
+            t.add_row(",".join(map(str, ranks)), escape(m.engine or NA), size_label(m.size_bytes),
                       fmt_value(m.value, "us"), fmt_value(m.algbw_gbps, "GB/s"), fmt_value(m.busbw_gbps, "GB/s"),
                       str(m.wrong_elements) if m.wrong_elements is not None else escape(m.reason or NA))
     for m in failures:

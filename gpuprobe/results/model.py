@@ -9,6 +9,7 @@ This module imports nothing else from gpuprobe.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -81,6 +82,22 @@ class Measurement:
     def value(self) -> float | None:
         """The reported figure (median of the samples), or None if nothing was measured."""
         return self.stat.median if self.stat else None
+
+
+CUDA_SKIPPED = "CUDA probes skipped: "
+"""How ``problems`` states that the CUDA probes did not run (``Results.cuda_unavailable`` holds the reason)."""
+
+
+def gpu_index(endpoint: str | None) -> int | None:
+    """The index of a ``gpuN`` endpoint name (``src``, ``dst``, ``initiator``, graph nodes); None for another."""
+    if endpoint and endpoint.startswith("gpu") and endpoint[3:].isdigit():
+        return int(endpoint[3:])
+    return None
+
+
+def now_utc() -> str:
+    """The time stamps of every document: UTC, ISO 8601, to the second."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -177,6 +194,9 @@ class Results:
     status: Literal["running", "complete", "partial", "interrupted", "error"] = "running"
     problems: list[str] = field(default_factory=list)
     """Run-level problems in one line each (a probe that crashed, an interrupt, ...)."""
+    cuda_unavailable: str | None = None
+    """Why the CUDA probes did not run (no GPU, no driver, CuPy missing); None when CUDA was there or not needed.
+    Also listed in ``problems`` as ``CUDA probes skipped: <reason>``."""
     notes: list[str] = field(default_factory=list)
     """Run-level notes (buffers reduced to fit memory, ...)."""
     probe_seconds: dict[str, float] = field(default_factory=dict)
@@ -191,3 +211,10 @@ class Results:
         return [
             m for m in self.measurements if m.probe == probe and all(getattr(m, k) == v for k, v in match.items())
         ]
+
+
+    def cuda_skip_reason(self) -> str | None:
+        """Why the CUDA probes did not run, in files of any version (older ones say it only in ``problems``)."""
+        if self.cuda_unavailable is not None:
+            return self.cuda_unavailable
+        return next((p.removeprefix(CUDA_SKIPPED) for p in self.problems if p.startswith(CUDA_SKIPPED)), None)

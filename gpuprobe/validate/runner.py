@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import importlib.metadata
 import importlib.util
 import json
@@ -36,6 +35,7 @@ from typing import Any
 
 import gpuprobe
 from gpuprobe.errors import BadModelConfig, NoGpu, UsageError, VllmUnavailable, interrupt_reason
+from gpuprobe.results.model import now_utc
 from gpuprobe.results.recommendation import load_recommendation as load_recommendation_file
 from gpuprobe.results.serde import SerdeError, from_data, to_data
 from gpuprobe.results.validation import (
@@ -204,10 +204,6 @@ def run_env(layout: ValidationLayout, platform: str, extra: dict[str, str]) -> d
     return env
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 # --- one layout --------------------------------------------------------------------------------------------
 class _MemorySampler:
     """Highest total GPU memory in use on the run's GPUs, sampled every 0.2 s in a thread while the run lives."""
@@ -286,7 +282,7 @@ def run_layout(
     log_path = opts.outdir / f"{layout.name}.log"
     env_set = run_env(layout, platform, opts.env)
     run = LayoutRun(layout=layout, status="failed", workloads=list(workloads), timeout_s=opts.timeout_s,
-                    started_utc=_now(), log_path=str(log_path), env=env_set)
+                    started_utc=now_utc(), log_path=str(log_path), env=env_set)
     gpus = layout.gpus or list(range(layout.gpu_count))
     t0 = time.monotonic()
     with open(log_path, "wb") as log, _MemorySampler(nvml, gpus, platform == "cuda") as mem:
@@ -556,7 +552,7 @@ def run_validation(
         )
     info = ValidationRunInfo(
         gpuprobe_version=gpuprobe.__version__,
-        started_utc=_now(),
+        started_utc=now_utc(),
         hostname=socket.gethostname(),
         os=f"{_platform.system()} {_platform.release()}",
         python=_platform.python_version(),
@@ -614,12 +610,12 @@ def run_validation(
         runs.status = "complete" if all(r.status == "ok" for r in runs.layouts) else "partial"
     except KeyboardInterrupt as exc:
         runs.status = "interrupted"
-        runs.problems.append(f"{interrupt_reason(exc)} at {_now()}")
+        runs.problems.append(f"{interrupt_reason(exc)} at {now_utc()}")
         raise
     finally:
         if opts.pool is None:
             pool.close()
-        runs.run.finished_utc = _now()
+        runs.run.finished_utc = now_utc()
         save_runs(runs, opts.output)
         shutil.rmtree(model_dir, ignore_errors=True)
         nvml.close()

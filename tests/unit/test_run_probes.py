@@ -10,7 +10,7 @@ from gpuprobe import load_results
 from gpuprobe.options import ProbeOptions
 from gpuprobe.probes import run as run_mod
 from gpuprobe.probes.core.registry import ProbeSpec
-from gpuprobe.results.model import Measurement
+from gpuprobe.results.model import CUDA_SKIPPED, Measurement
 
 
 def _spec(key: str, fn) -> ProbeSpec:
@@ -52,3 +52,27 @@ def test_interrupt_keeps_the_results_measured_so_far(monkeypatch, tmp_path: Path
     saved = load_results(out)
     assert saved.status == "interrupted" and [m.probe for m in saved.measurements] == ["first"]
     assert saved.run.finished_utc is not None
+
+
+def test_why_cuda_did_not_run_is_a_field_of_the_results(tmp_path: Path, h100_results_path: Path) -> None:
+    """A CUDA probe on a machine without a usable GPU: the reason is ``cuda_unavailable`` (and one problems line);
+    files written before the field existed give the same reason from their problems line."""
+    import dataclasses
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        try:
+            import cupy
+
+            if cupy.cuda.runtime.getDeviceCount() > 0:
+                pytest.skip("a GPU answers here: this checks a machine without one")
+        except Exception:  # noqa: BLE001 - any CuPy failure means no usable GPU, which is the case checked
+            pass
+    res = run_mod.run_probes(ProbeOptions(tests=["host_to_device_memcpy_ce"]), tmp_path / "r.json")
+    assert res.cuda_unavailable
+    assert res.problems.count(f"{CUDA_SKIPPED}{res.cuda_unavailable}") == 1
+    back = load_results(tmp_path / "r.json")
+    assert back.cuda_skip_reason() == res.cuda_unavailable
+    legacy = dataclasses.replace(back, cuda_unavailable=None)
+    assert legacy.cuda_skip_reason() == res.cuda_unavailable
+    assert load_results(h100_results_path).cuda_skip_reason() is None

@@ -1,5 +1,6 @@
-"""Start-to-start spread of one engine configuration, on the real H100 repeat (reports/h100-2026-11-25/
-machine3-repeat: the Llama-3.2-1B shape started twice back to back on one machine, eager and CUDA graphs)."""
+"""Start-to-start spread of one engine configuration, on the real H100 repeat (tests/data/vllm-h100-2026-11-25/
+machine3-validation-1b-rep*.json: the Llama-3.2-1B shape started twice back to back on one machine, eager and CUDA
+graphs)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from gpuprobe.results.validation import ValidationLayout
 from gpuprobe.validate.spread import spread_notes, start_spreads
 from gpuprobe.validate.store import load_runs
 
-REPEAT = Path(__file__).resolve().parents[2] / "reports" / "h100-2026-11-25" / "machine3-repeat"
+REPEAT = Path(__file__).resolve().parents[1] / "data" / "vllm-h100-2026-11-25"
 
 
 def _both_starts():
-    first = load_runs(REPEAT / "validation-1b-rep1.json")
-    second = load_runs(REPEAT / "validation-1b-rep2.json")
+    first = load_runs(REPEAT / "machine3-validation-1b-rep1.json")
+    second = load_runs(REPEAT / "machine3-validation-1b-rep2.json")
     for run in second.layouts:
         run.layout = dataclasses.replace(run.layout, start=2)
         first.layouts.append(run)
@@ -44,4 +45,4 @@ def test_spread_between_real_engine_starts() -> None:
 
 
 def test_one_start_has_no_spread() -> None:
-    assert start_spreads(load_runs(REPEAT / "validation-1b-rep1.json")) == []
+    assert start_spreads(load_runs(REPEAT / "machine3-validation-1b-rep1.json")) == []
