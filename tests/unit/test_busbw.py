@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gpuprobe.errors import ResultsFileError
+from gpuprobe.importers import nccl_tests
 from gpuprobe.probes import busbw
-from gpuprobe.probes.nccl_tests_text import parse
 
 DATA = Path(__file__).parent.parent / "data" / "nccl-tests"
 
@@ -65,19 +66,24 @@ def _printed(value: float, width: int = 6) -> float:
 
 
 def test_capture_text_algbw_column() -> None:
-    table = parse((DATA / "nccl-tests-all_reduce-h100x1.txt").read_text())
-    assert table.nranks == 1 and table.version == "2.19.6" and len(table.rows) == 28
-    assert [r.size_bytes for r in table.rows] == [8 << i for i in range(28)]
-    for row in table.rows:
-        assert row.count * 4 == row.size_bytes and row.dtype == "float" and row.redop == "sum"
-        for res in (row.out_of_place, row.in_place):
+    """The text table, read by the importer, against the formulas: every printed algbw follows from its time."""
+    res = nccl_tests.from_text((DATA / "nccl-tests-all_reduce-h100x1.txt").read_text())
+    assert res.run.source == "nccl-tests" and res.run.options["tool_version"] == "2.19.6"
+    assert {len(m.ranks or []) for m in res.measurements} == {1}
+    for place in ("all_reduce", "all_reduce_out_of_place"):
+        ms = [m for m in res.measurements if m.probe == place]
+        assert [m.size_bytes for m in ms] == [8 << i for i in range(28)]
+        for m in ms:
+            assert m.size_bytes is not None and m.value is not None and m.algbw_gbps is not None
+            assert m.status == "ok" and m.wrong_elements == 0 and "float sum" in m.notes[0]
             # the printed time is rounded to 0.01 µs, so the true algbw lies between these two
-            slow, _ = busbw.allreduce_bandwidths(row.size_bytes, (res.time_us + 0.005) * 1e-6, table.nranks)
-            fast, bus = busbw.allreduce_bandwidths(row.size_bytes, (res.time_us - 0.005) * 1e-6, table.nranks)
-            assert _printed(slow) <= res.algbw_gbps <= _printed(fast), (row.size_bytes, res)
-            assert bus == 0.0 == res.busbw_gbps and res.wrong == 0
-    big = table.rows[-1].out_of_place  # 1 GiB device copy: the ≈1.5 TB/s of the README
-    assert busbw.algbw_gbps(1 << 30, big.time_us * 1e-6) == pytest.approx(1505.4, rel=1e-3)
+            slow, _ = busbw.allreduce_bandwidths(m.size_bytes, (m.value + 0.005) * 1e-6, 1)
+            fast, bus = busbw.allreduce_bandwidths(m.size_bytes, (m.value - 0.005) * 1e-6, 1)
+            assert _printed(slow) <= m.algbw_gbps <= _printed(fast), (m.size_bytes, m.value)
+            assert bus == 0.0 == m.busbw_gbps
+    big = next(m for m in res.measurements if m.probe == "all_reduce_out_of_place" and m.size_bytes == 1 << 30)
+    assert big.value is not None  # 1 GiB device copy: the ≈1.5 TB/s of the README
+    assert busbw.algbw_gbps(1 << 30, big.value * 1e-6) == pytest.approx(1505.4, rel=1e-3)
 
 
 def test_capture_json_bandwidths() -> None:
@@ -93,5 +99,5 @@ def test_capture_json_bandwidths() -> None:
 
 
 def test_parser_rejects_garbage() -> None:
-    with pytest.raises(ValueError, match="not an nccl-tests row"):
-        parse("# header\n8 2 float sum\n")
+    with pytest.raises(ResultsFileError, match="not an nccl-tests row"):
+        nccl_tests.from_text("# header\n8 2 float sum\n")
