@@ -1,4 +1,5 @@
-"""GPU count and memory in use, through NVML, for the validation runner (parent side only).
+"""GPU count, names and memory in use for the validation runner (parent side only), through the one NVML
+gateway (``gpuprobe.system.nvml.LiveNvml``).
 
 The runner samples total used memory on the run's GPUs while the child is alive: vLLM's workers are
 separate processes, so ``torch.cuda.max_memory_reserved`` in any one process would miss the others.
@@ -7,70 +8,54 @@ Every NVML failure becomes ``None`` plus a reason; nothing here raises.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
+
+from gpuprobe.errors import NvmlUnavailable
+from gpuprobe.system.nvml import LiveNvml, gpu
 
 
 @dataclass
 class Nvml:
-    """Lazy NVML handle. ``reason`` says why it is unavailable (then every query answers None)."""
+    """NVML for the runner, opened on first use. ``reason`` says why it is unavailable (then every query answers
+    None)."""
 
     reason: str | None = None
-    _lib: Any = None
-    _handles: dict[int, Any] = field(default_factory=dict)
-    _tried: bool = False
+    _gateway: LiveNvml = field(default_factory=LiveNvml)
+    _closed: bool = False
+    """NVML could not be opened: not tried again."""
 
-    def _init(self) -> bool:
-        if self._tried:
-            return self._lib is not None
-        self._tried = True
+    def _query(self, func_name: str, *args: Any) -> Any:
+        if self._closed:
+            return None
         try:
-            import pynvml  # nvidia-ml-py
-
-            pynvml.nvmlInit()
-            self._lib = pynvml
-        except Exception as exc:  # noqa: BLE001 - no driver, no library, no GPU: all mean "not available"
-            self.reason = f"NVML not available ({type(exc).__name__}: {exc})".strip()
-            self._lib = None
-        return self._lib is not None
-
-    def _handle(self, index: int) -> Any:
-        if index not in self._handles:
-            self._handles[index] = self._lib.nvmlDeviceGetHandleByIndex(index)
-        return self._handles[index]
+            value = self._gateway.query(func_name, *args, optional=True)
+        except NvmlUnavailable as exc:
+            self._closed = True
+            self.reason = f"NVML not available ({exc.message})"
+            return None
+        if value is None:
+            self.reason = f"NVML {func_name} failed"
+        return value
 
     def count(self) -> int:
-        if not self._init():
-            return 0
-        try:
-            return int(self._lib.nvmlDeviceGetCount())
-        except Exception as exc:  # noqa: BLE001
-            self.reason = f"NVML device count failed: {exc}"
-            return 0
+        n = self._query("nvmlDeviceGetCount")
+        return int(n) if isinstance(n, int) else 0
 
     def name(self, index: int) -> str | None:
-        if not self._init():
-            return None
-        try:
-            name = self._lib.nvmlDeviceGetName(self._handle(index))
-            return name.decode() if isinstance(name, bytes) else str(name)
-        except Exception:  # noqa: BLE001
-            return None
+        name = self._query("nvmlDeviceGetName", gpu(index))
+        return str(name) if name else None
 
     def used_bytes(self, indices: list[int]) -> int | None:
         """Total memory used on those GPUs (all processes), or None."""
-        if not self._init():
-            return None
-        try:
-            return sum(int(self._lib.nvmlDeviceGetMemoryInfo(self._handle(i)).used) for i in indices)
-        except Exception as exc:  # noqa: BLE001
-            self.reason = f"NVML memory query failed: {exc}"
-            return None
+        total = 0
+        for i in indices:
+            info = self._query("nvmlDeviceGetMemoryInfo", gpu(i))
+            if not isinstance(info, dict) or not isinstance(info.get("used"), int):
+                return None
+            total += info["used"]
+        return total
 
     def close(self) -> None:
-        if self._lib is not None:
-            with contextlib.suppress(Exception):
-                self._lib.nvmlShutdown()
-            self._lib = None
-            self._handles.clear()
+        self._gateway.close()
+

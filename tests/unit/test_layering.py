@@ -13,7 +13,7 @@ ALLOWED = {
     "probes": {"results", "system", "probes"},
     "topology": {"results", "system", "topology"},
     "predict": {"results", "topology", "predict"},
-    "validate": {"results", "predict", "validate"},
+    "validate": {"results", "system", "predict", "validate"},
     "report": {"results", "report"},
     "qualify": {"results", "system", "topology", "qualify"},
     "importers": {"results", "importers"},

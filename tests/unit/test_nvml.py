@@ -205,3 +205,38 @@ def test_recorded_h100_snapshot_envelope():
     assert nvml.query("nvmlDeviceGetName", gpu(0)) == "NVIDIA H100 80GB HBM3"
     assert nvml.query("nvmlDeviceGetNvLinkState", gpu(0), 0) is None
     assert nvml.unavailable == ["nvmlDeviceGetNvLinkState: not supported"]
+
+
+class _StandInMemory(_StandInNvml):
+    """Two GPUs with memory in use (pynvml's own struct), for the validation runner's sampler."""
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetName(self, handle):
+        return "NVIDIA H200"
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        mem = pynvml.c_nvmlMemory_t()
+        mem.total, mem.used = 143_771 << 20, (1 + handle[1]) << 30
+        mem.free = mem.total - mem.used
+        return mem
+
+
+def test_validation_memory_sampler_goes_through_the_gateway() -> None:
+    from gpuprobe.validate.gpumem import Nvml
+
+    module = _StandInMemory()
+    nvml = Nvml(_gateway=LiveNvml(module=module))
+    assert nvml.count() == 2 and nvml.name(1) == "NVIDIA H200"
+    assert nvml.used_bytes([0, 1]) == 3 << 30 and nvml.reason is None
+    nvml.close()
+    assert module.shutdowns == 1
+    broken = Nvml(_gateway=LiveNvml(module=_Uninitialisable()))
+    assert broken.count() == 0 and broken.used_bytes([0]) is None and broken.name(0) is None
+    assert broken.reason is not None and broken.reason.startswith("NVML not available (cannot initialise NVML")
+
+
+class _Uninitialisable(_StandInNvml):
+    def nvmlInit(self):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
