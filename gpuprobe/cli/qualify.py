@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from gpuprobe.cli.output import Output
+from gpuprobe.report.terminal_qualify import COLOURS, checks_table, outliers_table, skipped_lines, verdict_line
 from gpuprobe.results.io import load_results
-from gpuprobe.results.qualification import Check, Qualification
-
-COLOURS = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim", "INFO": "cyan"}
+from gpuprobe.results.qualification import Qualification
 
 
 def qualify(
@@ -74,7 +70,7 @@ def qualify(
         if path is not None and (path != output or input_ is None):
             out.info(f"{what} written to {path}")
     if json_:
-        out.info(_verdict_line(q))
+        out.info(verdict_line(q))
     if input_ is None:
         from gpuprobe.probes.run import missing_dependency
 
@@ -110,101 +106,6 @@ def _write_text(path: Path, text: str) -> None:
         raise
 
 
-def _fmt(value: float | None, unit: str | None) -> str:
-    if value is None:
-        return "—"
-    if unit in ("count", "links"):
-        return f"{value:.0f} {unit}"
-    text = f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return f"{text} {unit}" if unit else text
-
-
-def _verdict(v: str) -> Text:
-    return Text(v, style=COLOURS.get(v, ""))
-
-
-def checks_table(q: Qualification) -> Table:
-    names = [g.split(" ", 1)[-1] for g in q.gpus]
-    gpus = f"{len(names)} × {names[0]}" if len(names) > 1 and len(set(names)) == 1 else ", ".join(q.gpus)
-    table = Table(title=escape(f"gpuprobe qualify — {q.host or '?'} — {gpus or 'no device facts'}"),
-                  title_justify="left", show_lines=True)
-    number = {"justify": "right", "no_wrap": True}
-    for name, kw in (("verdict", {}), ("subject", {}), ("test", {"overflow": "fold"}), ("figure", number),
-                     ("ratio", number), ("expected (how derived)", {"ratio": 3}), ("cause → next step", {"ratio": 4})):
-        table.add_column(name, **kw)
-    grouped: dict[tuple[str, str], list[Check]] = defaultdict(list)
-    for c in q.checks:
-        if c.verdict in ("PASS", "INFO"):
-            grouped[(c.test, c.verdict)].append(c)
-    shown: set[tuple[str, str]] = set()
-    for c in q.checks:
-        if c.verdict == "SKIP":
-            continue
-        key = (c.test, c.verdict)
-        if key in grouped and len(grouped[key]) > 1:
-            if key not in shown:  # one row for every PASS (or INFO) of a test over many GPUs or pairs
-                shown.add(key)
-                table.add_row(*_group_row(grouped[key]))
-            continue
-        expected = Text(_fmt(c.expected, c.unit) if c.expected is not None else "—")
-        if c.expectation_basis:
-            expected.append("\n" + c.expectation_basis, style="dim")
-        why = Text(c.cause or "")
-        if c.next_step:
-            why.append(f"\n→ {c.next_step}", style="italic")
-        if c.detail and c.verdict != "PASS":
-            why.append(f"\n{c.detail}", style="dim")
-        ratio = f"{c.ratio:.0%}" if c.ratio is not None else "—"
-        table.add_row(_verdict(c.verdict), escape(c.subject), escape(c.test), _fmt(c.value, c.unit), ratio, expected,
-                      why)
-    return table
-
-
-def _group_row(checks: list[Check]) -> tuple:
-    c0 = checks[0]
-    values = [c.value for c in checks if c.value is not None]
-    figure = "—" if not values else _fmt(values[0], c0.unit) if min(values) == max(values) else \
-        f"{_fmt(min(values), None)} … {_fmt(max(values), c0.unit)}"
-    exps = sorted({round(c.expected, 6) for c in checks if c.expected is not None})
-    expected = Text("—" if not exps else _fmt(exps[0], c0.unit) if len(exps) == 1 else
-                    f"{_fmt(exps[0], None)} … {_fmt(exps[-1], c0.unit)}")
-    if c0.expectation_basis:
-        expected.append("\n" + c0.expectation_basis, style="dim")
-    ratios = [c.ratio for c in checks if c.ratio is not None]
-    gpu_pair = any(c.subject.count("gpu") > 1 for c in checks)
-    note = Text("every one passes" if c0.verdict == "PASS" else c0.cause or "", style="dim")
-    return (_verdict(c0.verdict), f"{len(checks)} {'pairs' if gpu_pair else 'GPUs'}", escape(c0.test), figure,
-            f"≥ {min(ratios):.0%}" if ratios else "—", expected, note)
-
-
-def skipped_lines(q: Qualification) -> list[str]:
-    by_reason: dict[str, list[str]] = defaultdict(list)
-    for c in q.checks:
-        if c.verdict == "SKIP":
-            by_reason[c.cause or "not measured"].append(c.test if c.subject in ("all", "run") else
-                                                        f"{c.test} {c.subject}")
-    return [f"SKIP ({len(v)}): {reason} — {', '.join(v)}" for reason, v in by_reason.items()]
-
-
-def outliers_table(q: Qualification) -> Table | None:
-    if not q.outliers:
-        return None
-    table = Table(title="outliers (far below the median of the same test)", title_justify="left")
-    for name in ("rank", "test", "subject", "figure", "median", "of median", "path"):
-        table.add_column(name)
-    for o in q.outliers:
-        table.add_row(str(o.rank), escape(o.test), escape(o.subject), _fmt(o.value, o.unit), _fmt(o.median, o.unit),
-                      f"{o.ratio_to_median:.0%}", escape(o.path_class or "—"))
-    return table
-
-
-def _verdict_line(q: Qualification) -> str:
-    c = q.counts
-    return (f"verdict: {q.verdict} ({c.get('PASS', 0)} pass, {c.get('WARN', 0)} warn, {c.get('FAIL', 0)} fail, "
-            f"{c.get('SKIP', 0)} skipped, {c.get('INFO', 0)} recorded) — exit code {q.exit_code}; thresholds: "
-            f"{q.thresholds_source}")
-
-
 def _show(out: Output, q: Qualification) -> None:
     out.data(checks_table(q), keys=3)
     for line in skipped_lines(q):
@@ -212,4 +113,4 @@ def _show(out: Output, q: Qualification) -> None:
     table = outliers_table(q)
     if table is not None:
         out.data(table)
-    out.data(Text(_verdict_line(q), style=COLOURS.get(q.verdict, "")))
+    out.data(Text(verdict_line(q), style=COLOURS.get(q.verdict, "")))

@@ -5,9 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich import box
-from rich.markup import escape
-from rich.table import Table
 
 from gpuprobe.cli.output import Output
 from gpuprobe.errors import ModelDoesNotFit, UsageError
@@ -19,8 +16,9 @@ from gpuprobe.predict.recommend import fits_nowhere_message
 from gpuprobe.predict.recommend import recommend as run_recommend
 from gpuprobe.predict.system import system_from_results, system_from_spec
 from gpuprobe.predict.traffic import Traffic, read_lengths
+from gpuprobe.report.terminal_recommend import cannot_start, layouts_table
 from gpuprobe.results.io import load_results, write_json_atomic
-from gpuprobe.results.recommendation import LayoutResult, Recommendation
+from gpuprobe.results.recommendation import Recommendation
 from gpuprobe.results.serde import to_data
 
 SHOW_COMMANDS = 3
@@ -186,76 +184,6 @@ def installed_vllm() -> str | None:
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
-
-
-def _fmt(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None else f"{v:,.{digits}f}"
-
-
-def _gpu_list(gpus: list[int]) -> str:
-    """``[0, 1, 2, 3]`` -> ``0-3`` (runs of consecutive GPUs)."""
-    runs: list[list[int]] = []
-    for g in gpus:
-        if runs and g == runs[-1][-1] + 1:
-            runs[-1].append(g)
-        else:
-            runs.append([g])
-    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in runs)
-
-
-def _label(r: LayoutResult) -> str:
-    return f"TP{r.tp} PP{r.pp}" + (f" x{r.replicas}" if r.replicas > 1 else "")
-
-
-def title(rec: Recommendation) -> str:
-    """Model, system, objective and the vLLM release the prediction follows (with the installed one when it
-    differs)."""
-    vllm = f"vLLM {rec.vllm_version} rules"
-    if rec.vllm_installed and rec.vllm_installed != rec.vllm_version:
-        vllm += f" (installed here: vLLM {rec.vllm_installed})"
-    return f"{rec.model['name']} on {rec.system['name']} ({rec.system['source']}), objective {rec.objective}, {vllm}"
-
-
-def layouts_table(rec: Recommendation, layouts: list[LayoutResult], slo: bool = False) -> Table:
-    """The layouts that fit, ranked: memory (KV tokens, concurrency) and predicted speed."""
-    table = Table(title=escape(title(rec)), title_justify="left", box=box.SIMPLE_HEAD)
-    number = {"justify": "right", "no_wrap": True}
-    columns = [("#", number), ("layout", {}), ("GPUs", {}), ("KV tokens", number), ("max conc.", number),
-               ("all-reduce", {}), ("TTFT ms", number), ("TTFT p99", number), ("TPOT ms", number),
-               ("out tok/s", number), ("bottleneck", {})] + ([("SLO met", number)] if slo else [])
-    for name, kw in columns:
-        table.add_column(name, **kw)  # type: ignore[arg-type]
-    for r in layouts:
-        p = r.predicted
-        gpus = " | ".join(_gpu_list(rg) for rg in r.replica_gpus)
-        kv = f"{r.kv_cache_tokens:,}" if r.kv_cache_tokens is not None else "-"
-        bottleneck = f"{p.bottleneck} {p.shares.get(p.bottleneck or '', 0):.0%}" if p and p.bottleneck else "-"
-        row = [str(r.rank or "-"), _label(r), gpus, kv, _fmt(r.max_concurrency, 2), escape(r.allreduce_backend),
-               _fmt(p.ttft_ms if p else None), _fmt(p.ttft_p99_ms if p else None), _fmt(p.tpot_ms if p else None, 2),
-               _fmt(p.output_tokens_per_s if p else None, 0), escape(bottleneck)]
-        if slo:  # the share of requests that met the SLO in the simulated run (goodput / throughput)
-            row.append("-" if p is None or p.goodput_fraction is None else f"{p.goodput_fraction:.0%}")
-        table.add_row(*row)
-    return table
-
-
-def cannot_start(rec: Recommendation) -> list[str]:
-    """The layouts vLLM would not start, one line per reason: ``TP1 PP1 x1-8`` are TP1 PP1 with 1 to 8 replicas."""
-    by_reason: dict[str, dict[tuple[int, int], list[int]]] = {}
-    for r in rec.layouts:
-        if not r.fits:
-            by_reason.setdefault(r.reason or "no reason recorded", {}).setdefault((r.tp, r.pp), []).append(r.replicas)
-    lines = []
-    for reason, shapes in by_reason.items():
-        labels = []
-        for (tp, pp), reps in shapes.items():
-            reps = sorted(reps)
-            many = "" if reps == [1] else f" x{reps[0]}" if len(reps) == 1 else (
-                f" x{reps[0]}-{reps[-1]}" if reps == list(range(reps[0], reps[-1] + 1)) else
-                " x" + ",".join(map(str, reps)))
-            labels.append(f"TP{tp} PP{pp}{many}")
-        lines.append(f"{', '.join(labels)}: {reason}")
-    return lines
 
 
 def _render(out: Output, rec: Recommendation, every_layout: bool = False, slo: bool = False) -> None:

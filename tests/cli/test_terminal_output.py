@@ -122,7 +122,7 @@ def test_probe_list(capsys, monkeypatch, columns) -> None:
 
 @pytest.mark.parametrize("columns", NARROW)
 def test_qualify(capsys, monkeypatch, columns) -> None:
-    from gpuprobe.cli.qualify import _fmt
+    from gpuprobe.report.terminal_qualify import _fmt
 
     code, js, _ = run(capsys, monkeypatch, columns, "qualify", "--input", str(H100), "--json")
     checks = [c for c in json.loads(js)["checks"] if c["verdict"] != "SKIP"]
