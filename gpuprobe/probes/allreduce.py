@@ -491,27 +491,6 @@ def run_allreduce_sweep(
     return list(iter_allreduce_sweep(groups, backend, sizes, iters, warmup, samples, **kw))
 
 
-@probe(PROBE, "collective",
-       "All-reduce time, algbw and busbw over a size sweep, whole group and every pair (NCCL per GPU, or gloo on "
-       "CPU processes), result checked like nccl-tests' #wrong",
-       needs="dist", unit="us")
-def all_reduce(ctx: ProbeContext) -> Iterator[Measurement]:
-    world: _World | None = ctx.cache.pop(PRESTART_KEY, None)
-    plan = world.plan if world is not None else _probe_plan(ctx)
-    if plan is None:
-        yield Measurement(probe=PROBE, status="waived", unit="us", direction="collective",
-                          engine=choose_backend(ctx.options.collective_backend, ctx.gpus),
-                          reason="NCCL all-reduce needs GPUs; none selected")
-        return
-    plan.progress = ctx.progress
-    if world is not None:
-        plan.notes.append("workers started while the earlier probes ran (their start-up is not in this probe's time)")
-    first = world or _World(plan, list(range(len(plan.groups))))
-    yield from sweep(plan, first)
-    if first.versions.get("nccl"):
-        ctx.cache["nccl_version"] = first.versions["nccl"]
-
-
 PRESTART_KEY = "all_reduce.world"
 
 
@@ -562,3 +541,24 @@ def discard(ctx: ProbeContext) -> None:
     world = ctx.cache.pop(PRESTART_KEY, None)
     if world is not None:
         world.close()
+
+
+@probe(PROBE, "collective",
+       "All-reduce time, algbw and busbw over a size sweep, whole group and every pair (NCCL per GPU, or gloo on "
+       "CPU processes), result checked like nccl-tests' #wrong",
+       needs="dist", unit="us", prestart=prestart, settle=settle, discard=discard)
+def all_reduce(ctx: ProbeContext) -> Iterator[Measurement]:
+    world: _World | None = ctx.cache.pop(PRESTART_KEY, None)
+    plan = world.plan if world is not None else _probe_plan(ctx)
+    if plan is None:
+        yield Measurement(probe=PROBE, status="waived", unit="us", direction="collective",
+                          engine=choose_backend(ctx.options.collective_backend, ctx.gpus),
+                          reason="NCCL all-reduce needs GPUs; none selected")
+        return
+    plan.progress = ctx.progress
+    if world is not None:
+        plan.notes.append("workers started while the earlier probes ran (their start-up is not in this probe's time)")
+    first = world or _World(plan, list(range(len(plan.groups))))
+    yield from sweep(plan, first)
+    if first.versions.get("nccl"):
+        ctx.cache["nccl_version"] = first.versions["nccl"]

@@ -118,17 +118,22 @@ def run_probes(
         if on_start:
             on_start(specs)
         results.setup_seconds = round(time.perf_counter() - t0, 3)
-        if len(specs) > 1 and any(s.key == "all_reduce" and not (cuda is None and not options.tests) for s in specs):
-            allreduce.prestart(ctx)  # its workers start up while the copy probes run
+        if len(specs) > 1 and not (cuda is None and not options.tests):
+            for s in specs:
+                if s.prestart is not None:
+                    s.prestart(ctx)  # e.g. the all-reduce workers start up while the copy probes run
         settled = False
         for spec in specs:
             waited = 0.0
             if spec.group == "latency" and not settled:
                 settled = True
-                waited = allreduce.settle(ctx)  # counted in this probe's time
-                if waited > 0.1:
-                    ctx.note(f"waited {waited:.1f} s for the all-reduce workers to finish starting before the latency "
-                             "probes (their CUDA/NCCL set-up disturbs host-memory latency)")
+                for s in specs:
+                    took = s.settle(ctx) if s.settle is not None else 0.0  # counted in this probe's time
+                    waited += took
+                    if took > 0.1:
+                        who = s.key.replace("_", "-")
+                        ctx.note(f"waited {took:.1f} s for the {who} workers to finish starting before the latency "
+                                 "probes (their CUDA/NCCL set-up disturbs host-memory latency)")
             if cuda is None and not options.tests and spec.needs == "dist":
                 # no GPU and no explicit selection: do not silently turn a GPU run into a CPU benchmark
                 results.measurements.append(waived(spec.key, "no CUDA GPU; select it explicitly (--tests "
@@ -137,7 +142,7 @@ def run_probes(
                 continue
             _run_one(spec, ctx, results)
             if waited:
-                results.probe_seconds[spec.key] = round(results.probe_seconds[spec.key] + waited, 3)
+                results.probe_seconds[spec.key] = round(results.probe_seconds.get(spec.key, 0.0) + waited, 3)
             results.notes = list(ctx.notes)
             if output:
                 save_results(results, output)
@@ -150,7 +155,9 @@ def run_probes(
     finally:
         results.run.finished_utc = now_utc()
         if ctx is not None:
-            allreduce.discard(ctx)
+            for s in specs:
+                if s.discard is not None:
+                    s.discard(ctx)
             results.run.nccl_version = ctx.cache.get("nccl_version")
         if output:
             save_results(results, output)

@@ -87,6 +87,23 @@ def test_gloo_all_reduce_through_the_cli(capsys, tmp_path: Path) -> None:
     assert all(m.value > 0 and m.busbw_gbps == pytest.approx(m.algbw_gbps * 2 * (2 - 1) / 2) for m in ms)
 
 
+def test_prestarted_workers_are_settled_before_latency_and_taken_over(capsys, tmp_path: Path) -> None:
+    """Host, latency and all-reduce probes chosen on a machine without a GPU: the gloo workers start before the first
+    probe (the probe declares the hook), the latency probe waits for them (its time includes the wait, even waived),
+    and the all-reduce probe takes the started workers over."""
+    pytest.importorskip("torch")
+    out_file = tmp_path / "pre.json"
+    code, _, err = run(capsys, "probe", "--tests", "host_to_device_memcpy_ce", "--tests", "host_device_latency_sm",
+                       "--tests", "all_reduce", "--backend", "gloo", "--cpu-ranks", "2", "--allreduce-max-bytes",
+                       "65536", "-o", str(out_file))  # fmt: skip
+    assert code == 0, err
+    res = load_results(out_file)
+    ar = [m for m in res.measurements if m.probe == "all_reduce"]
+    assert ar and all(m.status == "ok" for m in ar)
+    assert any("workers started while the earlier probes ran" in n for n in ar[0].notes)
+    assert "host_device_latency_sm" in res.probe_seconds
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_sigterm_and_sighup_keep_what_was_measured(tmp_path: Path, sig: signal.Signals, code: int) -> None:

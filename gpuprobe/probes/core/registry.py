@@ -69,6 +69,12 @@ class ProbeSpec:
     """``cuda`` (CUDA runtime through CuPy) or ``dist`` (torch.distributed: NCCL or gloo)."""
     min_gpus: int = 1
     unit: Unit = "GB/s"
+    prestart: Callable[[ProbeContext], None] | None = None
+    """Starts slow set-up (worker processes) in the background while the probes before this one run."""
+    settle: Callable[[ProbeContext], float] | None = None
+    """Waits for that set-up to finish (before the probes it would disturb: latencies); the seconds waited."""
+    discard: Callable[[ProbeContext], None] | None = None
+    """Ends what ``prestart`` started when the probe did not take it over (always called at the end)."""
 
     def waived_reason(self, ctx: ProbeContext) -> str | None:
         """Why this probe cannot run here (None when it can)."""
