@@ -16,13 +16,8 @@ what was measured is kept, and a fresh world carries on with the remaining group
 
 from __future__ import annotations
 
-import contextlib
-import json
 import multiprocessing
-import os
 import shutil
-import signal
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +30,7 @@ from gpuprobe.options import MiB, ProbeOptions
 from gpuprobe.probes.allreduce_worker import FLOAT32_BYTES, WorkerPlan, worker_main
 from gpuprobe.probes.busbw import allreduce_bandwidths
 from gpuprobe.probes.core.registry import ProbeContext, probe
+from gpuprobe.probes.core.workers import JsonLinesTail, free_port, kill_workers, last_log_line
 from gpuprobe.results.model import Measurement, Status
 from gpuprobe.results.stats import summarize
 
@@ -121,12 +117,6 @@ def _secs(x: float) -> str:
     return f"{x:.0f}" if x >= 10 else f"{x:.2g}"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ---- the sweep ----------------------------------------------------------------------------------------------
 
 
@@ -197,47 +187,6 @@ def _measured(plan: _Plan, group: list[int], line: dict[str, Any], extra: list[s
                         notes=_base_notes(plan, len(group)) + extra, duration_s=float(line.get("wall_s", 0.0)))
 
 
-class _Tail:
-    """Complete JSON lines appended to the workers' files since the last read."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self._paths = paths
-        self._offsets = [0] * len(paths)
-
-    def read(self) -> list[dict[str, Any]]:
-        lines: list[dict[str, Any]] = []
-        for i, path in enumerate(self._paths):
-            try:
-                with path.open("rb") as f:
-                    f.seek(self._offsets[i])
-                    data = f.read()
-            except FileNotFoundError:
-                continue
-            end = data.rfind(b"\n") + 1
-            self._offsets[i] += end
-            lines += [json.loads(raw) for raw in data[:end].splitlines() if raw.strip()]
-        return lines
-
-
-def _log_tail(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        for line in reversed(path.read_text(errors="replace").splitlines()):
-            if line.strip():
-                return " ".join(line.split())[:200]
-    return ""
-
-
-def _kill(procs: list[Any]) -> None:
-    for p in procs:
-        if p.pid is not None and p.exitcode is None:
-            with contextlib.suppress(OSError):
-                os.killpg(p.pid, signal.SIGKILL)  # the worker's own group (it calls setpgrp)
-            with contextlib.suppress(OSError):
-                p.kill()
-    for p in procs:
-        p.join(timeout=5)
-
-
 class _World:
     """One world of workers sweeping ``plan.groups[i] for i in todo``; yields Measurements as lines arrive.
 
@@ -266,7 +215,7 @@ class _World:
         self.go_file = directory / "go" if gated else None
         groups = [[plan.labels.index(m) for m in plan.groups[i]] for i in self.todo]
         budgets = sum(plan.budget_s(plan.counts) for _ in groups)
-        wplan = WorkerPlan(backend=plan.backend, labels=plan.labels, port=_free_port(), groups=groups,
+        wplan = WorkerPlan(backend=plan.backend, labels=plan.labels, port=free_port(), groups=groups,
                            counts=plan.counts, iters=plan.iters, warmup=plan.warmup, samples=plan.samples,
                            directory=str(directory), init_timeout_s=plan.startup_timeout_s + budgets,
                            cuda_graph=plan.cuda_graph, go_file=str(self.go_file) if self.go_file else None)
@@ -280,7 +229,7 @@ class _World:
             self.start_error = f"could not start the {plan.backend} workers: {' '.join(str(exc).split())[:300]}"
 
     def close(self) -> None:
-        _kill(self.procs)
+        kill_workers(self.procs)
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -294,7 +243,7 @@ class _World:
                 return
             if self.go_file is not None:
                 self.go_file.touch()
-            tail = _Tail([self.directory / f"rank{r}.jsonl" for r in range(len(self.procs))])
+            tail = JsonLinesTail([self.directory / f"rank{r}.jsonl" for r in range(len(self.procs))])
             yield from self._watch(self.procs, tail, self.directory)
         finally:
             self.close()
@@ -302,7 +251,7 @@ class _World:
     def _current(self) -> int | None:
         return next((i for i in range(len(self.todo)) if i not in self.done), None)
 
-    def _watch(self, procs: list[Any], tail: _Tail, directory: Path) -> Iterator[Measurement]:
+    def _watch(self, procs: list[Any], tail: JsonLinesTail, directory: Path) -> Iterator[Measurement]:
         plan = self.plan
         deadline = time.monotonic() + plan.startup_timeout_s
         started: int | None = None
@@ -342,7 +291,7 @@ class _World:
                              f"{fail['error']}"
                 else:
                     rank, code = dead[0] if dead else (0, 0)
-                    last = _log_tail(directory / f"rank{rank}.log")
+                    last = last_log_line(directory / f"rank{rank}.log")
                     reason = f"{plan.backend} worker for {plan.rank_name(rank)} exited with code {code}" \
                              f"{self._during()}" + (f" (last output: {last})" if last else "")
                 yield from self._fail(reason)
