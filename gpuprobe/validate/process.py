@@ -203,3 +203,47 @@ def launch_fresh(argv: list[str], log: IO[bytes], env: dict[str, str]) -> subpro
     """A new interpreter in its own session (process group = its pid)."""
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
+
+
+def child_env(env_set: dict[str, str]) -> dict[str, str]:
+    """This process's environment with the run's variables, and this gpuprobe first on the child's path."""
+    import gpuprobe
+
+    env = {**os.environ, **env_set}
+    pkg_root = str(Path(gpuprobe.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def start_child(kind: str, args: list[str], log_path: Path, log: IO[bytes], env_set: dict[str, str], python: str,
+                preloaded: PreloadedInterpreter | None) -> Child:
+    """A run's process (``worker``: an offline engine; ``serve``: ``vllm serve``): forked from the preloaded
+    interpreter when there is one, else a fresh ``python`` in its own process group."""
+    if preloaded is not None:
+        return preloaded.spawn(kind, args, log_path, env_set)
+    module = "gpuprobe.validate.worker" if kind == "worker" else "gpuprobe.validate.vllm_cli"
+    return launch_fresh([python, "-m", module, *args], log, child_env(env_set))
+
+
+def supervise(child: Child, timeout_s: float, t0: float, progress: Callable[[str], None], name: str,
+              interval_s: float = 0.2) -> bool:
+    """Wait for the child to end; at ``timeout_s`` after ``t0`` kill its group. True when it timed out."""
+    timed_out = False
+    try:
+        while child.poll() is None:
+            if time.monotonic() - t0 > timeout_s:
+                timed_out = True
+                progress(f"{name}: no result after {timeout_s:.0f} s, killing it")
+                break
+            time.sleep(interval_s)
+    finally:  # an interrupt takes the whole group down before it is re-raised
+        end_child(child)
+    return timed_out
+
+
+def end_child(child: Child) -> None:
+    """End the child's whole process group and reap it: vLLM's engine and worker processes must not outlive the
+    run (GPU memory for the next layout)."""
+    end_group(child.pid, grace_s=KILL_GRACE_S, reap=child.poll)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(KILL_GRACE_S)

@@ -21,7 +21,6 @@ import random
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -49,12 +48,13 @@ from gpuprobe.results.validation import (
 from gpuprobe.validate import loadgen, logparse, serve
 from gpuprobe.validate.gpumem import Nvml
 from gpuprobe.validate.process import (
-    KILL_GRACE_S,
     Child,
     PreloadedInterpreter,
     PreloadPool,
-    end_group,
-    launch_fresh,
+    child_env,
+    end_child,
+    start_child,
+    supervise,
 )
 from gpuprobe.validate.store import load_runs, save_runs
 from gpuprobe.validate.vllm_env import (
@@ -160,24 +160,6 @@ class _MemorySampler:
             measured.gpu_memory_reason = "CPU run: no GPU memory to measure" if platform == "cpu" else why
 
 
-def _start(kind: str, args: list[str], log_path: Path, log: Any, env_set: dict[str, str], opts: ValidateOptions,
-           preloaded: PreloadedInterpreter | None) -> Child:
-    """Fork the run from the preloaded interpreter when there is one, else start a fresh interpreter."""
-    if preloaded is not None:
-        return preloaded.spawn(kind, args, log_path, env_set)
-    env = _child_env(env_set)
-    module = "gpuprobe.validate.worker" if kind == "worker" else "gpuprobe.validate.vllm_cli"
-    return launch_fresh([opts.python, "-m", module, *args], log, env)
-
-
-def _child_env(env_set: dict[str, str]) -> dict[str, str]:
-    """This process's environment with the run's variables, and this gpuprobe first on the child's path."""
-    env = {**os.environ, **env_set}
-    pkg_root = str(Path(gpuprobe.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def run_layout(
     layout: ValidationLayout,
     workloads: list[Workload],
@@ -221,30 +203,6 @@ def run_layout(
     return run
 
 
-def _supervise(child: Child, opts: ValidateOptions, t0: float, progress: Progress, name: str,
-               done: Callable[[], bool] = lambda: False) -> bool:
-    """Wait for the child to end (or ``done``); kill its group at the timeout. True when it timed out."""
-    timed_out = False
-    try:
-        while child.poll() is None and not done():
-            if time.monotonic() - t0 > opts.timeout_s:
-                timed_out = True
-                progress(f"{name}: no result after {opts.timeout_s:.0f} s, killing it")
-                break
-            time.sleep(SAMPLE_INTERVAL_S)
-    finally:  # an interrupt takes the whole group down before it is re-raised
-        _end(child)
-    return timed_out
-
-
-def _end(child: Child) -> None:
-    """End the child's whole process group and reap it: vLLM's engine and worker processes must not outlive the
-    run (GPU memory for the next layout)."""
-    end_group(child.pid, grace_s=KILL_GRACE_S, reap=child.poll)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        child.wait(KILL_GRACE_S)
-
-
 def _run_offline(layout: ValidationLayout, workloads: list[Workload], model_dir: Path, opts: ValidateOptions,
                  env_set: dict[str, str], log_path: Path, log: Any, preloaded: PreloadedInterpreter | None,
                  progress: Progress, t0: float) -> tuple[Measured | None, str | None, bool, Child]:
@@ -256,8 +214,8 @@ def _run_offline(layout: ValidationLayout, workloads: list[Workload], model_dir:
             "result_path": str(result_path), "seed": opts.seed, "warmup": opts.warmup,
             "warm_each": opts.warm_each}
     spec_path.write_text(json.dumps(spec, indent=1))
-    child = _start("worker", [str(spec_path)], log_path, log, env_set, opts, preloaded)
-    timed_out = _supervise(child, opts, t0, progress, layout.name)
+    child = start_child("worker", [str(spec_path)], log_path, log, env_set, opts.python, preloaded)
+    timed_out = supervise(child, opts.timeout_s, t0, progress, layout.name, interval_s=SAMPLE_INTERVAL_S)
     measured, child_error = _read_child_result(result_path)
     result_path.unlink(missing_ok=True)
     return measured, child_error, timed_out, child
@@ -268,7 +226,8 @@ def _run_served(layout: ValidationLayout, workloads: list[Workload], model_dir: 
                 progress: Progress, t0: float) -> tuple[Measured | None, str | None, bool, Child]:
     """``vllm serve`` in the background, then every workload over HTTP, then the server's group ended."""
     port = serve.free_port()
-    child = _start("serve", serve.serve_args(layout, model_dir, port), log_path, log, env_set, opts, preloaded)
+    child = start_child("serve", serve.serve_args(layout, model_dir, port), log_path, log, env_set, opts.python,
+                        preloaded)
     measured = Measured()
     error: str | None = None
     timed_out = False
@@ -323,7 +282,7 @@ def _run_served(layout: ValidationLayout, workloads: list[Workload], model_dir: 
                 error = error or "the server exited during the workloads"
                 break
     finally:
-        _end(child)
+        end_child(child)
     if not error and not timed_out and len(measured.workloads) == len(workloads):
         child.returncode = 0  # stopped by us after its work: not a failure
     return measured, error, timed_out, child
@@ -540,7 +499,7 @@ def _preload(opts: ValidateOptions, pool: PreloadPool, env_set: dict[str, str],
     """The interpreter that imported vLLM once (started on first use); None when it cannot start (the runs
     then start fresh interpreters). Variables vLLM reads at import time (``VLLM_LOGGING_LEVEL``...) key it."""
     assert opts.outdir is not None
-    env = _child_env({**env_set, "GPUPROBE_PRELOADED": "1"})
+    env = child_env({**env_set, "GPUPROBE_PRELOADED": "1"})
     known = bool(pool._items)
     key = {k: v for k, v in env_set.items() if k not in PRELOAD_PER_RUN}
     pre = pool.get(opts.python, env, key, opts.outdir / "preload.log")

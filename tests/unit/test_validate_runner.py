@@ -12,7 +12,7 @@ import pytest
 
 from gpuprobe.errors import UsageError
 from gpuprobe.results.validation import ValidationLayout, Workload
-from gpuprobe.validate import runner, vllm_env
+from gpuprobe.validate import process, runner, vllm_env
 from gpuprobe.validate.gpumem import Nvml
 from gpuprobe.validate.store import load_runs
 
@@ -84,7 +84,7 @@ def test_crash_is_recorded_with_the_root_cause(tmp_path: Path, fake_python: str,
 
 def test_hang_is_killed_with_its_whole_process_group(tmp_path: Path, fake_python: str, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_MODE", "hang")
-    monkeypatch.setattr(runner, "KILL_GRACE_S", 2.0)
+    monkeypatch.setattr(process, "KILL_GRACE_S", 2.0)
     t0 = time.monotonic()
     runs = runner.run_validation(_opts(tmp_path, fake_python, timeout_s=1.5))
     assert time.monotonic() - t0 < 20
