@@ -130,11 +130,10 @@ class StepCost:
         vocab_rank = padded_vocab(spec) / self.tp
         d = spec.head_dim if spec.mla is None else (spec.mla.qk_nope_head_dim + spec.mla.qk_rope_head_dim)
         self.stages: list[_Stage] = []
-        moe_layers = 0
         for i, rng in enumerate(pp_layer_ranges(spec.num_layers, self.pp)):
             active = 0.0
             expert_bytes = 0.0
-            moe_before = moe_layers
+            moe_layers = 0
             for j in rng:
                 sh = layer_shard(spec, j, self.tp)
                 active += sh.active_linear
@@ -148,11 +147,11 @@ class StepCost:
                 head_flops_per_row=2 * vocab_rank * spec.hidden_size if last else 0.0,
                 attn_flops_coef=4 * len(rng) * (spec.num_heads / self.tp) * d,
                 dense_weight_bytes=weights - expert_bytes * spec.num_experts,
-                expert_bytes_per_expert=expert_bytes, moe_layers=moe_layers - moe_before,
+                expert_bytes_per_expert=expert_bytes, moe_layers=moe_layers,
                 kv_bytes_per_token=kv_bytes_per_token_per_layer(spec, self.tp, s.kv_cache_bytes_per_element) * len(rng),
                 group=self.groups[i],
             ))  # fmt: skip
-        self.moe_layers_per_stage = moe_layers / self.pp
+        self.moe_layers_per_stage = sum(st.moe_layers for st in self.stages) / self.pp
         self.moe_layer_s = cal.moe_per_layer_us * 1e-6
         self.backends_used: set[str] = set()
         self.ar_sources: set[str] = set()

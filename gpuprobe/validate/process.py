@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+import gpuprobe
+
 KILL_GRACE_S = 10.0
 PRELOAD_START_TIMEOUT_S = 300.0
 
@@ -207,8 +209,6 @@ def launch_fresh(argv: list[str], log: IO[bytes], env: dict[str, str]) -> subpro
 
 def child_env(env_set: dict[str, str]) -> dict[str, str]:
     """This process's environment with the run's variables, and this gpuprobe first on the child's path."""
-    import gpuprobe
-
     env = {**os.environ, **env_set}
     pkg_root = str(Path(gpuprobe.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)
