@@ -29,8 +29,6 @@ H100_SNAPSHOT = Path(__file__).parents[1] / "data" / "nvml-h100-2026-11-25.json"
 
 @pytest.fixture
 def h100() -> ReplayNvml:
-    if not H100_SNAPSHOT.exists():
-        pytest.skip(f"{H100_SNAPSHOT} not recorded yet (gpuprobe topo --record-nvml FILE on the H100)")
     return ReplayNvml.from_file(H100_SNAPSHOT)
 
 
@@ -159,8 +157,6 @@ def test_collect_topology_from_h100_snapshot(h100):
 
 
 def test_load_system_from_snapshot_file():
-    if not H100_SNAPSHOT.exists():
-        pytest.skip("H100 snapshot not recorded yet")
     facts = load_system(nvml_snapshot=H100_SNAPSHOT)
     assert len(facts.devices) == 1 and facts.driver["driver_version"] == "580.159.04"
     assert str(H100_SNAPSHOT) in facts.origin

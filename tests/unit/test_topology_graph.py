@@ -17,8 +17,6 @@ H100_SNAPSHOT = Path(__file__).parents[1] / "data" / "nvml-h100-2026-11-25.json"
 
 @pytest.fixture
 def h100():
-    if not H100_SNAPSHOT.exists():
-        pytest.skip(f"{H100_SNAPSHOT} not recorded yet (gpuprobe topo --record-nvml FILE on the H100)")
     return load_system(nvml_snapshot=H100_SNAPSHOT)
 
 
