@@ -4,7 +4,7 @@ Everything here is a plain dataclass that round-trips through JSON losslessly (`
 Units are in the field names or in ``Measurement.unit``: GB/s means 1e9 bytes per second, sizes are bytes.
 A figure that could not be measured is ``None`` with a ``reason``, never a string such as "N/A".
 
-This module imports nothing else from gpuprobe.
+This module imports nothing else from gpuprobe but ``results.run_info`` (the run header's shared fields).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from gpuprobe.results.run_info import RunInfoBase
 
 SCHEMA_VERSION = 1
 RESULTS_KIND = "gpuprobe.results"
@@ -101,15 +103,9 @@ def now_utc() -> str:
 
 
 @dataclass
-class RunInfo:
-    """Where, when and with what a results file was made."""
+class RunInfo(RunInfoBase):
+    """Where, when and with what a results file was made (the shared fields first: ``RunInfoBase``)."""
 
-    gpuprobe_version: str
-    started_utc: str
-    finished_utc: str | None = None
-    hostname: str | None = None
-    os: str | None = None
-    python: str | None = None
     driver_version: str | None = None
     cuda_driver_version: str | None = None
     cuda_runtime_version: str | None = None
