@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ class World:
 
     def __init__(self, plan: SweepPlan, todo: list[int]) -> None:
         self.plan, self.todo = plan, todo
-        self.procs: list[Any] = []
+        self.procs: list[BaseProcess] = []
         self.directory: Path | None = None
         self.go_file: Path | None = None
         self.start_error: str | None = None
@@ -184,7 +185,7 @@ class World:
     def _current(self) -> int | None:
         return next((i for i in range(len(self.todo)) if i not in self.done), None)
 
-    def _watch(self, procs: list[Any], tail: JsonLinesTail, directory: Path) -> Iterator[Measurement]:
+    def _watch(self, procs: list[BaseProcess], tail: JsonLinesTail, directory: Path) -> Iterator[Measurement]:
         plan = self.plan
         deadline = time.monotonic() + plan.startup_timeout_s
         started: int | None = None

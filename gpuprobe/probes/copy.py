@@ -40,7 +40,7 @@ def _host_probe(ctx: ProbeContext, key: str, direction: str, engine: str, bidire
                     copies.append(_copy(ctx, h, direction, engine))
                     if bidirectional:
                         copies.append(_copy(ctx, h, D2H if direction == H2D else H2D, engine))
-        res = measure_copies(ctx.cuda, copies, count=o.copies_per_sample, warmup=o.warmup_copies,
+        res = measure_copies(ctx.cuda_backend, copies, count=o.copies_per_sample, warmup=o.warmup_copies,
                              samples=o.samples, verify=o.verify, rates=ctx.cache.setdefault("rates", {}))
         src, dst = ("host", gpu(g)) if direction == H2D else (gpu(g), "host")
         reverse = None
@@ -86,7 +86,7 @@ def _pageable(ctx: ProbeContext, key: str, direction: str) -> Iterator[Measureme
     thread takes part, so they are timed on an unblocked stream (a blocked one would deadlock)."""
     import numpy as np
 
-    o, cuda = ctx.options, ctx.cuda
+    o, cuda = ctx.options, ctx.cuda_backend
     for g in ctx.gpus:
         ctx.progress(f"{key} gpu{g}")
         b = gpu_buffers(ctx, g)
