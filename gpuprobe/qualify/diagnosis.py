@@ -83,8 +83,9 @@ class Diagnosis(JudgeBase):
         pcie = None
         if a is not None and b is not None:
             lines = [self.facts.pcie(self.facts.devices.get(g)) for g in (a, b)]
-            if all(lines):
-                pcie = min(x[0] for x in lines)  # type: ignore[index]
+            known = [x for x in lines if x]
+            if len(known) == len(lines):
+                pcie = min(x[0] for x in known)
         at_pcie = m.unit == "GB/s" and pcie is not None and value <= pcie * 1.05
         if at_pcie or down:
             why = (f"the figure ({value:.1f} GB/s) is at PCIe speed (link {pcie:g} GB/s) on an "
