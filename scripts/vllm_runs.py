@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from gpuprobe.cli.validate import parse_workload  # noqa: E402
 from gpuprobe.results.validation import ValidationLayout  # noqa: E402
 from gpuprobe.validate import runner  # noqa: E402
+from gpuprobe.validate.options import ValidateOptions  # noqa: E402
 from gpuprobe.validate.process import PreloadPool  # noqa: E402
 
 
@@ -62,7 +63,7 @@ def main() -> int:
             layout = dataclasses.replace(layout, serve=bool(entry.get("serve")))
             starts = int(entry.get("starts", 1))
             layouts = [dataclasses.replace(layout, start=k) for k in range(1, starts + 1)]
-            opts = runner.ValidateOptions(
+            opts = ValidateOptions(
                 model=str(model), layouts=layouts, workloads=[parse_workload(w) for w in entry["workloads"]],
                 output=args.outdir / f"{name}.json", outdir=args.outdir / f"{name}-logs",
                 timeout_s=float(entry.get("timeout_s", 600)), env=dict(entry.get("env", {})), pool=pool,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeGuard, get_args
 
 import typer
 
@@ -10,9 +11,9 @@ from gpuprobe.cli.output import Output
 from gpuprobe.errors import ModelDoesNotFit, UsageError
 from gpuprobe.predict.calibration import Calibration, load_calibration
 from gpuprobe.predict.model_spec import load_model_spec
-from gpuprobe.predict.options import ServeOptions
+from gpuprobe.predict.options import KvCacheDtype, ServeOptions
 from gpuprobe.predict.perf import Slo
-from gpuprobe.predict.recommend import fits_nowhere_message
+from gpuprobe.predict.recommend import Objective, fits_nowhere_message
 from gpuprobe.predict.recommend import recommend as run_recommend
 from gpuprobe.predict.system import system_from_results, system_from_spec
 from gpuprobe.predict.traffic import Traffic, read_lengths
@@ -119,14 +120,14 @@ def recommend(
             "no system given: pass --system RESULTS.json (from 'gpuprobe probe -o RESULTS.json'), "
             "describe one with --gpu H100-SXM --num-gpus 8, or measure this machine first with --probe"
         )
-    if kv_cache_dtype not in ("auto", "fp8"):
+    if not _is_kv_cache_dtype(kv_cache_dtype):
         raise UsageError(f"--kv-cache-dtype must be auto or fp8, not {kv_cache_dtype!r}")
-    if objective not in ("throughput", "latency", "goodput"):
+    if not _is_objective(objective):
         raise UsageError(f"--objective must be throughput, latency or goodput, not {objective!r}")
     spec = load_model_spec(model, quantization=quantization)
     serve = ServeOptions(
         gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens, kv_cache_dtype=kv_cache_dtype,  # type: ignore[arg-type]
+        max_num_batched_tokens=max_num_batched_tokens, kv_cache_dtype=kv_cache_dtype,
         enforce_eager=enforce_eager, quantization=quantization,
     )
     traffic = Traffic(
@@ -137,7 +138,7 @@ def recommend(
     )  # fmt: skip
     cal = load_calibration(calibration) if calibration else Calibration()
     model_ref, serve_note = serve_target(model, serve_model)
-    rec = run_recommend(spec, profile, serve, traffic, cal, objective, Slo(max_ttft_ms, max_tpot_ms),  # type: ignore[arg-type]
+    rec = run_recommend(spec, profile, serve, traffic, cal, objective, Slo(max_ttft_ms, max_tpot_ms),
                         model_ref=model_ref)
     rec.vllm_installed = installed_vllm()
     if serve_note:
@@ -210,3 +211,11 @@ def _render(out: Output, rec: Recommendation, every_layout: bool = False, slo: b
             out.line(f"# rank {r.rank}: TP{r.tp} PP{r.pp} x{r.replicas}")
             for command in r.vllm_command:
                 out.line(command)
+
+
+def _is_kv_cache_dtype(value: str) -> TypeGuard[KvCacheDtype]:
+    return value in get_args(KvCacheDtype)
+
+
+def _is_objective(value: str) -> TypeGuard[Objective]:
+    return value in get_args(Objective)

@@ -85,6 +85,7 @@ def validate(
     from gpuprobe.validate import calibrate as cal
     from gpuprobe.validate import compare as cmp
     from gpuprobe.validate import runner
+    from gpuprobe.validate.options import ValidateOptions
     from gpuprobe.validate.store import load_runs, save_runs
 
     out = Output(json_mode=json_)
@@ -114,7 +115,7 @@ def validate(
         if starts < 1:
             raise UsageError(f"--starts must be at least 1 (got {starts})")
         layouts = [dataclasses.replace(lay, start=k) for lay in layouts for k in range(1, starts + 1)]
-        opts = runner.ValidateOptions(
+        opts = ValidateOptions(
             model=model, layouts=layouts, workloads=workloads, output=output, outdir=outdir, timeout_s=timeout_s,
             force=force, retry_failed=retry_failed, env=parse_env(env), python=python or sys.executable,
             compare=cmp.comparer(system=system, calibration=calibration), preload=preload,

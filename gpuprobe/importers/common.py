@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any, Literal
 
 from gpuprobe import __version__
-from gpuprobe.results.model import Measurement, Results, RunInfo, Stat, now_utc
+from gpuprobe.results.model import Measurement, Results, RunInfo, Stat, Status, Unit, now_utc
 
 
 def single_stat(value: float) -> Stat:
@@ -14,14 +15,18 @@ def single_stat(value: float) -> Stat:
 
 
 def run_info(source: str, *, origin: str, tool_version: str | None, started_utc: str | None = None,
-             **facts: object) -> RunInfo:
+             hostname: str | None = None, driver_version: str | None = None, cuda_runtime_version: str | None = None,
+             cuda_driver_version: str | None = None, nccl_version: str | None = None,
+             command: list[str] | None = None) -> RunInfo:
     """RunInfo of an imported output: ``source`` is the tool, ``options`` keeps where and when it was imported."""
     imported = now_utc()
-    options: dict[str, object] = {"imported_from": origin, "imported_utc": imported}
+    options: dict[str, Any] = {"imported_from": origin, "imported_utc": imported}
     if tool_version:
         options["tool_version"] = tool_version
-    return RunInfo(gpuprobe_version=__version__, started_utc=started_utc or imported,
-                   source=source, options=options, **facts)  # type: ignore[arg-type]
+    return RunInfo(gpuprobe_version=__version__, started_utc=started_utc or imported, hostname=hostname,
+                   driver_version=driver_version, cuda_driver_version=cuda_driver_version,
+                   cuda_runtime_version=cuda_runtime_version, nccl_version=nccl_version, command=command or [],
+                   options=options, source=source)
 
 
 def finish(results: Results) -> Results:
@@ -53,10 +58,11 @@ def nccl_version(value: object) -> str | None:
 
 # -- nvbandwidth testcase keys -> gpuprobe measurement fields -----------------------------------------------
 _UNIT = re.compile(r"\((GB/s|ns|us)\)")
+_UNITS: dict[str, Unit] = {"GB/s": "GB/s", "ns": "ns", "us": "us"}
 
 
 def nvbandwidth_measurement(key: str, description: str, row: int, col: int, value: float | None,
-                            status: str = "ok", reason: str | None = None) -> Measurement:
+                            status: Status = "ok", reason: str | None = None) -> Measurement:
     """One matrix cell of an nvbandwidth testcase as a Measurement in gpuprobe's vocabulary.
 
     nvbandwidth's orientation (its ``testcase.h``): host tests have the CPU as the row and the GPU as the column;
@@ -64,11 +70,16 @@ def nvbandwidth_measurement(key: str, description: str, row: int, col: int, valu
     and a *write* pushes from the row GPU into the column GPU.
     """
     m = _UNIT.search(description)
-    unit = m.group(1) if m else "GB/s"
+    unit = _UNITS[m.group(1)] if m else "GB/s"
     engine = "sm" if key.endswith("_sm") else "ce"
-    traffic = "bidirectional" if "bidirectional" in key else "unidirectional"
+    traffic: Literal["unidirectional", "bidirectional"] = (
+        "bidirectional" if "bidirectional" in key else "unidirectional")
     gpu_col, gpu_row = f"gpu{col}", f"gpu{row}"
-    src = dst = initiator = direction = path = None
+    src: str | None = None
+    dst: str | None = None
+    initiator: str | None = None
+    direction: str | None = None
+    path: str | None = None
     if key.startswith(("host_to_device", "host_to_all", "host_device_latency")):
         src, dst, initiator, direction, path = "host", gpu_col, gpu_col, "h2d", "PCIe"
     elif key.startswith(("device_to_host", "all_to_host")):
@@ -86,8 +97,8 @@ def nvbandwidth_measurement(key: str, description: str, row: int, col: int, valu
     if value is None and status == "ok":
         status, reason = "waived", reason or "N/A in the nvbandwidth matrix (no such pair or not run)"
     notes = ["nvbandwidth prints one figure per cell (the median of its samples), not the samples"]
-    return Measurement(probe=key, status=status, unit=unit, src=src, dst=dst,  # type: ignore[arg-type]
-                       initiator=initiator, direction=direction, engine=engine, traffic=traffic,  # type: ignore[arg-type]
+    return Measurement(probe=key, status=status, unit=unit, src=src, dst=dst,
+                       initiator=initiator, direction=direction, engine=engine, traffic=traffic,
                        host_memory="pinned" if "host" in (src, dst) else None,
                        samples=[value] if value is not None else [],
                        stat=single_stat(value) if value is not None else None, path_class=path,

@@ -14,7 +14,7 @@ from typing import Any
 
 from gpuprobe.errors import ResultsFileError
 from gpuprobe.importers.common import cuda_version, finish, nvbandwidth_measurement, run_info
-from gpuprobe.results.model import DeviceInfo, Measurement, Results
+from gpuprobe.results.model import DeviceInfo, Measurement, Results, Status
 
 SOURCE = "nvbandwidth"
 _DEVICE_JSON = re.compile(r"^\s*(\d+):\s*(.+?)\s*\(([0-9A-Fa-f:.]+)\)(?::\s*\((.*)\))?\s*$")
@@ -65,7 +65,7 @@ def from_json(data: Any, origin: str = "nvbandwidth JSON") -> Results:
         if status == "Passed":
             results.measurements += _matrix_measurements(key, desc, tc.get("bandwidth_matrix") or [])
         else:
-            kind = "waived" if status == "Waived" else "error"
+            kind: Status = "waived" if status == "Waived" else "error"
             msg = tc.get("error") or tc.get("message") or f"nvbandwidth status {status}"
             results.measurements.append(nvbandwidth_measurement(key, desc, 0, 0, None, kind, str(msg)))
     for what in ("warning", "error"):

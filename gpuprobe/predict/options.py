@@ -22,6 +22,8 @@ MLA_BLOCK_SIZE = 64
 _GiB = 1 << 30
 
 
+KvCacheDtype = Literal["auto", "fp8"]
+
 @dataclass
 class ServeOptions:
     """vLLM flags that change memory or speed; None means "vLLM's default for this GPU and model"."""
@@ -33,7 +35,7 @@ class ServeOptions:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     block_size: int | None = None
-    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    kv_cache_dtype: KvCacheDtype = "auto"
     enforce_eager: bool = False
     quantization: str | None = None
     usage_context: Literal["serve", "llm"] = "serve"

@@ -21,7 +21,7 @@ from gpuprobe.predict.calibration import Calibration
 from gpuprobe.predict.layouts import Layout
 from gpuprobe.predict.memory import MemoryPrediction
 from gpuprobe.predict.model_spec import ModelSpec
-from gpuprobe.predict.simulate import EngineLimits, SimResult, simulate
+from gpuprobe.predict.simulate import EngineLimits, SimResult, StepTotals, simulate
 from gpuprobe.predict.stepcost import StepCost
 from gpuprobe.predict.system import SystemProfile
 from gpuprobe.predict.traffic import Traffic
@@ -147,7 +147,27 @@ def _sorted(values: list[float]) -> list[float]:
     return sorted(v for v in values if not math.isnan(v))
 
 
-def _summary(results: list[SimResult]) -> dict[str, float]:
+@dataclass(frozen=True)
+class ClientFigures:
+    """What the clients of every replica measure over a run: rates over its duration, and the median (and 90th,
+    99th percentiles) of each latency over every request, in seconds."""
+
+    output_tokens_per_s: float
+    requests_per_s: float
+    ttft_s: float
+    ttft_p90_s: float
+    ttft_p99_s: float
+    tpot_s: float
+    tpot_p90_s: float
+    tpot_p99_s: float
+    itl_s: float
+    itl_p90_s: float
+    itl_p99_s: float
+    e2el_s: float
+    duration_s: float
+
+
+def _summary(results: list[SimResult]) -> ClientFigures:
     ttft = _sorted([x for r in results for x in r.ttft_s])
     tpot = _sorted([x for r in results for x in r.tpot_s])
     e2el = _sorted([x for r in results for x in r.e2el_s])
@@ -156,15 +176,23 @@ def _summary(results: list[SimResult]) -> dict[str, float]:
                      for r in results)
     completed = sum(r.completed for r in results)
     duration = _duration(results)
-    return {
-        "tput": out_tokens / duration if duration > 0 else 0.0,
-        "rps": completed / duration if duration > 0 else 0.0,
-        "ttft": percentile(ttft, 50, True), "ttft90": percentile(ttft, 90, True),
-        "ttft99": percentile(ttft, 99, True), "tpot": percentile(tpot, 50, True),
-        "tpot90": percentile(tpot, 90, True), "tpot99": percentile(tpot, 99, True),
-        "itl": weighted_percentile(itl, 50), "itl90": weighted_percentile(itl, 90),
-        "itl99": weighted_percentile(itl, 99), "e2el": percentile(e2el, 50, True), "duration": duration,
-    }  # fmt: skip
+    return ClientFigures(
+        output_tokens_per_s=out_tokens / duration if duration > 0 else 0.0,
+        requests_per_s=completed / duration if duration > 0 else 0.0,
+        ttft_s=percentile(ttft, 50, True), ttft_p90_s=percentile(ttft, 90, True),
+        ttft_p99_s=percentile(ttft, 99, True), tpot_s=percentile(tpot, 50, True),
+        tpot_p90_s=percentile(tpot, 90, True), tpot_p99_s=percentile(tpot, 99, True),
+        itl_s=weighted_percentile(itl, 50), itl_p90_s=weighted_percentile(itl, 90),
+        itl_p99_s=weighted_percentile(itl, 99), e2el_s=percentile(e2el, 50, True), duration_s=duration,
+    )  # fmt: skip
+
+
+def _totals(results: list[SimResult]) -> StepTotals:
+    """The step sums of every replica's run, added up."""
+    total = StepTotals()
+    for r in results:
+        total.add(r.breakdown)
+    return total
 
 
 def _goodput(results: list[SimResult], slo: Slo) -> tuple[float, float]:
@@ -188,17 +216,14 @@ def predict_perf(spec: ModelSpec, system: SystemProfile, layout: Layout, mem: Me
     serve`` (else offline ``LLM.generate``)."""
     results, cost = _run(spec, system, layout, mem, traffic, cal, served)
     m = _summary(results)
-    br: dict[str, float] = {}
-    for r in results:
-        for k, v in r.breakdown.items():
-            br[k] = br.get(k, 0.0) + v
-    gpu_parts = {"compute": br.get("compute_s", 0.0), "hbm": br.get("hbm_s", 0.0)}
+    br = _totals(results)
+    gpu_parts = {"compute": br.compute_s, "hbm": br.hbm_s}
     bound = max(gpu_parts.values())
     parts = {
         "compute": bound if gpu_parts["compute"] >= gpu_parts["hbm"] else 0.0,
         "hbm": bound if gpu_parts["hbm"] > gpu_parts["compute"] else 0.0,
-        "interconnect": br.get("comm_s", 0.0),
-        "overhead": br.get("host_s", 0.0),
+        "interconnect": br.comm_s,
+        "overhead": br.host_s,
     }
     total = sum(parts.values()) or 1.0
     shares = {k: round(v / total, 3) for k, v in parts.items()}
@@ -219,16 +244,16 @@ def predict_perf(spec: ModelSpec, system: SystemProfile, layout: Layout, mem: Me
     peak = max((r.peak_kv_blocks for r in results), default=0) / max(mem.num_blocks, 1)
     good = _goodput(results, slo) if slo is not None and slo.any else (None, None)
     return PerfPrediction(
-        output_tokens_per_s=m["tput"], request_throughput=m["rps"],
-        ttft_ms=m["ttft"] * 1e3, ttft_p90_ms=m["ttft90"] * 1e3, ttft_p99_ms=m["ttft99"] * 1e3,
-        tpot_ms=m["tpot"] * 1e3, tpot_p90_ms=m["tpot90"] * 1e3, tpot_p99_ms=m["tpot99"] * 1e3,
-        itl_ms=m["itl"] * 1e3, itl_p90_ms=m["itl90"] * 1e3, itl_p99_ms=m["itl99"] * 1e3, e2el_ms=m["e2el"] * 1e3,
-        duration_s=m["duration"], model_load_s=load,
+        output_tokens_per_s=m.output_tokens_per_s, request_throughput=m.requests_per_s,
+        ttft_ms=m.ttft_s * 1e3, ttft_p90_ms=m.ttft_p90_s * 1e3, ttft_p99_ms=m.ttft_p99_s * 1e3,
+        tpot_ms=m.tpot_s * 1e3, tpot_p90_ms=m.tpot_p90_s * 1e3, tpot_p99_ms=m.tpot_p99_s * 1e3,
+        itl_ms=m.itl_s * 1e3, itl_p90_ms=m.itl_p90_s * 1e3, itl_p99_ms=m.itl_p99_s * 1e3, e2el_ms=m.e2el_s * 1e3,
+        duration_s=m.duration_s, model_load_s=load,
         running_per_replica=max((r.running_max for r in results), default=0), peak_kv_fraction=peak,
         preemptions=preempt, allreduce_backend=backend, bottleneck=max(shares, key=lambda k: shares[k]),
         shares=shares, goodput_rps=good[0], goodput_fraction=good[1],
-        output_tokens_per_s_range=cal.band("output_tokens_per_s", m["tput"]),
-        ttft_ms_range=cal.band("ttft_ms", m["ttft"] * 1e3), tpot_ms_range=cal.band("tpot_ms", m["tpot"] * 1e3),
+        output_tokens_per_s_range=cal.band("output_tokens_per_s", m.output_tokens_per_s),
+        ttft_ms_range=cal.band("ttft_ms", m.ttft_s * 1e3), tpot_ms_range=cal.band("tpot_ms", m.tpot_s * 1e3),
         sources={"compute": cost.peak_source, "hbm": cost.hbm_source,
                  "allreduce": "/".join(sorted(cost.ar_sources)) or "none",
                  "model_load_s": system.gpus[layout.gpus[0]].h2d_gbps.source, "efficiencies": cal.source},

@@ -26,7 +26,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from gpuprobe.predict.stepcost import Batch, StepCost, StepTime
+from gpuprobe.predict.stepcost import GRAPH_FULL, GRAPH_NONE, GRAPH_PIECEWISE, Batch, StepCost, StepTime
 from gpuprobe.predict.traffic import Traffic
 
 JUMP_SEGMENT = 32
@@ -87,6 +87,32 @@ class _Req:
 WAITING, PREFILL, DECODE, DONE = 0, 1, 2, 3
 
 
+@dataclass(slots=True)
+class StepTotals:
+    """Sums over a run's steps (each step counted as often as it ran): seconds of GPU time, of its compute, HBM
+    and all-reduce parts, of host time; and how many steps ran in each CUDA-graph mode."""
+
+    gpu_s: float = 0.0
+    compute_s: float = 0.0
+    hbm_s: float = 0.0
+    comm_s: float = 0.0
+    host_s: float = 0.0
+    steps_full: float = 0.0
+    steps_piecewise: float = 0.0
+    steps_none: float = 0.0
+
+    def add(self, other: StepTotals) -> None:
+        """Add another run's sums to these."""
+        self.gpu_s += other.gpu_s
+        self.compute_s += other.compute_s
+        self.hbm_s += other.hbm_s
+        self.comm_s += other.comm_s
+        self.host_s += other.host_s
+        self.steps_full += other.steps_full
+        self.steps_piecewise += other.steps_piecewise
+        self.steps_none += other.steps_none
+
+
 @dataclass
 class SimResult:
     """What the clients saw, per request (send order), and what the engine did."""
@@ -109,7 +135,7 @@ class SimResult:
     preemptions: int = 0
     running_max: int = 0
     """Most requests decoding together."""
-    breakdown: dict[str, float] = field(default_factory=dict)
+    breakdown: StepTotals = field(default_factory=StepTotals)
     """Seconds of the run's steps: gpu (compute / hbm / comm parts), host, and steps by graph mode."""
     completed: int = 0
     """Requests that got all their tokens (not those dropped because their prompt does not fit the cache)."""
@@ -206,8 +232,7 @@ class _Engine:
                              [o for _, o in lens], 0.0)
         self.itl: dict[int, int] = {}
         """Inter-token gap in microseconds -> how many such gaps the clients saw."""
-        self.br = {"gpu_s": 0.0, "compute_s": 0.0, "hbm_s": 0.0, "comm_s": 0.0, "host_s": 0.0,
-                   "steps_full": 0.0, "steps_piecewise": 0.0, "steps_none": 0.0}
+        self.br = StepTotals()
         if traffic.mode == "batch":
             self.send_heap = [(0.0, i) for i in range(self.n)]
             self.next_to_send = self.n
@@ -588,10 +613,17 @@ def simulate(cost: StepCost, limits: EngineLimits, traffic: Traffic, served: boo
     return res
 
 
-def _account(br: dict[str, float], st: StepTime, count: int) -> None:
-    br["gpu_s"] += st.gpu_s * count
-    br["compute_s"] += st.compute_s * count
-    br["hbm_s"] += st.hbm_s * count
-    br["comm_s"] += st.comm_s * count
-    br["host_s"] += st.host_s * count
-    br[f"steps_{st.graph}"] += count
+def _account(br: StepTotals, st: StepTime, count: int) -> None:
+    br.gpu_s += st.gpu_s * count
+    br.compute_s += st.compute_s * count
+    br.hbm_s += st.hbm_s * count
+    br.comm_s += st.comm_s * count
+    br.host_s += st.host_s * count
+    if st.graph == GRAPH_FULL:
+        br.steps_full += count
+    elif st.graph == GRAPH_PIECEWISE:
+        br.steps_piecewise += count
+    elif st.graph == GRAPH_NONE:
+        br.steps_none += count
+    else:
+        raise ValueError(f"unknown CUDA-graph mode {st.graph!r}")

@@ -197,13 +197,13 @@ def system_from_results(results: Results, name: str = "results") -> SystemProfil
         raise ResultsFileError(f"{name} lists no GPUs (it was measured on a machine without one)",
                                hint="run 'gpuprobe probe -o FILE' on the GPU machine, or describe the system with "
                                     "--gpu NAME --num-gpus N")
-    ok = [m for m in results.measurements if m.status == "ok" and m.value is not None]
+    ok = [(m, m.value) for m in results.measurements if m.status == "ok" and m.value is not None]
     hbm: dict[int, float] = {}
     h2d: dict[int, float] = {}
     p2p: dict[tuple[int, int], float] = {}
     curves: dict[tuple[int, ...], dict[int, float]] = {}
-    for m in ok:
-        value = float(m.value)  # type: ignore[arg-type]
+    for m, figure in ok:
+        value = float(figure)
         if m.probe == "device_local_copy" and m.unit == "GB/s":
             g = gpu_index(m.src)
             if g is not None:

@@ -14,7 +14,7 @@ from gpuprobe.probes.core.buffers import device_seed, gpu_buffers, host_seed
 from gpuprobe.probes.core.record import from_samples, from_window, gpu
 from gpuprobe.probes.core.registry import ProbeContext, probe
 from gpuprobe.probes.core.timing import Copy, measure_copies, measure_unblocked
-from gpuprobe.results.model import Measurement
+from gpuprobe.results.model import Measurement, reverse_note
 
 H2D, D2H = "h2d", "d2h"
 
@@ -40,15 +40,16 @@ def _host_probe(ctx: ProbeContext, key: str, direction: str, engine: str, bidire
                     copies.append(_copy(ctx, h, direction, engine))
                     if bidirectional:
                         copies.append(_copy(ctx, h, D2H if direction == H2D else H2D, engine))
-        res = measure_copies(ctx.cuda, copies, count=o.copies_per_sample, warmup=o.warmup_copies,
+        res = measure_copies(ctx.cuda_backend, copies, count=o.copies_per_sample, warmup=o.warmup_copies,
                              samples=o.samples, verify=o.verify, rates=ctx.cache.setdefault("rates", {}))
         src, dst = ("host", gpu(g)) if direction == H2D else (gpu(g), "host")
+        reverse = None
         if bidirectional and res.other_gbps:
             reverse = sorted(o[0] for o in res.other_gbps)[len(res.other_gbps) // 2]
-            res.notes.append(f"reverse direction ran at {reverse:.2f} GB/s (median over its own window)")
+            res.notes.append(reverse_note(reverse))
         yield from_window(key, res, src=src, dst=dst, initiator=gpu(g), direction=direction, engine=engine,
                           traffic="bidirectional" if bidirectional else "unidirectional", host_memory="pinned",
-                          size_bytes=copies[0].nbytes, path_class="PCIe")
+                          size_bytes=copies[0].nbytes, path_class="PCIe", reverse_gbps=reverse)
 
 
 def _declare(key: str, direction: str, engine: str, bidirectional: bool, description: str, **kw: bool) -> None:
@@ -85,7 +86,7 @@ def _pageable(ctx: ProbeContext, key: str, direction: str) -> Iterator[Measureme
     thread takes part, so they are timed on an unblocked stream (a blocked one would deadlock)."""
     import numpy as np
 
-    o, cuda = ctx.options, ctx.cuda
+    o, cuda = ctx.options, ctx.cuda_backend
     for g in ctx.gpus:
         ctx.progress(f"{key} gpu{g}")
         b = gpu_buffers(ctx, g)

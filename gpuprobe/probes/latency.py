@@ -37,7 +37,7 @@ def _chain(base: int) -> np.ndarray:
 
 
 def _chase(ctx: ProbeContext, initiator: int, chain_ptr: int) -> list[float]:
-    cuda, o = ctx.cuda, ctx.options
+    cuda, o = ctx.cuda_backend, ctx.options
     sink = cuda.device_alloc(initiator, 8)
     s = cuda.stream(initiator)
     start, end = cuda.event(initiator), cuda.event(initiator)
@@ -55,11 +55,11 @@ def _chase(ctx: ProbeContext, initiator: int, chain_ptr: int) -> list[float]:
 def host_latency(ctx: ProbeContext) -> Iterator[Measurement]:
     for g in ctx.gpus:
         ctx.progress(f"host_device_latency_sm gpu{g}")
-        with ctx.cuda.scoped():
+        with ctx.cuda_backend.scoped():
             dev = ctx.device(g)
-            ptr = ctx.cuda.host_alloc(CHAIN_BYTES, cpus=dev.cpu_affinity if dev else None)
+            ptr = ctx.cuda_backend.host_alloc(CHAIN_BYTES, cpus=dev.cpu_affinity if dev else None)
             chain = _chain(ptr)
-            ctx.cuda.memcpy(ptr, chain.ctypes.data, CHAIN_BYTES)
+            ctx.cuda_backend.memcpy(ptr, chain.ctypes.data, CHAIN_BYTES)
             ns = _chase(ctx, g, ptr)
         yield from_samples("host_device_latency_sm", ns, "ns", src="host", dst=gpu(g), initiator=gpu(g),
                            direction="h2d", engine="sm", host_memory="pinned", size_bytes=8, path_class="PCIe",
@@ -75,10 +75,10 @@ def peer_latency(ctx: ProbeContext) -> Iterator[Measurement]:
         if not peer_ok(ctx, a, b):
             yield waived("device_to_device_latency_sm", f"no peer access between GPU{a} and GPU{b}", "ns", **fields)
             continue
-        with ctx.cuda.scoped():
-            ptr = ctx.cuda.device_alloc(a, CHAIN_BYTES)
+        with ctx.cuda_backend.scoped():
+            ptr = ctx.cuda_backend.device_alloc(a, CHAIN_BYTES)
             chain = _chain(ptr)
-            ctx.cuda.memcpy(ptr, chain.ctypes.data, CHAIN_BYTES)
+            ctx.cuda_backend.memcpy(ptr, chain.ctypes.data, CHAIN_BYTES)
             ns = _chase(ctx, b, ptr)
         yield from_samples("device_to_device_latency_sm", ns, "ns", size_bytes=8, **fields)
 
@@ -86,7 +86,7 @@ def peer_latency(ctx: ProbeContext) -> Iterator[Measurement]:
 def _small_copies(ctx: ProbeContext, dev: int, dst: int, src: int, dst_dev: int) -> list[float]:
     from gpuprobe.probes.core.timing import measure_latency_window
 
-    o, cuda = ctx.options, ctx.cuda
+    o, cuda = ctx.options, ctx.cuda_backend
     cuda.fill(dst_dev, dst, SMALL, 0x5A5A5A5A)  # poison, so the check below proves these copies landed
     return measure_latency_window(cuda, dev, lambda s: cuda.memcpy_async(dst, src, SMALL, s), count=o.small_copies,
                                   warmup=4, samples=o.samples)
@@ -95,8 +95,8 @@ def _small_copies(ctx: ProbeContext, dev: int, dst: int, src: int, dst_dev: int)
 def _verify_small(ctx: ProbeContext, dst_dev: int, dst: int, src_dev: int, src: int) -> int:
     """Compare the 16 bytes at ``dst`` with those at ``src``; returns the number of differing 4-byte words."""
     a, b = np.zeros(4, dtype=np.uint32), np.zeros(4, dtype=np.uint32)
-    ctx.cuda.memcpy(a.ctypes.data, dst, SMALL)
-    ctx.cuda.memcpy(b.ctypes.data, src, SMALL)
+    ctx.cuda_backend.memcpy(a.ctypes.data, dst, SMALL)
+    ctx.cuda_backend.memcpy(b.ctypes.data, src, SMALL)
     return int((a != b).sum())
 
 

@@ -16,7 +16,7 @@ def _local(ctx: ProbeContext, key: str, engine: str) -> Iterator[Measurement]:
     for g in ctx.gpus:
         ctx.progress(f"{key} gpu{g}")
         b = gpu_buffers(ctx, g)
-        res = measure_copies(ctx.cuda, [Copy(g, b.d_src, b.d_dst, b.nbytes, engine, seed=device_seed(g))],
+        res = measure_copies(ctx.cuda_backend, [Copy(g, b.d_src, b.d_dst, b.nbytes, engine, seed=device_seed(g))],
                              count=o.copies_per_sample, warmup=o.warmup_copies, samples=o.samples, verify=o.verify)
         yield from_window(key, res, src=gpu(g), dst=gpu(g), initiator=gpu(g), direction="local", engine=engine,
                           size_bytes=b.nbytes, path_class="HBM",

@@ -20,7 +20,7 @@ from gpuprobe.results.model import Measurement
 
 def peer_ok(ctx: ProbeContext, a: int, b: int) -> bool:
     """Enable peer access both ways if CUDA allows it; False when it does not."""
-    cuda = ctx.cuda
+    cuda = ctx.cuda_backend
     if not (cuda.can_access_peer(a, b) and cuda.can_access_peer(b, a)):
         return False
     cuda.set_peer_access(a, b, True)
@@ -35,12 +35,12 @@ def peer_mode(ctx: ProbeContext, a: int, b: int, staged: bool) -> Iterator[bool]
     if not staged:
         yield peer_ok(ctx, a, b)
         return
-    ctx.cuda.set_peer_access(a, b, False)
-    ctx.cuda.set_peer_access(b, a, False)
+    ctx.cuda_backend.set_peer_access(a, b, False)
+    ctx.cuda_backend.set_peer_access(b, a, False)
     try:
         yield True
     finally:
-        if ctx.cuda.can_access_peer(a, b):
+        if ctx.cuda_backend.can_access_peer(a, b):
             peer_ok(ctx, a, b)
 
 
@@ -64,7 +64,7 @@ def _pair_probe(ctx: ProbeContext, key: str, mode: str, engine: str, bidirection
                 copies = [_d2d(ctx, a, b, mode, engine)]
                 if bidirectional:
                     copies.append(_d2d(ctx, b, a, mode, engine))
-                res = measure_copies(ctx.cuda, copies, count=o.copies_per_sample, warmup=o.warmup_copies,
+                res = measure_copies(ctx.cuda_backend, copies, count=o.copies_per_sample, warmup=o.warmup_copies,
                                      samples=o.samples, verify=o.verify)
         if not usable:
             yield waived(key, f"no peer access between GPU{a} and GPU{b} (CUDA reports it cannot)", **fields)

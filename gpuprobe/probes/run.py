@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpuprobe import __version__
 from gpuprobe.errors import GpuprobeError, MissingDependency, interrupt_reason
@@ -24,6 +25,9 @@ from gpuprobe.probes.core.record import failed, waived
 from gpuprobe.probes.core.registry import ProbeContext, ProbeSpec, select
 from gpuprobe.results.io import save_results
 from gpuprobe.results.model import CUDA_SKIPPED, DeviceInfo, Measurement, Results, RunInfo, Topology, now_utc
+
+if TYPE_CHECKING:
+    from gpuprobe.probes.core.cuda import Cuda
 
 MISSING = "missing dependency"
 """How the record of a probe that could not run for want of a package begins (its status is ``error``)."""
@@ -61,11 +65,11 @@ def _run_info(options: ProbeOptions, argv: list[str] | None) -> RunInfo:
     )
 
 
-def _inventory(cuda: object | None) -> tuple[list[DeviceInfo], Topology | None, dict, str]:
+def _inventory(cuda: Cuda | None) -> tuple[list[DeviceInfo], Topology | None, dict, str]:
     """NVML facts; on failure the probes still run (devices then come from CUDA alone)."""
     from gpuprobe.system.inventory import load_system
 
-    peer = (lambda a, b: cuda.can_access_peer(a, b)) if cuda is not None else None  # type: ignore[attr-defined]
+    peer = cuda.can_access_peer if cuda is not None else None
     try:
         facts = load_system(cuda_peer_access=peer)
     except GpuprobeError as exc:
@@ -195,10 +199,10 @@ def _run_one(spec: ProbeSpec, ctx: ProbeContext, results: Results) -> None:
         results.probe_seconds[spec.key] = round(time.perf_counter() - t, 3)
 
 
-def _fill_cuda_facts(cuda: object, gpus: list[int], devices: list[DeviceInfo]) -> None:
+def _fill_cuda_facts(cuda: Cuda, gpus: list[int], devices: list[DeviceInfo]) -> None:
     """Facts only CUDA knows (SM count, compute capability); devices missing from NVML are added."""
     for g in gpus:
-        p = cuda.props(g)  # type: ignore[attr-defined]
+        p = cuda.props(g)
         d = next((x for x in devices if x.index == g), None)
         if d is None:
             name = p["name"].decode() if isinstance(p["name"], bytes) else str(p["name"])

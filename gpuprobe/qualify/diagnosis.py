@@ -14,7 +14,7 @@ from gpuprobe.qualify.judge_base import (
     NEXT_NVLINK,
     JudgeBase,
 )
-from gpuprobe.results.model import Measurement
+from gpuprobe.results.model import Measurement, reverse_note
 from gpuprobe.results.qualification import Check
 
 
@@ -58,7 +58,8 @@ class Diagnosis(JudgeBase):
             return (f"downtrained slot: the link of {gpu} runs at {state}, so the copy cannot reach the "
                     f"expectation of the full link{replays}", NEXT_DOWNTRAINED)
         if m.traffic == "bidirectional":
-            reverse = next((n for n in m.notes if n.startswith("reverse direction")), None)
+            rate = m.reverse_rate_gbps()
+            reverse = reverse_note(rate) if rate is not None else None
             uni = self.unidirectional_of(m)
             if uni is not None and uni.verdict == "PASS":
                 check.detail = reverse
@@ -82,8 +83,9 @@ class Diagnosis(JudgeBase):
         pcie = None
         if a is not None and b is not None:
             lines = [self.facts.pcie(self.facts.devices.get(g)) for g in (a, b)]
-            if all(lines):
-                pcie = min(x[0] for x in lines)  # type: ignore[index]
+            known = [x for x in lines if x]
+            if len(known) == len(lines):
+                pcie = min(x[0] for x in known)
         at_pcie = m.unit == "GB/s" and pcie is not None and value <= pcie * 1.05
         if at_pcie or down:
             why = (f"the figure ({value:.1f} GB/s) is at PCIe speed (link {pcie:g} GB/s) on an "

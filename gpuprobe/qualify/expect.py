@@ -377,9 +377,9 @@ def allreduce_expectation(m: Measurement, facts: Facts) -> Expectation | NoExpec
         return NoExpectation("one rank: busbw is 0 by definition (the time is the per-call overhead)")
     pairs = [(a, b) for i, a in enumerate(ranks) for b in ranks[i + 1:]]
     nvlinks = [facts.nvlink(a, b, m.path_class if len(ranks) == 2 else None) for a, b in pairs]
-    if all(nv is not None for nv in nvlinks):
-        slowest = min(nvlinks, key=lambda nv: nv[0])  # type: ignore[index]
-        total, count, version, desc = slowest  # type: ignore[misc]
+    known = [nv for nv in nvlinks if nv is not None]
+    if len(known) == len(nvlinks):
+        total, count, version, desc = min(known, key=lambda nv: nv[0])
         eff, src = _eff("allreduce", "nvlink", "")
         return Expectation(total * eff, "GB/s", f"busbw bound by the slowest pair of the group, {desc} × "
                            f"{eff:.2f}: {src}", link=f"NV{count} (NVLink{version})", kind="allreduce")

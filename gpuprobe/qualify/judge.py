@@ -173,7 +173,7 @@ class _Judge(Diagnosis, Health):
             if c.category in ("bandwidth", "latency", "collective") and c.value is not None and c.value > 0 and (
                     c.verdict in ("PASS", "WARN", "FAIL", "INFO")) and c.measurement_index is not None:
                 by_test.setdefault(c.test, []).append(c)
-        found: list[tuple[float, Check, float, int]] = []
+        found: list[tuple[float, Check, float, int, float]] = []
         for checks in by_test.values():
             if len(checks) < 3:
                 continue
@@ -182,11 +182,11 @@ class _Judge(Diagnosis, Health):
             for c, v in values:
                 rel = v / med if c.higher_is_better else med / v
                 if rel < self.t.outlier_below_median:
-                    found.append((rel, c, med, len(checks)))
+                    found.append((rel, c, med, len(checks), v))
         found.sort(key=lambda x: x[0])
         out = []
-        for rank, (rel, c, med, n) in enumerate(found, 1):
-            out.append(Outlier(rank=rank, test=c.test, subject=c.subject, value=c.value, unit=c.unit or "",  # type: ignore[arg-type]
+        for rank, (rel, c, med, n, value) in enumerate(found, 1):
+            out.append(Outlier(rank=rank, test=c.test, subject=c.subject, value=value, unit=c.unit or "",
                                median=round(med, 4), ratio_to_median=round(rel, 4), compared_with=n,
                                path_class=c.path_class))
             text = (f"outlier: {rel:.0%} of the median of {n} subjects ({med:.4g} {c.unit}) for the same test: "

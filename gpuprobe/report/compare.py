@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table as RichTable
 
@@ -119,9 +120,10 @@ def _judge(a: Side, b: Side, k: float, floor_pct: float) -> tuple[float | None, 
     if a.value == 0:
         return None, None, "A is 0: no relative change"
     change = (b.value - a.value) / a.value * 100
-    if a.n >= 2 and b.n >= 2 and None not in (a.min, a.max, b.min, b.max, a.stdev, b.stdev):
-        apart = a.max < b.min or b.max < a.min  # type: ignore[operator]
-        sigma = math.sqrt(a.stdev ** 2 + b.stdev ** 2)  # type: ignore[operator]
+    if (a.n >= 2 and b.n >= 2 and a.min is not None and a.max is not None and b.min is not None
+            and b.max is not None and a.stdev is not None and b.stdev is not None):
+        apart = a.max < b.min or b.max < a.min
+        sigma = math.sqrt(a.stdev ** 2 + b.stdev ** 2)
         beyond = abs(b.value - a.value) > k * sigma
         basis = (f"ranges {'apart' if apart else 'overlap'}; |Δ| {abs(b.value - a.value):.3g} "
                  f"{'>' if beyond else '≤'} {k:g}σ = {k * sigma:.3g}")
@@ -186,9 +188,11 @@ def shown_rows(cmp: Comparison, only_significant: bool = False, limit: int | Non
 def comparison_table(cmp: Comparison, only_significant: bool = False, rows: list[Row] | None = None) -> RichTable:
     t = RichTable(title=escape(f"{cmp.a} → {cmp.b} (Δ = (B − A) / A; real = beyond the spread of the samples, see "
                                f"--help)"), title_justify="left")
-    for col, just in (("test", "left"), ("route", "left"), ("size", "right"), ("unit", "left"), ("A", "right"),
-                      ("B", "right"), ("Δ %", "right"), ("", "left")):
-        t.add_column(col, justify=just, no_wrap=col in ("A", "B", "Δ %"))  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("test", "left"), ("route", "left"), ("size", "right"), ("unit", "left"), ("A", "right"), ("B", "right"),
+        ("Δ %", "right"), ("", "left"))
+    for col, just in columns:
+        t.add_column(col, justify=just, no_wrap=col in ("A", "B", "Δ %"))
     for r in (rows if rows is not None else shown_rows(cmp, only_significant)):
         a = _fmt(r.a.value, r.unit) if r.a.value is not None else f"[dim]{r.a.status}[/dim]"
         b = _fmt(r.b.value, r.unit) if r.b.value is not None else f"[dim]{r.b.status}[/dim]"

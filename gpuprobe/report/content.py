@@ -175,8 +175,9 @@ def _bandwidth_section(runs: Sequence[tuple[str, Results]]) -> Section:
                     f"{fmt(m.stat.min, 'GB/s')} … {fmt(m.stat.max, 'GB/s')}" if m.stat and m.stat.n > 1 else NA,
                     f"{m.stat.cv * 100:.1f} %" if m.stat and m.stat.n > 1 else NA, _check(m)]
             cls = {"ok": "pass" if m.verified else None, "mismatch": "fail", "error": "fail", "waived": "skip"}
-            if cls.get(m.status):
-                table.cell_class[len(table.rows), 6] = cls[m.status]  # type: ignore[assignment]
+            klass = cls.get(m.status)
+            if klass:
+                table.cell_class[len(table.rows), 6] = klass
         table.rows.append(row)
     for label, res in runs:
         prefix = f"{label}: " if multi else ""

@@ -53,6 +53,11 @@ def _ok(m: Measurement) -> bool:
     return m.status == "ok" and m.value is not None
 
 
+def _ok_value(m: Measurement) -> float | None:
+    """The figure of an ``ok`` measurement (None for any other)."""
+    return m.value if m.status == "ok" else None
+
+
 def _gpu_count(res: Results) -> int:
     n = len(res.devices) or (res.topology.gpu_count if res.topology else 0)
     for m in res.measurements:
@@ -171,10 +176,10 @@ def host_heatmap(res: Results, title: str | None = None) -> Figure | None:
     n = _gpu_count(res)
     rows: dict[str, dict[int, float]] = defaultdict(dict)
     for m in res.measurements:
-        if _ok(m) and m.unit == "GB/s" and m.direction in ("h2d", "d2h"):
+        if (v := _ok_value(m)) is not None and m.unit == "GB/s" and m.direction in ("h2d", "d2h"):
             i = gpu_index(m.dst if m.direction == "h2d" else m.src)
             if i is not None:
-                rows[m.probe][i] = m.value  # type: ignore[assignment]
+                rows[m.probe][i] = v
     if not rows or n == 0:
         return None
     names = list(rows)
@@ -199,10 +204,10 @@ def host_heatmap(res: Results, title: str | None = None) -> Figure | None:
 def _pair_cells(res: Results) -> dict[str, dict[tuple[int, int], float]]:
     by_probe: dict[str, dict[tuple[int, int], float]] = defaultdict(dict)
     for m in res.measurements:
-        if _ok(m) and m.unit == "GB/s" and m.direction == "d2d":
+        if (v := _ok_value(m)) is not None and m.unit == "GB/s" and m.direction == "d2d":
             a, b = gpu_index(m.src), gpu_index(m.dst)
             if a is not None and b is not None:
-                by_probe[m.probe][a, b] = m.value  # type: ignore[assignment]
+                by_probe[m.probe][a, b] = v
     return dict(by_probe)
 
 
@@ -242,8 +247,9 @@ def host_bars(runs: Sequence[tuple[str, Results]]) -> Figure | None:
     for label, res in runs:
         values[label] = {}
         for m in res.measurements:
-            if _ok(m) and m.unit == "GB/s" and m.direction in ("h2d", "d2h") and "gpu0" in (m.src, m.dst):
-                values[label][m.probe] = m.value  # type: ignore[assignment]
+            v = _ok_value(m)
+            if v is not None and m.unit == "GB/s" and m.direction in ("h2d", "d2h") and "gpu0" in (m.src, m.dst):
+                values[label][m.probe] = v
                 if m.probe not in tests:
                     tests.append(m.probe)
     if not tests:

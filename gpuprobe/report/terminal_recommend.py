@@ -40,12 +40,15 @@ def title(rec: Recommendation) -> str:
 def layouts_table(rec: Recommendation, layouts: list[LayoutResult], slo: bool = False) -> Table:
     """The layouts that fit, ranked: memory (KV tokens, concurrency) and predicted speed."""
     table = Table(title=escape(title(rec)), title_justify="left", box=box.SIMPLE_HEAD)
-    number = {"justify": "right", "no_wrap": True}
-    columns = [("#", number), ("layout", {}), ("GPUs", {}), ("KV tokens", number), ("max conc.", number),
-               ("all-reduce", {}), ("TTFT ms", number), ("TTFT p99", number), ("TPOT ms", number),
-               ("out tok/s", number), ("bottleneck", {})] + ([("SLO met", number)] if slo else [])
-    for name, kw in columns:
-        table.add_column(name, **kw)  # type: ignore[arg-type]
+    number = True
+    columns = [("#", number), ("layout", False), ("GPUs", False), ("KV tokens", number), ("max conc.", number),
+               ("all-reduce", False), ("TTFT ms", number), ("TTFT p99", number), ("TPOT ms", number),
+               ("out tok/s", number), ("bottleneck", False)] + ([("SLO met", number)] if slo else [])
+    for name, is_number in columns:
+        if is_number:
+            table.add_column(name, justify="right", no_wrap=True)
+        else:
+            table.add_column(name)
     for r in layouts:
         p = r.predicted
         gpus = " | ".join(_gpu_list(rg) for rg in r.replica_gpus)

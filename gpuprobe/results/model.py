@@ -4,14 +4,17 @@ Everything here is a plain dataclass that round-trips through JSON losslessly (`
 Units are in the field names or in ``Measurement.unit``: GB/s means 1e9 bytes per second, sizes are bytes.
 A figure that could not be measured is ``None`` with a ``reason``, never a string such as "N/A".
 
-This module imports nothing else from gpuprobe.
+This module imports nothing else from gpuprobe but ``results.run_info`` (the run header's shared fields).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from gpuprobe.results.run_info import RunInfoBase
 
 SCHEMA_VERSION = 1
 RESULTS_KIND = "gpuprobe.results"
@@ -73,6 +76,10 @@ class Measurement:
     """GPU indices (or CPU process ranks) of a collective's group."""
     algbw_gbps: float | None = None
     busbw_gbps: float | None = None
+    reverse_gbps: float | None = None
+    """Bidirectional host copies: the reverse direction's rate, median over its own window (None for one-way
+    copies, other tools' outputs and files written before this field). Also in ``notes`` (``reverse_note``);
+    read it through ``reverse_rate_gbps()``, which falls back to that note in older files."""
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
     duration_s: float | None = None
@@ -82,6 +89,26 @@ class Measurement:
     def value(self) -> float | None:
         """The reported figure (median of the samples), or None if nothing was measured."""
         return self.stat.median if self.stat else None
+
+    def reverse_rate_gbps(self) -> float | None:
+        """The reverse direction's rate of a bidirectional copy, in files of any version (older ones state it
+        only in ``notes``); None when neither says."""
+        if self.reverse_gbps is not None:
+            return self.reverse_gbps
+        for note in self.notes:
+            if note.startswith(REVERSE_RAN):
+                with contextlib.suppress(ValueError):
+                    return float(note.removeprefix(REVERSE_RAN).split()[0])
+        return None
+
+
+REVERSE_RAN = "reverse direction ran at "
+"""How a bidirectional copy's ``notes`` state the reverse direction's rate (``Measurement.reverse_gbps``)."""
+
+
+def reverse_note(gbps: float) -> str:
+    """The note of a bidirectional copy's reverse rate, as the probe writes it."""
+    return f"{REVERSE_RAN}{gbps:.2f} GB/s (median over its own window)"
 
 
 CUDA_SKIPPED = "CUDA probes skipped: "
@@ -101,15 +128,9 @@ def now_utc() -> str:
 
 
 @dataclass
-class RunInfo:
-    """Where, when and with what a results file was made."""
+class RunInfo(RunInfoBase):
+    """Where, when and with what a results file was made (the shared fields first: ``RunInfoBase``)."""
 
-    gpuprobe_version: str
-    started_utc: str
-    finished_utc: str | None = None
-    hostname: str | None = None
-    os: str | None = None
-    python: str | None = None
     driver_version: str | None = None
     cuda_driver_version: str | None = None
     cuda_runtime_version: str | None = None

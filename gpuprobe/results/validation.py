@@ -7,13 +7,15 @@ with the predictor can be recomputed offline (``gpuprobe validate --compare RUNS
 Units are in the field names (``_s``, ``_ms``, ``_bytes``, ``_gib`` with GiB = 2**30 bytes). A figure that
 could not be measured is ``None``, with a note or reason saying why.
 
-This module imports nothing else from gpuprobe.
+This module imports nothing else from gpuprobe but ``results.run_info`` (the run header's shared fields).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from gpuprobe.results.run_info import RunInfoBase
 
 VALIDATION_KIND = "gpuprobe.validation"
 VALIDATION_SCHEMA_VERSION = 1
@@ -312,15 +314,9 @@ class LayoutRun:
 
 
 @dataclass
-class ValidationRunInfo:
-    """Where, when and with what a validation file was made."""
+class ValidationRunInfo(RunInfoBase):
+    """Where, when and with what a validation file was made (the shared fields first: ``RunInfoBase``)."""
 
-    gpuprobe_version: str
-    started_utc: str
-    finished_utc: str | None = None
-    hostname: str | None = None
-    os: str | None = None
-    python: str | None = None
     device: str | None = None
     """E.g. ``NVIDIA H100 80GB HBM3 x1`` or ``cpu: AMD EPYC ... (2 cores)``."""
     gpu_count: int = 0

@@ -17,9 +17,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuprobe.results.validation import Measured, ValidationLayout, Workload
+
+if TYPE_CHECKING:  # the predictor is imported when a prediction is made, not with this module
+    from gpuprobe.predict.calibration import Calibration
+    from gpuprobe.predict.layouts import Layout
+    from gpuprobe.predict.memory import MemoryPrediction
+    from gpuprobe.predict.model_spec import ModelSpec
+    from gpuprobe.predict.options import ServeOptions
+    from gpuprobe.predict.system import SystemProfile
+    from gpuprobe.predict.traffic import Traffic
 
 CPU_BLOCK_SIZE = 128
 """vLLM's KV block size on CPU (``CpuPlatform``)."""
@@ -40,8 +49,8 @@ class PredictRequest:
     gpu_count: int = 0
     system_path: str | None = None
     """A ``gpuprobe probe`` results file; None: datasheet figures for ``device``."""
-    calibration: Any = None
-    """A ``gpuprobe.predict.calibration.Calibration`` or None (the predictor's defaults)."""
+    calibration: Calibration | None = None
+    """None: the predictor's defaults."""
     env: dict[str, str] = field(default_factory=dict)
     host_gflops: float | None = None
     """CPU runs: the machine's measured GEMM rate (``ValidationRunInfo.host_gflops``)."""
@@ -63,7 +72,7 @@ class PredictedRun:
 Predictor = Callable[[PredictRequest], PredictedRun]
 
 
-def load_calibration_file(path: str | os.PathLike[str]) -> Any:
+def load_calibration_file(path: str | os.PathLike[str]) -> Calibration:
     from gpuprobe.predict.calibration import load_calibration
 
     return load_calibration(path)
@@ -126,7 +135,7 @@ CPU_DEFAULT_MAX_NUM_BATCHED_TOKENS = {"serve": 2048, "llm": 8192}
 """vLLM's batch defaults where the device is not a large GPU (``EngineArgs.get_batch_defaults``)."""
 
 
-def cpu_memory(spec: Any, lay: ValidationLayout, m: Measured | None, kv_tokens: int) -> Any:
+def cpu_memory(spec: ModelSpec, lay: ValidationLayout, m: Measured | None, kv_tokens: int) -> MemoryPrediction:
     """The memory prediction a CPU run's simulation needs: its KV blocks (128 tokens each) and settings."""
     from gpuprobe.predict.memory import MemoryPrediction, StageMemory, kv_bytes_per_token_per_layer, pp_layer_ranges
     from gpuprobe.predict.options import ResolvedServe
@@ -154,11 +163,11 @@ def cpu_memory(spec: Any, lay: ValidationLayout, m: Measured | None, kv_tokens: 
 
 
 # --- GPU ---------------------------------------------------------------------------------------------------
-_SYSTEMS: dict[tuple[str | None, str | None, int], Any] = {}
-_SPECS: dict[str, Any] = {}
+_SYSTEMS: dict[tuple[str | None, str | None, int], SystemProfile] = {}
+_SPECS: dict[str, ModelSpec] = {}
 
 
-def _system(req: PredictRequest) -> Any:
+def _system(req: PredictRequest) -> SystemProfile:
     """The predictor's SystemProfile: the probe results file if given, else datasheet figures of the device."""
     name = (req.measured.device_name if req.measured else None) or req.device or ""
     key = (req.system_path, name, req.gpu_count)
@@ -177,7 +186,7 @@ def _system(req: PredictRequest) -> Any:
     return _SYSTEMS[key]
 
 
-def _model_spec(config: dict[str, Any]) -> Any:
+def _model_spec(config: dict[str, Any]) -> ModelSpec:
     import json
 
     from gpuprobe.predict.model_spec import model_spec_from_dict
@@ -188,7 +197,7 @@ def _model_spec(config: dict[str, Any]) -> Any:
     return _SPECS[text]
 
 
-def _layout(req: PredictRequest, system: Any) -> Any:
+def _layout(req: PredictRequest, system: SystemProfile) -> Layout:
     """One replica (a validation run starts one engine), on the run's GPUs when it named them."""
     from gpuprobe.predict.layouts import Layout, assign_gpus
 
@@ -199,7 +208,7 @@ def _layout(req: PredictRequest, system: Any) -> Any:
     return assign_gpus(system, lay.tp, lay.pp, 1)
 
 
-def _serve(req: PredictRequest) -> Any:
+def _serve(req: PredictRequest) -> ServeOptions:
     """The engine's effective settings (as it reported them), so the prediction answers the same question."""
     from gpuprobe.predict.options import ServeOptions
 
@@ -217,7 +226,7 @@ def _serve(req: PredictRequest) -> Any:
     )
 
 
-def traffic_of(wl: Workload, measured: Measured | None = None) -> Any:
+def traffic_of(wl: Workload, measured: Measured | None = None) -> Traffic:
     """The predictor's traffic for a validation workload: one batch offline; served as it was sent, with the
     prompt and output tokens the server counted for each request when they were recorded."""
     from gpuprobe.predict.traffic import Traffic

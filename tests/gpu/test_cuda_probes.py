@@ -45,6 +45,8 @@ def test_single_gpu_probe_runs_and_verifies(cuda, spec):
         lo, hi = SANE[m.unit]
         assert lo < m.value < hi, (m.probe, m.value, m.unit)
         assert len(m.samples) == 2 and m.stat.min <= m.stat.median <= m.stat.max
+        if m.traffic == "bidirectional" and "host" in (m.src, m.dst):  # the reverse rate, typed and in a note
+            assert m.reverse_gbps is not None and m.reverse_gbps > 0 and m.reverse_rate_gbps() == m.reverse_gbps
 
 
 def test_verification_catches_a_wrong_pattern(cuda):

@@ -14,10 +14,10 @@ from gpuprobe.probes import allreduce
 from gpuprobe.probes.allreduce import (
     collective_groups,
     element_counts,
-    group_timeout_s,
     probe_sizes,
     run_allreduce_sweep,
 )
+from gpuprobe.probes.allreduce_world import group_timeout_s
 from gpuprobe.probes.busbw import bus_factor
 from gpuprobe.probes.core.registry import REGISTRY, ProbeContext
 from gpuprobe.results.model import Measurement

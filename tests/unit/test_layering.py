@@ -51,3 +51,39 @@ def test_stages_import_only_what_the_rule_allows() -> None:
             if target == "cli" or target not in ALLOWED.get(stage, set()) | {stage}:
                 bad.append(f"{'/'.join(rel)} imports {name}")
     assert not bad, "\n".join(sorted(bad))
+
+
+ONE_WAY = {
+    # module: the gpuprobe modules it must not import (they use it, not the other way round)
+    "probes/allreduce_world.py": {"gpuprobe.probes.allreduce"},
+    "probes/allreduce_worker.py": {"gpuprobe.probes.allreduce", "gpuprobe.probes.allreduce_world"},
+    "validate/options.py": {"gpuprobe.validate.runner", "gpuprobe.validate.offline", "gpuprobe.validate.served"},
+    "validate/offline.py": {"gpuprobe.validate.runner", "gpuprobe.validate.served"},
+    "validate/served.py": {"gpuprobe.validate.runner", "gpuprobe.validate.offline"},
+    "validate/gpumem.py": {"gpuprobe.validate.runner", "gpuprobe.validate.offline", "gpuprobe.validate.served",
+                           "gpuprobe.validate.options"},
+    "validate/process.py": {"gpuprobe.validate.runner", "gpuprobe.validate.offline", "gpuprobe.validate.served",
+                            "gpuprobe.validate.options"},
+}
+ONLY = {
+    # module: the only gpuprobe modules it may import (the result model's documents stay self-contained)
+    "results/run_info.py": set(),
+    "results/model.py": {"gpuprobe.results.run_info"},
+    "results/validation.py": {"gpuprobe.results.run_info"},
+}
+
+
+def _hits(name: str, modules: set[str]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+def test_modules_within_a_stage_import_one_way() -> None:
+    bad = []
+    for rel, forbidden in ONE_WAY.items():
+        bad += [f"{rel} imports {n}" for n in _imports(PKG / rel) if _hits(n, forbidden)]
+    for rel, allowed in ONLY.items():
+        bad += [f"{rel} imports {n}" for n in _imports(PKG / rel) if not _hits(n, allowed)]
+    for path in (PKG / "probes" / "core").rglob("*.py"):  # the shared machinery knows no probe
+        bad += [f"probes/core/{path.name} imports {n}" for n in _imports(path)
+                if n.startswith("gpuprobe.probes.") and not n.startswith("gpuprobe.probes.core")]
+    assert not bad, "\n".join(sorted(bad))

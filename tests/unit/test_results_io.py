@@ -9,7 +9,7 @@ import pytest
 
 from gpuprobe import load_results, save_results
 from gpuprobe.errors import ResultsFileError
-from gpuprobe.results.model import SCHEMA_VERSION, Measurement, Results, RunInfo
+from gpuprobe.results.model import SCHEMA_VERSION, Measurement, Results, RunInfo, reverse_note
 from gpuprobe.results.serde import SerdeError, from_data, to_data
 from gpuprobe.results.stats import summarize
 
@@ -23,8 +23,24 @@ def test_real_capture_round_trips_losslessly(h100_results_path: Path, tmp_path: 
     save_results(res, out)
     again = load_results(out)
     assert again == res
-    # the same document, with the field added since written out at its default
-    assert json.loads(out.read_text()) == {**json.loads(h100_results_path.read_text()), "cuda_unavailable": None}
+    # the same document, with the fields added since written out at their defaults
+    before = json.loads(h100_results_path.read_text())
+    before = {**before, "cuda_unavailable": None,
+              "measurements": [{**m, "reverse_gbps": None} for m in before["measurements"]]}
+    assert json.loads(out.read_text()) == before
+
+
+def test_reverse_rate_is_read_from_the_field_or_from_an_older_file_note(h100_results_path: Path) -> None:
+    res = load_results(h100_results_path)
+    bidir = [m for m in res.measurements if m.probe.startswith("host_to_device_bidirectional") and m.status == "ok"]
+    assert bidir and all(m.reverse_gbps is None for m in bidir)  # written before the field
+    m = bidir[0]
+    rate = m.reverse_rate_gbps()
+    assert rate is not None and reverse_note(rate) in m.notes
+    m.reverse_gbps = 12.5
+    assert m.reverse_rate_gbps() == 12.5
+    one_way = next(x for x in res.measurements if x.traffic == "unidirectional")
+    assert one_way.reverse_rate_gbps() is None
 
 
 def test_real_capture_has_every_measurement_with_samples_and_stats(h100_results_path: Path) -> None:

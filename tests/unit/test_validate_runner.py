@@ -14,6 +14,7 @@ from gpuprobe.errors import UsageError
 from gpuprobe.results.validation import ValidationLayout, Workload
 from gpuprobe.validate import process, runner, vllm_env
 from gpuprobe.validate.gpumem import Nvml
+from gpuprobe.validate.options import ValidateOptions
 from gpuprobe.validate.store import load_runs
 
 CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256,
@@ -59,11 +60,11 @@ def fake_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return str(path)
 
 
-def _opts(tmp_path: Path, python: str, **kw) -> runner.ValidateOptions:
+def _opts(tmp_path: Path, python: str, **kw) -> ValidateOptions:
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
     (model / "config.json").write_text(json.dumps(CONFIG))
-    return runner.ValidateOptions(
+    return ValidateOptions(
         model=str(model), layouts=kw.pop("layouts", [ValidationLayout(tp=1)]), workloads=[Workload(2, 16, 4)],
         output=tmp_path / "runs.json", python=python, preload=kw.pop("preload", False), **kw,
     )  # fmt: skip

@@ -39,7 +39,7 @@ def buffer_size(ctx: ProbeContext, gpu: int, copies: int = 2) -> int:
     want = ctx.options.buffer_size_bytes
     key = f"size:{gpu}"
     if key not in ctx.cache:
-        free, _ = ctx.cuda.mem_info(gpu)
+        free, _ = ctx.cuda_backend.mem_info(gpu)
         fit = max(0, (free - RESERVE_BYTES) // copies)
         size = want if fit >= want else max(MiB, (fit // (2 * MiB)) * (2 * MiB))
         if size < want:
@@ -53,7 +53,7 @@ def gpu_buffers(ctx: ProbeContext, gpu: int) -> GpuBuffers:
     """The run's buffers of ``gpu`` (allocated and filled on first use)."""
     key = f"buffers:{gpu}"
     if key not in ctx.cache:
-        cuda = ctx.cuda
+        cuda = ctx.cuda_backend
         n = buffer_size(ctx, gpu)
         dev = ctx.device(gpu)
         cpus = dev.cpu_affinity if dev else None

@@ -16,6 +16,7 @@ from gpuprobe.results.model import DeviceInfo, Measurement, Topology, Unit
 
 if TYPE_CHECKING:
     from gpuprobe.options import ProbeOptions
+    from gpuprobe.probes.core.cuda import Cuda
 
 
 @dataclass
@@ -27,13 +28,21 @@ class ProbeContext:
     """GPU indices taking part (empty on a machine without GPUs)."""
     devices: list[DeviceInfo] = field(default_factory=list)
     topology: Topology | None = None
-    cuda: Any = None
-    """The CUDA backend (``gpuprobe.probes.core.cuda.Cuda``) or None when CUDA is unavailable."""
+    cuda: Cuda | None = None
+    """The CUDA backend, or None when CUDA is unavailable."""
     progress: Callable[[str], None] = lambda label: None
     notes: list[str] = field(default_factory=list)
     """Run-level notes (e.g. a buffer reduced to fit free memory), each once."""
     cache: dict[str, Any] = field(default_factory=dict)
     """Buffers shared between probes of one run (freed with the CUDA backend)."""
+
+    @property
+    def cuda_backend(self) -> Cuda:
+        """``cuda`` in a probe that needs it: ``ProbeSpec.waived_reason`` keeps a ``needs="cuda"`` probe from
+        running without one."""
+        if self.cuda is None:
+            raise RuntimeError("a CUDA probe ran without the CUDA backend")
+        return self.cuda
 
     def note(self, text: str) -> None:
         if text not in self.notes:

@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ def last_log_line(path: Path) -> str:
     return ""
 
 
-def kill_workers(procs: list[Any]) -> None:
+def kill_workers(procs: Sequence[BaseProcess]) -> None:
     for p in procs:
         if p.pid is not None and p.exitcode is None:
             with contextlib.suppress(OSError):

@@ -1,0 +1,22 @@
+"""The fields every run header shares: which gpuprobe, when, and on which host (``RunInfoBase``).
+
+``RunInfo`` (a results file) and ``ValidationRunInfo`` (a validation file) extend it. Its fields come first in
+their JSON, in this order, so the files read and write as before. This module imports nothing from gpuprobe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RunInfoBase:
+    """Which gpuprobe made the file, when, and on which host and Python."""
+
+    gpuprobe_version: str
+    started_utc: str
+    finished_utc: str | None = None
+    hostname: str | None = None
+    os: str | None = None
+    """``platform.system()`` and ``platform.release()``, e.g. ``Linux 6.8.0-49-generic``."""
+    python: str | None = None
