@@ -8,6 +8,7 @@ import typer
 from rich.text import Text
 
 from gpuprobe.cli.output import Output
+from gpuprobe.cli.signals import doing
 from gpuprobe.errors import GpuprobeError, MissingDependency, NoGpu, install_hint
 from gpuprobe.options import MiB, ProbeOptions
 from gpuprobe.report import terminal
@@ -118,6 +119,8 @@ def _parse_gpus(text: str) -> list[int]:
 
 def _run_with_progress(out: Output, options: ProbeOptions, output: Path | None):
     from gpuprobe.probes.run import run_probes
+
+    doing("the probe", output)
 
     if not out.interactive:
         return run_probes(options, output=output)

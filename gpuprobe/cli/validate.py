@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gpuprobe.cli.output import Output
+from gpuprobe.cli.signals import doing
 from gpuprobe.errors import UsageError
 from gpuprobe.results.serde import to_data
 from gpuprobe.results.validation import LayoutRun, ValidationLayout, ValidationRuns, Workload
@@ -120,6 +121,7 @@ def validate(
             compare=cmp.comparer(system=system, calibration=calibration), preload=preload,
             warm_each=warm_each,
         )  # fmt: skip
+        doing("the validation", opts.output)
         all_runs = [runner.run_validation(opts, progress=out.info, command=sys.argv)]
         out.info(f"validation file: {opts.output} (logs in {opts.outdir})")
     fit = None
