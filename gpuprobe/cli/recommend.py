@@ -143,7 +143,7 @@ def recommend(
     if serve_note:
         rec.notes.insert(0, serve_note)
     if output is not None:
-        write_json_atomic(output, to_data(rec))
+        write_json_atomic(output, to_data(rec), "the recommendation file")
     if not any(r.fits for r in rec.layouts):
         raise ModelDoesNotFit(fits_nowhere_message(rec), hint="use more or larger GPUs, FP8/INT4 weights, or a "
                               "shorter --max-model-len")
