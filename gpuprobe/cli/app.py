@@ -88,6 +88,15 @@ from gpuprobe.cli import importer as _importer  # noqa: E402
 app.command("import", short_help=SHORT["import"])(_importer.import_output)
 
 
+def _from_interrupt(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     debug = os.environ.get("GPUPROBE_DEBUG") not in (None, "", "0")
@@ -100,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if signals.received is None and _from_interrupt(exc):
+                print("Interrupted.", file=sys.stderr)  # typer turns an interrupt into exit 130 without a word
         except GpuprobeError as exc:
             if debug:
                 raise

@@ -27,6 +27,7 @@ def qualify(
     buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size", help="MiB per copy (default 512)."),
     samples: int | None = typer.Option(None, "--samples", help="Timed samples per figure (default 3)."),
     wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
+    force: bool = typer.Option(False, "--force", help="Overwrite -o FILE even when it holds more measurements."),
 ) -> None:
     """Qualify a GPU server: every figure against the expectation of its link, link health, outliers.
 
@@ -55,7 +56,7 @@ def qualify(
         results = load_results(input_)
         source = str(input_)
     else:
-        results = _probe(out, tests, quick, gpus, buffer_mib, samples, output)
+        results, output = _probe(out, tests, quick, gpus, buffer_mib, samples, output, force)
         source = str(output) if output else "live run"
         environment = {k: v for k, v in os.environ.items() if k.startswith("NCCL_")}
     q = judge(results, limits, source=source, environment=environment)
@@ -84,14 +85,14 @@ def qualify(
 
 
 def _probe(out: Output, tests: list[str], quick: bool, gpus: str | None, buffer_mib: int | None,
-           samples: int | None, output: Path | None):
+           samples: int | None, output: Path | None, force: bool):
     from gpuprobe.cli.probe import _run_with_progress, no_cuda, probe_options
 
-    results = _run_with_progress(out, probe_options(tests, quick, gpus, buffer_mib, samples), output)
+    results, output = _run_with_progress(out, probe_options(tests, quick, gpus, buffer_mib, samples), output, force)
     reason = results.cuda_skip_reason()
     if reason is not None and not any(m.status != "waived" for m in results.measurements):
         raise no_cuda(reason, "judge a recorded results file ('gpuprobe qualify --input RESULTS.json')")
-    return results
+    return results, output
 
 
 def _show(out: Output, q: Qualification) -> None:

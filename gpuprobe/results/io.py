@@ -160,3 +160,74 @@ def results_from_data(data: Any, origin: str = "results") -> Results:
 def load_results(path: str | os.PathLike[str]) -> Results:
     """Load a results file written by ``gpuprobe probe -o FILE`` into the result model."""
     return results_from_data(read_json(path), origin=str(path))
+
+
+def successful_measurements(path: str | os.PathLike[str]) -> int | None:
+    """How many ``ok`` measurements the results file at ``path`` holds: 0 when there is no file (or an empty one),
+    None when the file is something else (not a gpuprobe results file, unreadable)."""
+    p = Path(path)
+    try:
+        if not p.exists() or p.stat().st_size == 0:
+            return 0
+        return sum(1 for m in load_results(p).measurements if m.status == "ok")
+    except (OSError, ResultsFileError):
+        return None
+
+
+def next_free_name(path: str | os.PathLike[str]) -> Path:
+    """``FILE.1.json``, ``FILE.2.json``, ... (the first that does not exist) for ``FILE.json``."""
+    p = Path(path)
+    suffix = p.suffix if p.suffix and p.stem else ""
+    stem = p.name[: len(p.name) - len(suffix)]
+    n = 1
+    while (candidate := p.with_name(f"{stem}.{n}{suffix}")).exists() or candidate.is_symlink():
+        n += 1
+    return candidate
+
+
+class ResultsTarget:
+    """Where a measuring run writes its results file without losing an earlier run's measurements.
+
+    A run never replaces a file holding more successful (``ok``) measurements than it has, nor a file that is not a
+    gpuprobe results file: while it runs it writes to the next free name (``FILE.1.json``); at the end (or when
+    interrupted) its file replaces ``FILE`` only when it has at least as many successful measurements, else it stays
+    at the new name and :meth:`finish` returns the line that says so. ``force`` overwrites whatever is there.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], force: bool = False) -> None:
+        self.path = Path(path)
+        self.target = output_target(self.path, "the results file")  # a path that cannot be written: refused now
+        self.existed = self.target.exists()
+        self.kept = 0 if force else successful_measurements(self.target)
+        self.write_to = self.path if self.kept == 0 else next_free_name(self.path)
+        if self.write_to != self.path:
+            output_target(self.write_to, "the results file")
+        self.final = self.write_to
+
+    @property
+    def diverted(self) -> bool:
+        return self.write_to != self.path
+
+    def finish(self) -> str | None:
+        """Once the run has written ``write_to``: move it over ``path`` when it may replace it. Returns the line to
+        show when the results stay at the new name, else None. ``final`` is then where they are."""
+        if not self.diverted or not self.write_to.exists():
+            return None
+        new = successful_measurements(self.write_to) or 0
+        if self.kept is not None and new >= self.kept:
+            try:
+                os.replace(self.write_to, output_target(self.path, "the results file"))
+            except OSError as exc:
+                raise _os_error("the results file", self.path, exc) from None
+            self.final = self.path
+            return None
+        held = "is not a gpuprobe results file" if self.kept is None else \
+            f"holds {self.kept} successful measurements and this run {new}"
+        return f"{self.path} {held}: it is kept; this run's results are in {self.write_to} (--force overwrites)"
+
+    def discard(self) -> None:
+        """The run measured nothing: remove the file it wrote, unless it replaced one that was there before."""
+        if self.diverted or not self.existed:
+            with contextlib.suppress(OSError):
+                self.write_to.unlink()
+        self.final = self.path
