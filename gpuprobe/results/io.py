@@ -199,7 +199,7 @@ class ResultsTarget:
         self.target = output_target(self.path, "the results file")  # a path that cannot be written: refused now
         self.existed = self.target.exists()
         self.kept = 0 if force else successful_measurements(self.target)
-        self.write_to = self.path if self.kept == 0 else next_free_name(self.path)
+        self.write_to = self.path if self.kept == 0 else next_free_name(self.target)  # same file system: renamed
         if self.write_to != self.path:
             output_target(self.write_to, "the results file")
         self.final = self.write_to

@@ -131,3 +131,16 @@ def test_an_interrupt_without_a_signal_still_says_so(tmp_path: Path, monkeypatch
     monkeypatch.setattr(run_mod, "run_probes", interrupted)
     assert main(["probe", "-t", "all_reduce"]) == 130
     assert capsys.readouterr().err.strip() == "Interrupted."
+
+
+def test_a_symlinked_results_file_is_protected_and_replaced_through_the_link(tmp_path: Path, monkeypatch) -> None:
+    real = tmp_path / "store" / "r.json"
+    real.parent.mkdir()
+    shutil.copy(H100, real)
+    link = tmp_path / "r.json"
+    link.symlink_to(real)
+    monkeypatch.setattr(run_mod, "run_probes", _fake_run(2))
+    assert main(["probe", "-t", "all_reduce", "-o", str(link)]) == 0
+    assert _ok(load_results(real.parent / "r.1.json")) == 2 and link.is_symlink()
+    assert main(["probe", "-t", "all_reduce", "-o", str(link), "--force"]) == 0
+    assert link.is_symlink() and _ok(load_results(real)) == 2
