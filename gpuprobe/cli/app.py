@@ -2,7 +2,8 @@
 
 Exit codes (the same for every command):
   0  success
-  1  an error the user can fix (bad file, bad config, a vLLM run that failed, ...): one ``Error:`` line
+  1  an error the user can fix (bad file, bad config, an output path that cannot be written, a vLLM run that
+     failed, ...): one ``Error:`` line
   2  bad usage (unknown option, bad value)
   3  a capability is missing: no GPU, no NVML, no CUDA/torch/vLLM package
   4  the run finished but some measurements failed or did not verify (results are still written)
