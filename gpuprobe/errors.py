@@ -91,6 +91,13 @@ class ResultsFileError(GpuprobeError):
     default_hint = "re-create it with 'gpuprobe probe -o FILE'"
 
 
+class OutputError(GpuprobeError):
+    """An output file cannot be written: the path is a folder, a device, a FIFO or a socket, lies below a file, or
+    the system refused (permission, read-only file system, no space left, name too long)."""
+
+    default_hint = "pass another path: a regular file in a folder you can write"
+
+
 class BadModelConfig(GpuprobeError):
     """A model config.json is missing, malformed or describes an unsupported architecture."""
 

@@ -2,25 +2,28 @@
 
 Exit codes (the same for every command):
   0  success
-  1  an error the user can fix (bad file, bad config, a vLLM run that failed, ...): one ``Error:`` line
+  1  an error the user can fix (bad file, bad config, an output path that cannot be written, a vLLM run that
+     failed, ...): one ``Error:`` line
   2  bad usage (unknown option, bad value)
   3  a capability is missing: no GPU, no NVML, no CUDA/torch/vLLM package
   4  the run finished but some measurements failed or did not verify (results are still written)
   10 qualify: the verdict is WARN (some figure or link fact below the warn band; nothing failed)
   11 qualify: the verdict is FAIL (a figure below the fail band, data that did not verify, a link down)
-  130 interrupted (Ctrl-C); 143 / 129 stopped by SIGTERM / SIGHUP; results measured so far are written
+  130 / 143 / 129 stopped by SIGINT (Ctrl-C) / SIGTERM / SIGHUP: one line says what was stopped and where the
+      figures measured so far are written (status ``interrupted``)
 Set GPUPROBE_DEBUG=1 to see tracebacks.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
 
 from gpuprobe import __version__
-from gpuprobe.cli.signals import SignalsAsInterrupts
+from gpuprobe.cli.signals import CURRENT, HANDLED, SignalsAsInterrupts, stop_line
 from gpuprobe.errors import GpuprobeError
 
 app = typer.Typer(
@@ -86,30 +89,47 @@ from gpuprobe.cli import importer as _importer  # noqa: E402
 app.command("import", short_help=SHORT["import"])(_importer.import_output)
 
 
+def _from_interrupt(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     debug = os.environ.get("GPUPROBE_DEBUG") not in (None, "", "0")
     signals = SignalsAsInterrupts()
-    try:
-        with signals:
+    CURRENT.what = CURRENT.output = None
+    failed = False
+    with signals:  # the handlers stay in place until the last line is printed: a second signal cannot cut it short
+        try:
             app(args=argv, prog_name="gpuprobe", standalone_mode=True)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except GpuprobeError as exc:
-        if debug:
-            raise
-        msg = f"Error: {exc.message}"
-        if exc.hint:
-            msg += f"\n  hint: {exc.hint}"
-        print(msg, file=sys.stderr)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        code = 130
-    if signals.received is not None:  # typer turns the interrupt into exit 130: say which signal it was
-        print(f"Stopped by {signals.name}; results measured so far are written.", file=sys.stderr)
-        code = 128 + signals.received
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if signals.received is None and _from_interrupt(exc):
+                print("Interrupted.", file=sys.stderr)  # typer turns an interrupt into exit 130 without a word
+        except GpuprobeError as exc:
+            if debug:
+                raise
+            msg = f"Error: {exc.message}"
+            if exc.hint:
+                msg += f"\n  hint: {exc.hint}"
+            print(msg, file=sys.stderr)
+            code, failed = exc.exit_code, True
+        except KeyboardInterrupt:
+            code = 130
+            if signals.received is None:
+                print("Interrupted.", file=sys.stderr)
+        if signals.received is not None:  # typer turns the interrupt into exit 130: say which signal it was
+            print(stop_line(signals.name or "", saved=not failed), file=sys.stderr)
+            code = 128 + signals.received
+            if argv is None:  # the process ends now: a late signal must not print a traceback on the way out
+                for sig in HANDLED:
+                    signal.signal(sig, signal.SIG_IGN)
     if argv is None:
         sys.exit(code)
     return code

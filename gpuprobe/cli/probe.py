@@ -8,11 +8,12 @@ import typer
 from rich.text import Text
 
 from gpuprobe.cli.output import Output
+from gpuprobe.cli.signals import doing
 from gpuprobe.errors import GpuprobeError, MissingDependency, NoGpu, install_hint
 from gpuprobe.options import MiB, ProbeOptions
 from gpuprobe.report import terminal
-from gpuprobe.results.io import load_results
-from gpuprobe.results.model import CUDA_SKIPPED
+from gpuprobe.results.io import ResultsTarget, load_results
+from gpuprobe.results.model import CUDA_SKIPPED, Results
 from gpuprobe.results.serde import to_data
 
 RECORDED = Path(__file__).resolve().parent.parent / "data" / "h100-probe-2026-11-25.json"
@@ -32,6 +33,7 @@ def probe(
     cpu_ranks: int | None = typer.Option(None, "--cpu-ranks", help="Processes for the gloo all-reduce on CPU."),
     ar_max: int | None = typer.Option(None, "--allreduce-max-bytes", help="Largest all-reduce message (bytes)."),
     input_: Path | None = typer.Option(None, "--input", help="Show an existing results file instead of probing."),
+    force: bool = typer.Option(False, "--force", help="Overwrite -o FILE even when it holds more measurements."),
     json_: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
     wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
     all_: bool = typer.Option(False, "--all", help="Every row (default: the pairs' all-reduce at its largest size)."),
@@ -57,13 +59,10 @@ def probe(
     options = probe_options(tests, quick, gpus, buffer_mib, samples, verify=not no_verify,
                             collective_backend=backend, cpu_ranks=cpu_ranks, allreduce_max_bytes=ar_max)
 
-    existed = output is not None and output.exists()
-    results = _run_with_progress(out, options, output)
+    results, output = _run_with_progress(out, options, output, force)
     reason = results.cuda_skip_reason()
     ran_any = any(m.status != "waived" for m in results.measurements)
     if reason is not None and not ran_any:
-        if output is not None and not existed:
-            output.unlink(missing_ok=True)  # nothing was measured: leave no results file of waived probes behind
         out.warn(f"{CUDA_SKIPPED}{reason}")
         if RECORDED.exists():
             out.info(f"Showing the recorded capture shipped with gpuprobe instead: {RECORDED.name} "
@@ -116,8 +115,39 @@ def _parse_gpus(text: str) -> list[int]:
         raise UsageError(f"--gpus {text!r} is not a comma-separated list of GPU indices") from None
 
 
-def _run_with_progress(out: Output, options: ProbeOptions, output: Path | None):
+def _run_with_progress(out: Output, options: ProbeOptions, output: Path | None,
+                       force: bool = False) -> tuple[Results, Path | None]:
+    """Run the probes, writing ``output`` without losing an earlier file's measurements (see ``ResultsTarget``);
+    returns the results and where they were written (None: nowhere). A run that measured nothing (every probe
+    waived) leaves no results file behind."""
+    target = ResultsTarget(output, force) if output is not None else None
+    doing("the probe", target.write_to if target is not None else None)
+    try:
+        results = _run_probes(out, options, target.write_to if target is not None else None)
+    except KeyboardInterrupt:
+        _finish(out, target)
+        raise
+    if target is None:
+        return results, None
+    if not any(m.status != "waived" for m in results.measurements):
+        target.discard()
+        return results, None
+    _finish(out, target)
+    return results, target.final
+
+
+def _finish(out: Output, target: ResultsTarget | None) -> None:
+    if target is None:
+        return
+    line = target.finish()
+    doing("the probe", target.final)
+    if line:
+        out.warn(line)
+
+
+def _run_probes(out: Output, options: ProbeOptions, output: Path | None) -> Results:
     from gpuprobe.probes.run import run_probes
+
 
     if not out.interactive:
         return run_probes(options, output=output)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -11,7 +10,7 @@ from rich.text import Text
 
 from gpuprobe.cli.output import Output
 from gpuprobe.report.terminal_qualify import COLOURS, checks_table, outliers_table, skipped_lines, verdict_line
-from gpuprobe.results.io import load_results
+from gpuprobe.results.io import load_results, output_target, write_atomic
 from gpuprobe.results.qualification import Qualification
 
 
@@ -28,6 +27,7 @@ def qualify(
     buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size", help="MiB per copy (default 512)."),
     samples: int | None = typer.Option(None, "--samples", help="Timed samples per figure (default 3)."),
     wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
+    force: bool = typer.Option(False, "--force", help="Overwrite -o FILE even when it holds more measurements."),
 ) -> None:
     """Qualify a GPU server: every figure against the expectation of its link, link health, outliers.
 
@@ -47,21 +47,24 @@ def qualify(
     from gpuprobe.qualify.outputs import to_json, to_junit, to_prometheus
 
     out = Output(json_mode=json_, wide=wide)
+    for path, what in ((junit, "the JUnit XML"), (prometheus, "the Prometheus textfile")):
+        if path is not None:
+            output_target(path, what)  # a path that cannot be written is refused before the probes run
     limits = load_thresholds(thresholds) if thresholds is not None else None
     environment = None
     if input_ is not None:
         results = load_results(input_)
         source = str(input_)
     else:
-        results = _probe(out, tests, quick, gpus, buffer_mib, samples, output)
+        results, output = _probe(out, tests, quick, gpus, buffer_mib, samples, output, force)
         source = str(output) if output else "live run"
         environment = {k: v for k, v in os.environ.items() if k.startswith("NCCL_")}
     q = judge(results, limits, source=source, environment=environment)
 
     if junit is not None:
-        _write_text(junit, to_junit(q))
+        write_atomic(junit, to_junit(q), "the JUnit XML")  # atomic: a collector never reads half a file
     if prometheus is not None:
-        _write_text(prometheus, to_prometheus(q))
+        write_atomic(prometheus, to_prometheus(q), "the Prometheus textfile")
     if json_:
         print(to_json(q), end="")
     else:
@@ -82,28 +85,14 @@ def qualify(
 
 
 def _probe(out: Output, tests: list[str], quick: bool, gpus: str | None, buffer_mib: int | None,
-           samples: int | None, output: Path | None):
+           samples: int | None, output: Path | None, force: bool):
     from gpuprobe.cli.probe import _run_with_progress, no_cuda, probe_options
 
-    results = _run_with_progress(out, probe_options(tests, quick, gpus, buffer_mib, samples), output)
+    results, output = _run_with_progress(out, probe_options(tests, quick, gpus, buffer_mib, samples), output, force)
     reason = results.cuda_skip_reason()
     if reason is not None and not any(m.status != "waived" for m in results.measurements):
         raise no_cuda(reason, "judge a recorded results file ('gpuprobe qualify --input RESULTS.json')")
-    return results
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically (a textfile collector must never read half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return results, output
 
 
 def _show(out: Output, q: Qualification) -> None:

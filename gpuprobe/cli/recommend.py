@@ -46,21 +46,18 @@ def _offer_probe(out: Output) -> bool:
                          err=True)
 
 
-def _quick_probe(out: Output, path: Path):
+def _quick_probe(out: Output, path: Path, force: bool = False):
     """The quick probe suite on this machine, saved to ``path``; no GPU is one clear error (exit 3)."""
     from gpuprobe.cli.probe import _run_with_progress
     from gpuprobe.errors import NoGpu
     from gpuprobe.options import ProbeOptions
 
-    existed = path.exists()
-    results = _run_with_progress(out, ProbeOptions(quick=True), path)
+    results, written = _run_with_progress(out, ProbeOptions(quick=True), path, force)
     reason = results.cuda_skip_reason()
     if reason is not None and not any(m.status == "ok" for m in results.measurements):
-        if not existed:
-            path.unlink(missing_ok=True)  # nothing was measured: leave no empty results file behind
         raise NoGpu(reason,
                     hint="run on the GPU machine, or pass --system RESULTS.json / --gpu NAME --num-gpus N")
-    return results
+    return results, written or path
 
 
 def recommend(
@@ -97,6 +94,8 @@ def recommend(
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the recommendation to FILE."),
     probe_first: bool = typer.Option(False, "--probe", help="No --system: measure this machine first (quick probe, "
                                      "saved to gpuprobe-probe.json). Asked interactively when GPUs are present."),
+    force: bool = typer.Option(False, "--force", help="With --probe: overwrite gpuprobe-probe.json even when it "
+                               "holds more measurements than the new run."),
     serve_model: str | None = typer.Option(None, "--serve-model", metavar="PATH_OR_ID", help="What the printed "
                                            "'vllm serve' lines load: a Hugging Face id or a folder with the weights "
                                            "(default: the --model folder)."),
@@ -112,8 +111,8 @@ def recommend(
     elif gpu is not None and num_gpus is not None:
         profile = system_from_spec(gpu, num_gpus)
     elif probe_first or _offer_probe(out):
-        path = Path("gpuprobe-probe.json")
-        profile = system_from_results(_quick_probe(out, path), name=path.name)
+        results, path = _quick_probe(out, Path("gpuprobe-probe.json"), force)
+        profile = system_from_results(results, name=path.name)
         out.info(f"measured this machine (quick probe): {path}")
     else:
         raise UsageError(
@@ -144,7 +143,7 @@ def recommend(
     if serve_note:
         rec.notes.insert(0, serve_note)
     if output is not None:
-        write_json_atomic(output, to_data(rec))
+        write_json_atomic(output, to_data(rec), "the recommendation file")
     if not any(r.fits for r in rec.layouts):
         raise ModelDoesNotFit(fits_nowhere_message(rec), hint="use more or larger GPUs, FP8/INT4 weights, or a "
                               "shorter --max-model-len")

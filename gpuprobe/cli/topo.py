@@ -10,6 +10,7 @@ from gpuprobe.cli.output import Output
 from gpuprobe.errors import GpuprobeError
 from gpuprobe.report.terminal_topo import render_topology
 from gpuprobe.results import load_results
+from gpuprobe.results.io import write_atomic
 from gpuprobe.results.serde import to_data
 from gpuprobe.system.inventory import SystemFacts, load_system
 from gpuprobe.topology.graph import build_graph, to_dot, to_json
@@ -46,7 +47,7 @@ def topo(
     graph = build_graph(facts.devices, facts.topology, res)
     if dot is not None:
         try:
-            dot.write_text(to_dot(graph), encoding="utf-8")
+            write_atomic(dot, to_dot(graph), "the DOT file")
         except OSError as exc:
             raise GpuprobeError(f"cannot write {dot}: {exc.strerror or exc}", hint="check the path") from None
     if json_out:

@@ -13,7 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from gpuprobe.cli.output import Output
+from gpuprobe.cli.signals import doing
 from gpuprobe.errors import UsageError
+from gpuprobe.results.io import output_target
 from gpuprobe.results.serde import to_data
 from gpuprobe.results.validation import LayoutRun, ValidationLayout, ValidationRuns, Workload
 from gpuprobe.validate.calibrate import CalibrationFit
@@ -89,6 +91,10 @@ def validate(
     from gpuprobe.validate.store import load_runs, save_runs
 
     out = Output(json_mode=json_)
+    if not compare:
+        output_target(output, "the validation file")  # refused before vLLM starts
+    if fit_calibration is not None:
+        output_target(fit_calibration, "the calibration file")
     if compare:
         all_runs = [load_runs(p) for p in compare]
         for path, runs in zip(compare, all_runs, strict=True):
@@ -121,6 +127,7 @@ def validate(
             compare=cmp.comparer(system=system, calibration=calibration), preload=preload,
             warm_each=warm_each,
         )  # fmt: skip
+        doing("the validation", opts.output)
         all_runs = [runner.run_validation(opts, progress=out.info, command=sys.argv)]
         out.info(f"validation file: {opts.output} (logs in {opts.outdir})")
     fit = None

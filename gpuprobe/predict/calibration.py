@@ -193,5 +193,6 @@ def load_calibration(path: str | os.PathLike[str]) -> Calibration:
 
 def save_calibration(cal: Calibration, path: str | os.PathLike[str]) -> None:
     write_json_atomic(
-        path, {"kind": CALIBRATION_KIND, "schema_version": CALIBRATION_SCHEMA_VERSION, "calibration": to_data(cal)}
+        path, {"kind": CALIBRATION_KIND, "schema_version": CALIBRATION_SCHEMA_VERSION, "calibration": to_data(cal)},
+        "the calibration file",
     )

@@ -178,7 +178,13 @@ class World:
             if self.go_file is not None:
                 self.go_file.touch()
             tail = JsonLinesTail([self.directory / f"rank{r}.jsonl" for r in range(len(self.procs))])
-            yield from self._watch(self.procs, tail, self.directory)
+            try:
+                yield from self._watch(self.procs, tail, self.directory)
+            except KeyboardInterrupt:  # sizes the workers measured but the sweep had not read yet are kept
+                for x in tail.read():
+                    if x["kind"] in ("group", "size"):
+                        yield from self._group_line(x["kind"], x)
+                raise
         finally:
             self.close()
 

@@ -115,7 +115,7 @@ def render_html(doc: Document, footer: str = "") -> str:
 
 
 def write_html(doc: Document, path: str | os.PathLike[str], footer: str = "") -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(doc, footer), encoding="utf-8")
-    return path
+    from gpuprobe.results.io import write_atomic
+
+    write_atomic(path, render_html(doc, footer), "the HTML report")
+    return Path(path)

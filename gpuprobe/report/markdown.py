@@ -36,9 +36,11 @@ def _table(t: Table) -> list[str]:
 
 def render_markdown(doc: Document, out_path: str | os.PathLike[str], footer: str = "") -> list[Path]:
     """Write ``out_path`` and its PNG figures; returns every file written (the .md first)."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = [out_path]
+    from gpuprobe.results.io import output_target, write_atomic
+
+    shown = Path(out_path)
+    out_path = output_target(shown, "the Markdown report")  # refused before any figure is drawn; PNGs beside it
+    written: list[Path] = [shown]
     lines = [f"# {md_escape(doc.title)}", "", f"_{md_escape(doc.subtitle)}_", "", "## Summary", ""]
     icon = {"pass": "✅", "warn": "⚠️", "fail": "❌", "info": "ℹ️"}
     lines += [f"- {icon.get(level, '-')} {md_escape(text)}" for level, text in doc.summary] + [""]
@@ -56,12 +58,12 @@ def render_markdown(doc: Document, out_path: str | os.PathLike[str], footer: str
                 if fig is None:
                     continue
                 png = out_path.with_name(f"{out_path.stem}-{b.name}.png")
-                png.write_bytes(plots.png_bytes(fig))
+                write_atomic(png, plots.png_bytes(fig), "a figure of the Markdown report")
                 written.append(png)
                 lines += [f"![{md_escape(b.title)}]({png.name})", ""]
                 if b.caption:
                     lines += [f"_{md_escape(b.caption)}_", ""]
     if footer:
         lines += ["---", "", md_escape(footer), ""]
-    out_path.write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(out_path, "\n".join(lines), "the Markdown report")
     return written

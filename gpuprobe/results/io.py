@@ -1,42 +1,113 @@
-"""Load and save results files: atomic writes, version checks, one clear error for a bad file."""
+"""Load and save results files, and the one writer of every output file: atomic writes, version checks, one clear
+error for a bad file or a path that cannot be written."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gpuprobe.errors import ResultsFileError
+from gpuprobe.errors import OutputError, ResultsFileError
 from gpuprobe.results.model import RESULTS_KIND, SCHEMA_VERSION, Results
 from gpuprobe.results.serde import SerdeError, from_data, to_data
 
 T = TypeVar("T")
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so that a reader never sees half a file.
+_KINDS = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
+          (stat.S_ISSOCK, "socket"))
 
-    The text goes to a temporary file in the same folder, is flushed to disk, then renamed over ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+_HINTS = {
+    errno.ENOSPC: "free some space on that file system, or pass a path on another one",
+    errno.EDQUOT: "free some space (disk quota exceeded), or pass a path on another file system",
+    errno.EROFS: "that file system is read-only: pass a path on a writable one",
+    errno.EACCES: "pass a path in a folder you can write",
+    errno.EPERM: "pass a path in a folder you can write",
+    errno.ENAMETOOLONG: "use a shorter file name",
+}
+
+
+def _refuse(what: str, path: str | os.PathLike[str], why: str, hint: str | None = None) -> OutputError:
+    return OutputError(f"cannot write {what} {os.fspath(path)}: {why}", hint=hint)
+
+
+def _os_error(what: str, path: str | os.PathLike[str], exc: OSError) -> OutputError:
+    why = exc.strerror or str(exc) or type(exc).__name__
+    return _refuse(what, path, why[0].lower() + why[1:] if why else why, _HINTS.get(exc.errno or 0))
+
+
+def output_target(path: str | os.PathLike[str], what: str = "the output") -> Path:
+    """Where a file written to ``path`` lands, checked before anything is written: the path itself, or the regular
+    file a symlink points to (written through, the link stays). A folder, a device, a FIFO, a socket (or a symlink
+    to one) and a path below a regular file are refused with one OutputError line, as is any OS error."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, allow_nan=False)
-            fh.write("\n")
+        target = Path(os.path.realpath(path))
+        folder = target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if folder.exists() and not folder.is_dir():
+            raise _refuse(what, path, f"{folder} is a file, not a folder")
+        try:
+            mode = os.stat(target).st_mode
+        except FileNotFoundError:
+            return target
+        if stat.S_ISDIR(mode):
+            raise _refuse(what, path, "it is a folder", hint="pass a file name (e.g. FOLDER/results.json)")
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "special file")
+            shown = f"{target} is" if target != Path(os.path.abspath(path)) else "it is"
+            raise _refuse(what, path, f"{shown} a {kind}, not a regular file",
+                          hint="pass the path of a regular file (it is written to a temporary file, then renamed)")
+        return target
+    except OSError as exc:
+        raise _os_error(what, path, exc) from None
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes, what: str = "the output") -> Path:
+    """Write ``data`` to ``path`` so that a reader never sees half a file (nor an empty one): the bytes go to a
+    temporary file in the same folder, are flushed to disk, then renamed over the target (see
+    :func:`output_target`). Every failure is one OutputError line and leaves no temporary file. Returns the file
+    written (the target of a symlink)."""
+    target = output_target(path, what)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp: str | None = None
+    try:
+        try:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:100]}.", suffix=".tmp", dir=target.parent)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as exc:
+        raise _os_error(what, path, exc) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return target
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, what: str = "the file") -> Path:
+    """Write ``data`` as JSON to ``path`` with :func:`write_atomic`."""
+    return write_atomic(path, json.dumps(data, indent=1, allow_nan=False) + "\n", what)
 
 
 def save_results(results: Results, path: str | os.PathLike[str]) -> None:
-    write_json_atomic(path, to_data(results))
+    write_json_atomic(path, to_data(results), "the results file")
 
 
 def read_json(path: str | os.PathLike[str], what: str = "results file") -> Any:
@@ -89,3 +160,74 @@ def results_from_data(data: Any, origin: str = "results") -> Results:
 def load_results(path: str | os.PathLike[str]) -> Results:
     """Load a results file written by ``gpuprobe probe -o FILE`` into the result model."""
     return results_from_data(read_json(path), origin=str(path))
+
+
+def successful_measurements(path: str | os.PathLike[str]) -> int | None:
+    """How many ``ok`` measurements the results file at ``path`` holds: 0 when there is no file (or an empty one),
+    None when the file is something else (not a gpuprobe results file, unreadable)."""
+    p = Path(path)
+    try:
+        if not p.exists() or p.stat().st_size == 0:
+            return 0
+        return sum(1 for m in load_results(p).measurements if m.status == "ok")
+    except (OSError, ResultsFileError):
+        return None
+
+
+def next_free_name(path: str | os.PathLike[str]) -> Path:
+    """``FILE.1.json``, ``FILE.2.json``, ... (the first that does not exist) for ``FILE.json``."""
+    p = Path(path)
+    suffix = p.suffix if p.suffix and p.stem else ""
+    stem = p.name[: len(p.name) - len(suffix)]
+    n = 1
+    while (candidate := p.with_name(f"{stem}.{n}{suffix}")).exists() or candidate.is_symlink():
+        n += 1
+    return candidate
+
+
+class ResultsTarget:
+    """Where a measuring run writes its results file without losing an earlier run's measurements.
+
+    A run never replaces a file holding more successful (``ok``) measurements than it has, nor a file that is not a
+    gpuprobe results file: while it runs it writes to the next free name (``FILE.1.json``); at the end (or when
+    interrupted) its file replaces ``FILE`` only when it has at least as many successful measurements, else it stays
+    at the new name and :meth:`finish` returns the line that says so. ``force`` overwrites whatever is there.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], force: bool = False) -> None:
+        self.path = Path(path)
+        self.target = output_target(self.path, "the results file")  # a path that cannot be written: refused now
+        self.existed = self.target.exists()
+        self.kept = 0 if force else successful_measurements(self.target)
+        self.write_to = self.path if self.kept == 0 else next_free_name(self.target)  # same file system: renamed
+        if self.write_to != self.path:
+            output_target(self.write_to, "the results file")
+        self.final = self.write_to
+
+    @property
+    def diverted(self) -> bool:
+        return self.write_to != self.path
+
+    def finish(self) -> str | None:
+        """Once the run has written ``write_to``: move it over ``path`` when it may replace it. Returns the line to
+        show when the results stay at the new name, else None. ``final`` is then where they are."""
+        if not self.diverted or not self.write_to.exists():
+            return None
+        new = successful_measurements(self.write_to) or 0
+        if self.kept is not None and new >= self.kept:
+            try:
+                os.replace(self.write_to, output_target(self.path, "the results file"))
+            except OSError as exc:
+                raise _os_error("the results file", self.path, exc) from None
+            self.final = self.path
+            return None
+        held = "is not a gpuprobe results file" if self.kept is None else \
+            f"holds {self.kept} successful measurements and this run {new}"
+        return f"{self.path} {held}: it is kept; this run's results are in {self.write_to} (--force overwrites)"
+
+    def discard(self) -> None:
+        """The run measured nothing: remove the file it wrote, unless it replaced one that was there before."""
+        if self.diverted or not self.existed:
+            with contextlib.suppress(OSError):
+                self.write_to.unlink()
+        self.final = self.path

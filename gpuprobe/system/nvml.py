@@ -235,7 +235,7 @@ class LiveNvml(_GatewayBase):
         """Write ``snapshot()`` to ``path`` atomically."""
         from gpuprobe.results.io import write_json_atomic
 
-        write_json_atomic(path, self.snapshot())
+        write_json_atomic(path, self.snapshot(), "the NVML snapshot")
 
 
 class ReplayNvml(_GatewayBase):

@@ -387,4 +387,5 @@ def save_fit(fit: CalibrationFit, path: str | os.PathLike[str]) -> None:
 
     save_calibration(from_data(Calibration, fit.calibration), path)
     report = {k: v for k, v in to_data(fit).items() if k != "calibration"}
-    write_json_atomic(f"{os.fspath(path)}.fit.json", {"kind": "gpuprobe.calibration-fit", **report})
+    write_json_atomic(f"{os.fspath(path)}.fit.json", {"kind": "gpuprobe.calibration-fit", **report},
+                      "the calibration fit report")

@@ -118,9 +118,13 @@ class PreloadedInterpreter:
             [self.python, "-m", "gpuprobe.validate.preload"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self._log, env=self.env, text=True, start_new_session=True,
         )  # fmt: skip
-        threading.Thread(target=self._read, daemon=True).start()
-        with self._cond:
-            self._cond.wait_for(lambda: self.import_s is not None or not self.alive(), timeout_s)
+        try:
+            threading.Thread(target=self._read, daemon=True).start()
+            with self._cond:
+                self._cond.wait_for(lambda: self.import_s is not None or not self.alive(), timeout_s)
+        except BaseException:  # an interrupt while vLLM imports: the interpreter's group must not outlive the run
+            self.close()
+            raise
         if self.import_s is None:
             self.reason = f"the preloaded interpreter did not start (see {self.log_path})"
             self.close()

@@ -13,7 +13,7 @@ from gpuprobe.results.validation import VALIDATION_KIND, VALIDATION_SCHEMA_VERSI
 
 def save_runs(runs: ValidationRuns, path: str | os.PathLike[str]) -> None:
     """Write the validation file atomically (a reader never sees half a file)."""
-    write_json_atomic(path, to_data(runs))
+    write_json_atomic(path, to_data(runs), "the validation file")
 
 
 def runs_from_data(data: Any, origin: str = "validation file") -> ValidationRuns:

@@ -122,7 +122,8 @@ def test_sigterm_and_sighup_keep_what_was_measured(tmp_path: Path, sig: signal.S
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert err.strip().splitlines()[-1] == f"Stopped by {sig.name}; results measured so far are written."
+    assert err.strip().splitlines()[-1] == (f"Stopped by {sig.name}: the probe was interrupted; results measured so "
+                                            f"far are in {out_file}.")
     assert "Traceback" not in err
     res = load_results(out_file)
     assert res.status == "interrupted"

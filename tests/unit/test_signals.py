@@ -1,4 +1,4 @@
-"""SIGTERM and SIGHUP raised as an interrupt in the CLI's main thread, once, and the old handlers put back."""
+"""SIGINT, SIGTERM and SIGHUP raised as an interrupt in the CLI's main thread, once, and the old handlers put back."""
 
 from __future__ import annotations
 
@@ -36,3 +36,17 @@ def test_a_second_signal_while_saving_does_not_interrupt_the_save() -> None:
 
 def test_ctrl_c_reads_as_the_user() -> None:
     assert interrupt_reason(KeyboardInterrupt()) == "interrupted by the user"
+
+
+def test_sigint_is_handled_like_the_others_and_a_second_one_is_ignored() -> None:
+    """Ctrl-C twice: the first is the interrupt (read as the user's), the second does not cut the save short."""
+    guard = SignalsAsInterrupts()
+    saved = False
+    with pytest.raises(KeyboardInterrupt) as info, guard:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+            saved = True
+    assert saved and guard.name == "SIGINT"
+    assert interrupt_reason(info.value) == "interrupted by the user"
