@@ -5,15 +5,16 @@
 # compared with each other, so a change can be read against the machine's own run-to-run spread.
 #   usage: scripts/same_figures.sh OLD_TREE OUTDIR [ROUNDS]
 set -euo pipefail
-old="$(cd "$1" && pwd)"; out="$2"; rounds="${3:-2}"
+old="$(cd "$1" && pwd)"; mkdir -p "$2"; out="$(cd "$2" && pwd)"; rounds="${3:-2}"
 new="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-python3}"
-mkdir -p "$out"
 for r in $(seq 1 "$rounds"); do
   for side in old new; do
     tree="$old"; [ "$side" = new ] && tree="$new"
     echo "round $r: probe with the $side code ($tree)" >&2
-    PYTHONPATH="$tree" "$py" -m gpuprobe probe -o "$out/$side-$r.json" > "$out/$side-$r.txt" 2>&1
+    # run from inside the tree: 'python -m' puts the working folder first on the import path
+    (cd "$tree" && PYTHONPATH="$tree" "$py" -m gpuprobe probe -o "$out/$side-$r.json" > "$out/$side-$r.txt" 2>&1)
+    (cd "$tree" && "$py" -c 'import gpuprobe; print("code:", gpuprobe.__file__)') >> "$out/$side-$r.txt"
   done
 done
 PYTHONPATH="$new" "$py" -m gpuprobe compare "$out/old-1.json" "$out/new-1.json" --all > "$out/compare-old-new.txt"
