@@ -9,9 +9,19 @@ import typer
 from rich.text import Text
 
 from gpuprobe.cli.output import Output
-from gpuprobe.report.terminal_qualify import COLOURS, checks_table, outliers_table, skipped_lines, verdict_line
+from gpuprobe.cli.qualify_levels import node_hook, run_level_cli
+from gpuprobe.errors import UsageError
+from gpuprobe.qualify.node_outputs import FORMATS
+from gpuprobe.report.terminal_qualify import (
+    COLOURS,
+    checks_table,
+    level_lines,
+    outliers_table,
+    skipped_lines,
+    verdict_line,
+)
 from gpuprobe.results.io import load_results, output_target, write_atomic
-from gpuprobe.results.qualification import Qualification
+from gpuprobe.results.qualification import Qualification, load_qualification
 
 
 def qualify(
@@ -27,8 +37,18 @@ def qualify(
     buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size", help="MiB per copy (default 512)."),
     samples: int | None = typer.Option(None, "--samples", help="Timed samples per figure (default 3)."),
     wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
+    level: str | None = typer.Option(None, "--level", help="quick (<= 30 s), standard (<= 3 min: the suite "
+                                     "three times) or burn-in (sustained load for --duration); each samples NVML "
+                                     "health once a second."),
+    duration: str = typer.Option("10m", "--duration", help="Burn-in load time, 1m ... 4h (10m or more advised)."),
+    format_: str = typer.Option("text", "--format", help="text, json, slurm (one line; exit 0 PASS/WARN, 11 "
+                                "FAIL) or npd (node-problem-detector plugin: exit 0 OK, 1 problem, 2 unknown)."),
+    qualification_out: Path | None = typer.Option(None, "--qualification-out", help="Also write the "
+                                                  "qualification (JSON, with the health timeline) here."),
+    from_qualification: Path | None = typer.Option(None, "--from-qualification", help="Show a saved "
+                                                   "qualification (from --qualification-out or --json) again."),
     force: bool = typer.Option(False, "--force", help="Overwrite -o FILE even when it holds more measurements."),
-) -> None:
+) -> Qualification | None:
     """Qualify a GPU server: every figure against the expectation of its link, link health, outliers.
 
     Expectations come from the detected links: PCIe generation x width at the link's maximum, NVLink
@@ -41,17 +61,48 @@ def qualify(
     nvlinks_expected; [tests.KEY] (a probe or check key, or a glob) with warn, fail, expected, skip;
     [gpus."REGEX"] (matched in the GPU name) with the same keys and its own [gpus."REGEX".tests.KEY].
 
+    Levels (--level): quick (the quick suite, <= 30 s), standard (the full suite three times, stability
+    judged, <= 3 min), burn-in (matmul alone, then matmul + copies + all-reduce on every GPU for --duration;
+    the matmul's rate under load / alone, target >= 0.90). Every level samples NVML once a second (clocks,
+    power, temperature, throttle reasons, PCIe replays, ECC, row remaps, XID events) and judges the timeline.
+    A figure below its fail band is measured again before it is called FAIL (confirmed).
+
     Exit codes: 0 PASS, 10 WARN, 11 FAIL; 1 a bad file, 2 bad usage, 3 no GPU (and no --input).
+    --format slurm: 0 PASS or WARN, 11 FAIL (errors keep their codes). --format npd: 0 OK (PASS or WARN),
+    1 problem (FAIL), 2 unknown (any error).
     """
     from gpuprobe.qualify import judge, load_thresholds
-    from gpuprobe.qualify.outputs import to_json, to_junit, to_prometheus
 
-    out = Output(json_mode=json_, wide=wide)
-    for path, what in ((junit, "the JUnit XML"), (prometheus, "the Prometheus textfile")):
+    fmt = "json" if json_ else format_
+    if fmt not in FORMATS and fmt != "quiet":  # quiet: the slurm and npd lines print nothing else on stdout
+        raise UsageError(f"--format {format_!r}: choose one of {', '.join(FORMATS)}")
+    if fmt in ("slurm", "npd"):
+        node_hook(fmt, lambda: qualify(
+            input_=input_, thresholds=thresholds, output=output, json_=False, junit=junit, prometheus=prometheus,
+            tests=tests, quick=quick, gpus=gpus, buffer_mib=buffer_mib, samples=samples, wide=wide, level=level,
+            duration=duration, format_="quiet", qualification_out=qualification_out,
+            from_qualification=from_qualification, force=force))
+        return None
+    out = Output(json_mode=fmt in ("json", "quiet"), wide=wide)
+    for path, what in ((junit, "the JUnit XML"), (prometheus, "the Prometheus textfile"),
+                       (qualification_out, "the qualification")):
         if path is not None:
             output_target(path, what)  # a path that cannot be written is refused before the probes run
     limits = load_thresholds(thresholds) if thresholds is not None else None
     environment = None
+    results = None
+    if from_qualification is not None:
+        q = load_qualification(from_qualification)
+        _finish(out, fmt, q, junit, prometheus, qualification_out)
+        return q
+    if level is not None:
+        q, results, output = run_level_cli(out, level, duration, limits, tests, gpus, buffer_mib, samples, output,
+                                           force)
+        _finish(out, fmt, q, junit, prometheus, qualification_out, output)
+        _check_missing(results)
+        if q.exit_code and fmt != "quiet":
+            raise typer.Exit(q.exit_code)
+        return q
     if input_ is not None:
         results = load_results(input_)
         source = str(input_)
@@ -60,28 +111,43 @@ def qualify(
         source = str(output) if output else "live run"
         environment = {k: v for k, v in os.environ.items() if k.startswith("NCCL_")}
     q = judge(results, limits, source=source, environment=environment)
+    q.level = "input" if input_ is not None else "single"
+    _finish(out, fmt, q, junit, prometheus, qualification_out, output if input_ is None else None)
+    if input_ is None:
+        _check_missing(results)
+    if q.exit_code and fmt != "quiet":
+        raise typer.Exit(q.exit_code)
+    return q
+
+
+def _check_missing(results) -> None:
+    from gpuprobe.probes.run import missing_dependency
+
+    missing = missing_dependency(results)
+    if missing is not None:  # the qualification is incomplete: that comes before its verdict
+        raise missing
+
+
+def _finish(out: Output, fmt: str, q: Qualification, junit: Path | None, prometheus: Path | None,
+            qualification_out: Path | None, output: Path | None = None) -> None:
+    from gpuprobe.qualify.outputs import to_json, to_junit, to_prometheus
 
     if junit is not None:
         write_atomic(junit, to_junit(q), "the JUnit XML")  # atomic: a collector never reads half a file
     if prometheus is not None:
         write_atomic(prometheus, to_prometheus(q), "the Prometheus textfile")
-    if json_:
+    if qualification_out is not None:
+        write_atomic(qualification_out, to_json(q), "the qualification")
+    if fmt == "json":
         print(to_json(q), end="")
-    else:
+    elif fmt == "text":
         _show(out, q)
-    for path, what in ((output, "results"), (junit, "JUnit XML"), (prometheus, "Prometheus textfile")):
-        if path is not None and (path != output or input_ is None):
+    for path, what in ((output, "results"), (junit, "JUnit XML"), (prometheus, "Prometheus textfile"),
+                       (qualification_out, "qualification")):
+        if path is not None:
             out.info(f"{what} written to {path}")
-    if json_:
+    if fmt != "text":
         out.info(verdict_line(q))
-    if input_ is None:
-        from gpuprobe.probes.run import missing_dependency
-
-        missing = missing_dependency(results)
-        if missing is not None:  # the qualification is incomplete: that comes before its verdict
-            raise missing
-    if q.exit_code:
-        raise typer.Exit(q.exit_code)
 
 
 def _probe(out: Output, tests: list[str], quick: bool, gpus: str | None, buffer_mib: int | None,
@@ -102,4 +168,6 @@ def _show(out: Output, q: Qualification) -> None:
     table = outliers_table(q)
     if table is not None:
         out.data(table)
+    for line in level_lines(q):
+        out.data(Text(line, style="dim"))
     out.data(Text(verdict_line(q), style=COLOURS.get(q.verdict, "")))

@@ -13,6 +13,7 @@ from gpuprobe.cli.output import Output
 from gpuprobe.errors import MissingDependency, UsageError
 from gpuprobe.importers import load_any
 from gpuprobe.results.model import Results
+from gpuprobe.results.qualification import load_qualification
 from gpuprobe.validate.store import load_runs
 
 
@@ -34,6 +35,10 @@ def report(
     md_out: Path | None = typer.Option(None, "--markdown", metavar="FILE",
                                        help="Write Markdown, with its figures as PNG files beside it."),
     qualify: bool = typer.Option(True, "--qualify/--no-qualify", help="Judge each file and show the verdicts."),
+    qualification: list[Path] = typer.Option([], "--qualification", metavar="FILE", help="A saved qualification "
+                                             "('qualify --qualification-out') shown for the results file in the same "
+                                             "position (with its level, health timeline and burn-in) instead of "
+                                             "judging it again (repeatable)."),
 ) -> None:
     """Write a report: summary, host and software, topology, bandwidth heatmaps, latency, all-reduce curves,
     qualification verdicts and predicted vs measured for validation runs. Several files appear side by side."""
@@ -48,9 +53,13 @@ def report(
         raise MissingDependency.of("matplotlib", "reports need matplotlib") from None
     runs = [(str(f), load_any(f)) for f in files]
     vals = [(v.name, load_runs(v)) for v in validation]
-    quals = [_qualify(r) if qualify else None for _, r in runs]
+    if len(qualification) > len(runs):
+        raise UsageError(f"{len(qualification)} --qualification files for {len(runs)} results files: give at most "
+                         "one per results file, in the same order")
+    saved = [load_qualification(p) for p in qualification]
+    quals = [saved[i] if i < len(saved) else _qualify(r) if qualify else None for i, (_, r) in enumerate(runs)]
     doc = build_document(runs, vals, quals)
-    footer = f"gpuprobe {__version__} · from " + ", ".join(f.name for f in [*files, *validation])
+    footer = f"gpuprobe {__version__} · from " + ", ".join(f.name for f in [*files, *validation, *qualification])
     if html_out is not None:
         write_html(doc, html_out, footer)
         out.info(f"HTML report written to {html_out}")

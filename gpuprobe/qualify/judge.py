@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpuprobe import __version__
+from gpuprobe.qualify import references
 from gpuprobe.qualify.diagnosis import Diagnosis
 from gpuprobe.qualify.expect import (
     Expectation,
@@ -43,6 +44,7 @@ from gpuprobe.qualify.judge_base import (
     PEER_WAIVED,
     subject_of,
 )
+from gpuprobe.qualify.peers import peer_outliers
 from gpuprobe.qualify.thresholds import Applied, Thresholds
 from gpuprobe.results.model import CUDA_SKIPPED, Measurement, Results, now_utc
 from gpuprobe.results.qualification import Check, Outlier, Qualification, exit_code, worst
@@ -216,10 +218,14 @@ def judge(results: Results, thresholds: Thresholds | None = None, *, source: str
     outliers = j.outliers()
     verdict = worst([c.verdict for c in j.checks])
     counts = {v: sum(1 for c in j.checks if c.verdict == v) for v in ("PASS", "WARN", "FAIL", "SKIP", "INFO")}
-    return Qualification(
+    q = Qualification(
         verdict=verdict, exit_code=exit_code(verdict), checks=j.checks, outliers=outliers, counts=counts,
         host=results.run.hostname, gpus=[f"gpu{d.index} {d.name}" for d in results.devices],
         run_started=results.run.started_utc, results_source=source, thresholds_source=t.source,
         thresholds=t.summary(), gpuprobe_version=__version__, judged_utc=now_utc(),
         notes=[f"virtual machine: {results.run.virtual_machine}"] if results.run.virtual_machine else [],
     )
+    references.apply(q, results)
+    peer_outliers(q)
+    q.recount()
+    return q

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from gpuprobe.report import plots
+from gpuprobe.report import plots, plots_health
 from gpuprobe.report.fmt import NA, size_label
 from gpuprobe.results.model import Measurement, Results
 from gpuprobe.results.validation import ValidationRuns
@@ -296,19 +296,60 @@ def _qualification_section(runs: Sequence[tuple[str, Results]], quals: Sequence[
             continue
         counts = ", ".join(f"{v} {k}" for k, v in (getattr(q, "counts", {}) or {}).items() if v)
         sec.blocks.append(f"{label}: verdict {q.verdict} (exit code {getattr(q, 'exit_code', NA)}); {counts}.")
-        t = Table(["verdict", "subject", "test", "measured", "expected", "ratio", "expectation from",
-                   "cause / next step"], [], align=["l", "l", "l", "r", "r", "r", "l", "l"])
+        sec.blocks.extend(level_blocks(q, label))
+        t = Table(["verdict", "subject", "test", "measured", "expected", "reference", "line rate", "ratio",
+                   "expectation from", "cause / next step"], [],
+                  align=["l", "l", "l", "r", "r", "r", "r", "r", "l", "l"])
         order = {"FAIL": 0, "WARN": 1, "PASS": 2, "INFO": 3, "SKIP": 4}
         for c in sorted(q.checks, key=lambda c: order.get(c.verdict, 5)):
             unit = getattr(c, "unit", None) or ""
             why = " — ".join(x for x in (getattr(c, "cause", None), getattr(c, "next_step", None)) if x)
             basis = getattr(c, "expectation_basis", None)
-            t.rows.append([c.verdict, c.subject, c.test, f"{fmt(c.value, unit)} {unit}".strip(),
+            ref, line = getattr(c, "reference", None), getattr(c, "line_rate", None)
+            confirmed = " (confirmed)" if getattr(c, "confirmed", None) else ""
+            t.rows.append([c.verdict + confirmed, c.subject, c.test, f"{fmt(c.value, unit)} {unit}".strip(),
                            f"{fmt(c.expected, unit)} {unit}".strip(),
+                           f"{fmt(ref, unit)} {unit}".strip() if ref is not None else NA,
+                           f"{fmt(line, unit)} {unit}".strip() if line is not None else NA,
                            f"{c.ratio:.2f}" if c.ratio is not None else NA, basis or NA, why or NA])
             t.cell_class[len(t.rows) - 1, 0] = VERDICT_CLASS.get(c.verdict, "muted")
         sec.blocks.append(t)
     return sec
+
+
+def level_blocks(q: Any, label: str) -> list[Any]:
+    """The level, the reference matched, the burn-in figures and the health timeline of a qualification."""
+    blocks: list[Any] = []
+    facts = [f"level: {getattr(q, 'level', 'input')}"]
+    ref = getattr(q, "reference", None)
+    if ref is not None:
+        facts.append(f"reference: {ref.title} ({ref.why}); source: {ref.source}")
+    elif getattr(q, "reference_note", None):
+        facts.append(q.reference_note)
+    blocks.append(facts)
+    b = getattr(q, "burn_in", None)
+    if b is not None:
+        rows = [[f"gpu{m.gpu}", fmt(m.alone_tflops, "TFLOP/s"), fmt(m.under_load_tflops, "TFLOP/s"),
+                 f"{m.ratio:.3f}" if m.ratio is not None else NA] for m in b.matmul]
+        cap = (f"burn-in: {b.ran_s or 0:.0f} of {b.duration_s:.0f} s under load ({b.backend or '?'}); bf16 matmul "
+               f"under copy and all-reduce load / alone, target ≥ {b.target_ratio:.2f}")
+        if b.allreduce_busbw_gbps is not None:
+            cap += f"; all-reduce under load {b.allreduce_busbw_gbps:.1f} GB/s busbw"
+        blocks.append(Table(["GPU", "matmul alone TFLOP/s", "under load TFLOP/s", "ratio"], rows, caption=cap))
+        if b.problems or b.notes:
+            blocks.append([*b.problems, *b.notes])
+    tl = getattr(q, "timeline", None)
+    if tl is not None and tl.samples:
+        xid = "XID events watched" if tl.xid_supported else f"XID events not watched: {tl.xid_note}"
+        stem = "".join(ch if ch.isalnum() else "-" for ch in label)[-40:].strip("-")
+        blocks.append(Figure(f"health-timeline-{stem}", f"{label}: NVML health during the {q.level} level",
+                             partial(plots_health.timeline_figure, tl),
+                             f"{len(tl.samples)} samples, about one a second per GPU; shaded: GPUs under load; "
+                             f"red dashes: XID events; triangles: throttling. {xid}."
+                             + (" Constructed test sequence, not a measurement." if tl.constructed else "")))
+        if tl.notes:
+            blocks.append(list(tl.notes))
+    return blocks
 
 
 def _summary(runs: Sequence[tuple[str, Results]], quals: Sequence[Any | None]) -> list[tuple[str, str]]:

@@ -53,6 +53,9 @@ def checks_table(q: Qualification) -> Table:
         expected = Text(_fmt(c.expected, c.unit) if c.expected is not None else "—")
         if c.expectation_basis:
             expected.append("\n" + c.expectation_basis, style="dim")
+        side = reference_text(c)
+        if side:
+            expected.append("\n" + side, style="cyan")
         why = Text(c.cause or "")
         if c.next_step:
             why.append(f"\n→ {c.next_step}", style="italic")
@@ -62,6 +65,39 @@ def checks_table(q: Qualification) -> Table:
         table.add_row(_verdict(c.verdict), escape(c.subject), escape(c.test), _fmt(c.value, c.unit), ratio, expected,
                       why)
     return table
+
+
+def reference_text(c: Check) -> str:
+    """``reference 55.4 GB/s · line rate 63 GB/s`` (what is known of the two), or ''."""
+    parts = []
+    if c.reference is not None:
+        parts.append(f"reference {_fmt(c.reference, c.unit)}")
+    if c.line_rate is not None:
+        parts.append(f"line rate {_fmt(c.line_rate, c.unit)}")
+    if c.confirmed:
+        parts.append("confirmed")
+    return " · ".join(parts)
+
+
+def level_lines(q: Qualification) -> list[str]:
+    """The level, the reference matched, the burn-in figures and the timeline in a few lines."""
+    lines = [f"level: {q.level}"]
+    if q.reference is not None:
+        lines.append(f"reference: {q.reference.title} ({q.reference.why}); source: {q.reference.source}")
+    elif q.reference_note:
+        lines.append(q.reference_note)
+    b = q.burn_in
+    if b is not None:
+        ratios = ", ".join(f"gpu{m.gpu} {m.ratio:.2f}" for m in b.matmul if m.ratio is not None) or "none"
+        lines.append(f"burn-in: {b.ran_s or 0:.0f} of {b.duration_s:.0f} s under load ({b.backend}); matmul under "
+                     f"load / alone: {ratios} (target ≥ {b.target_ratio:.2f})")
+    tl = q.timeline
+    if tl is not None:
+        gpus = len({s.gpu for s in tl.samples})
+        xid = "XID events watched" if tl.xid_supported else f"XID events not watched ({tl.xid_note})"
+        lines.append(f"health timeline: {len(tl.samples)} NVML samples of {gpus} GPU(s), {len(tl.xid_events)} XID "
+                     f"events; {xid}")
+    return lines
 
 
 def _group_row(checks: list[Check]) -> tuple:
@@ -74,6 +110,10 @@ def _group_row(checks: list[Check]) -> tuple:
                     f"{_fmt(exps[0], None)} … {_fmt(exps[-1], c0.unit)}")
     if c0.expectation_basis:
         expected.append("\n" + c0.expectation_basis, style="dim")
+    refs = sorted({c.reference for c in checks if c.reference is not None})
+    if refs:
+        expected.append(f"\nreference {_fmt(refs[0], c0.unit)}" if len(refs) == 1 else
+                        f"\nreference {_fmt(refs[0], None)} … {_fmt(refs[-1], c0.unit)}", style="cyan")
     ratios = [c.ratio for c in checks if c.ratio is not None]
     gpu_pair = any(c.subject.count("gpu") > 1 for c in checks)
     note = Text("every one passes" if c0.verdict == "PASS" else c0.cause or "", style="dim")
@@ -93,12 +133,14 @@ def skipped_lines(q: Qualification) -> list[str]:
 def outliers_table(q: Qualification) -> Table | None:
     if not q.outliers:
         return None
-    table = Table(title="outliers (far below the median of the same test)", title_justify="left")
-    for name in ("rank", "test", "subject", "figure", "median", "of median", "path"):
+    table = Table(title="outliers (far below the median of the same test, or ≥ 10 % below the best peer on the "
+                        "same link class)", title_justify="left")
+    for name in ("rank", "test", "subject", "figure", "median", "of median", "best peer", "of best", "path"):
         table.add_column(name)
     for o in q.outliers:
         table.add_row(str(o.rank), escape(o.test), escape(o.subject), _fmt(o.value, o.unit), _fmt(o.median, o.unit),
-                      f"{o.ratio_to_median:.0%}", escape(o.path_class or "—"))
+                      f"{o.ratio_to_median:.0%}", _fmt(o.best, o.unit),
+                      f"{o.ratio_to_best:.0%}" if o.ratio_to_best is not None else "—", escape(o.path_class or "—"))
     return table
 
 

@@ -25,13 +25,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 QUALIFICATION_KIND = "gpuprobe.qualification"
-QUALIFICATION_SCHEMA_VERSION = 1
+QUALIFICATION_SCHEMA_VERSION = 2
+"""Version 2 added the level, the reference matched, the NVML health timeline, the standard level's repeated
+runs, the burn-in figures, confirmation of failing figures and peer outliers; version 1 files still load
+(every new field has a default)."""
 
 Verdict = Literal["PASS", "WARN", "FAIL", "SKIP", "INFO"]
 Overall = Literal["PASS", "WARN", "FAIL"]
 """A qualification's verdict: its worst check's, SKIP and INFO counting as PASS."""
 _BY_LEVEL: tuple[Overall, Overall, Overall] = ("PASS", "WARN", "FAIL")
-Category = Literal["bandwidth", "latency", "collective", "health", "data", "run"]
+Category = Literal["bandwidth", "latency", "collective", "health", "data", "run", "stability", "burn-in"]
+Level = Literal["input", "single", "quick", "standard", "burn-in"]
 
 EXIT_PASS = 0
 EXIT_WARN = 10
@@ -91,6 +95,13 @@ class Check:
     """Index of the judged measurement in the results file's ``measurements`` (None for device facts)."""
     detail: str | None = None
     """Further facts shown with the check (link state, the reverse direction's figure, ...)."""
+    confirmed: bool | None = None
+    """For a figure below its fail band: True when measured again and still failing ("confirmed"), False when
+    the second measurement passed (the check is then judged on it and says so), None when not re-measured."""
+    reference: float | None = None
+    """The figure of the matched reference system for the same test (``Qualification.reference``)."""
+    line_rate: float | None = None
+    """The theoretical rate of the link (GB/s per direction), where one is known."""
 
 
 @dataclass
@@ -108,6 +119,128 @@ class Outlier:
     compared_with: int
     """How many subjects (GPUs or pairs) the median is taken over."""
     path_class: str | None = None
+    best: float | None = None
+    """The best figure of its peers (same test, same link class); set for outliers against the best."""
+    ratio_to_best: float | None = None
+    """value / best (bandwidth) or best / value (latency): below 0.90 names the GPU or pair."""
+    basis: str = "median"
+    """``median`` (far below the median of the test) or ``best`` (≥10 % below the best peer on the same link
+    class)."""
+
+
+@dataclass
+class ReferenceMatch:
+    """The shipped reference system closest to the judged one (``gpuprobe/data/references``)."""
+
+    id: str
+    title: str
+    source: str
+    """Where the figures come from: a capture (tool, machine, date) or a published page (URL, table)."""
+    why: str
+    """How it was matched (GPU name, count, link classes)."""
+    figures: dict[str, float] = field(default_factory=dict)
+    """test key -> figure (GB/s, µs or ns as the test's unit)."""
+
+
+@dataclass
+class TimelineDevice:
+    """Fixed facts of one sampled GPU."""
+
+    index: int
+    name: str | None = None
+    sm_clock_max_mhz: int | None = None
+    mem_clock_max_mhz: int | None = None
+    power_limit_w: float | None = None
+
+
+@dataclass
+class HealthSample:
+    """One NVML reading of one GPU (None where NVML did not answer)."""
+
+    t_s: float
+    """Seconds since the sampler started."""
+    gpu: int
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    power_w: float | None = None
+    temperature_c: int | None = None
+    util_pct: int | None = None
+    clocks_event_reasons: int | None = None
+    """NVML's bitmask (``nvmlDeviceGetCurrentClocksEventReasons``)."""
+    pcie_replay: int | None = None
+    ecc_corrected: int | None = None
+    """Volatile corrected ECC errors (since the driver loaded)."""
+    ecc_uncorrected: int | None = None
+    """Volatile uncorrected ECC errors."""
+    remapped_rows_uncorrectable: int | None = None
+    remap_pending: bool | None = None
+    remap_failed: bool | None = None
+    retired_pages: int | None = None
+    retired_pending: bool | None = None
+
+
+@dataclass
+class XidEvent:
+    t_s: float
+    gpu: int
+    xid: int
+
+
+@dataclass
+class Phase:
+    """A named stretch of the run (``probes run 1``, ``matmul alone``, ``load``); ``loaded`` phases keep the
+    GPUs busy, so clocks are judged in them."""
+
+    name: str
+    start_s: float
+    end_s: float | None = None
+    loaded: bool = False
+
+
+@dataclass
+class Timeline:
+    """What the NVML sampler recorded during a level (about once a second per GPU)."""
+
+    interval_s: float = 1.0
+    devices: list[TimelineDevice] = field(default_factory=list)
+    samples: list[HealthSample] = field(default_factory=list)
+    xid_events: list[XidEvent] = field(default_factory=list)
+    xid_supported: bool = False
+    xid_note: str | None = None
+    """Why XID events could not be watched (NVML event sets unsupported here, ...)."""
+    phases: list[Phase] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """NVML queries that were unavailable, sampler problems."""
+    constructed: bool = False
+    """True for a constructed test sequence (not a measurement)."""
+
+
+@dataclass
+class MatmulFigure:
+    gpu: int
+    alone_tflops: float | None = None
+    under_load_tflops: float | None = None
+    ratio: float | None = None
+    """under load / alone; target >= ``BurnIn.target_ratio``."""
+
+
+@dataclass
+class BurnIn:
+    """The burn-in level's own figures."""
+
+    duration_s: float
+    """The sustained-load time asked for."""
+    ran_s: float | None = None
+    target_ratio: float = 0.90
+    matmul: list[MatmulFigure] = field(default_factory=list)
+    copies_gbps: dict[str, float] = field(default_factory=dict)
+    """Mean rate of the sustained copies per GPU (``gpu0``: device-local, GB/s)."""
+    allreduce_busbw_gbps: float | None = None
+    iterations: int = 0
+    backend: str | None = None
+    """``torch`` or ``simulated``."""
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -133,8 +266,23 @@ class Qualification:
     gpuprobe_version: str | None = None
     judged_utc: str | None = None
     notes: list[str] = field(default_factory=list)
+    level: Level = "input"
+    """How the figures were obtained: a results file judged as it is (``input``), the probes run once
+    (``single``), or the ``quick``, ``standard`` or ``burn-in`` level."""
+    reference: ReferenceMatch | None = None
+    reference_note: str | None = None
+    """Why no reference was matched (or what differs from the one matched)."""
+    timeline: Timeline | None = None
+    burn_in: BurnIn | None = None
     kind: str = QUALIFICATION_KIND
     schema_version: int = QUALIFICATION_SCHEMA_VERSION
+
+    def recount(self) -> None:
+        """Recompute ``counts``, ``verdict`` and ``exit_code`` after checks were added or changed."""
+        self.counts = {v: sum(1 for c in self.checks if c.verdict == v) for v in ("PASS", "WARN", "FAIL", "SKIP",
+                                                                                  "INFO")}
+        self.verdict = worst([c.verdict for c in self.checks])
+        self.exit_code = exit_code(self.verdict)
 
     def failed(self) -> list[Check]:
         return [c for c in self.checks if c.verdict == "FAIL"]

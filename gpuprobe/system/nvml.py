@@ -217,6 +217,23 @@ class LiveNvml(_GatewayBase):
         if self.record:
             self.calls[key] = answer
 
+    def watch_xids(self, indices: list[int]) -> XidWatch:
+        """Register for XID (critical error) events on ``indices``; the watch says when NVML cannot."""
+        lib = self._nvml()
+        try:
+            event_set = lib.nvmlEventSetCreate()
+        except (lib.NVMLError, AttributeError) as exc:
+            return XidWatch(None, f"NVML event sets unavailable: {exc}")
+        kind = getattr(lib, "nvmlEventTypeXidCriticalError", 0x8)
+        try:
+            for i in indices:
+                lib.nvmlDeviceRegisterEvents(self._handle(lib, i), kind, event_set)
+        except lib.NVMLError as exc:
+            with contextlib.suppress(lib.NVMLError):
+                lib.nvmlEventSetFree(event_set)
+            return XidWatch(None, f"XID events not supported here ({exc}): read 'dmesg' for Xid lines instead")
+        return XidWatch(_LiveXids(lib, event_set), None)
+
     # -- snapshot -------------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """The recorded calls as a snapshot document (JSON data)."""
@@ -268,6 +285,12 @@ class ReplayNvml(_GatewayBase):
             return default
         return answer.get("value", default)
 
+    def watch_xids(self, indices: list[int]) -> XidWatch:
+        """XID events from the snapshot's ``xidEvents()`` call (a list of [gpu, xid]), if it has one."""
+        if call_key("xidEvents") not in self.calls:
+            return XidWatch(None, "XID events not recorded in the snapshot")
+        return XidWatch(_ReplayXids(self), None)
+
     def close(self) -> None:
         """Nothing to release (same interface as ``LiveNvml``)."""
 
@@ -276,6 +299,87 @@ class ReplayNvml(_GatewayBase):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ReplaySequence(ReplayNvml):
+    """Answers from one snapshot after another: ``next_sample()`` moves to the next (the sampler calls it before
+    each reading; the last snapshot repeats). Builds NVML sequences for tests: a fault appearing part way."""
+
+    source = "nvml-sequence"
+
+    def __init__(self, snapshots: list[dict[str, Any]], origin: str = "NVML sequence") -> None:
+        if not snapshots:
+            raise ResultsFileError(f"{origin} has no snapshots")
+        super().__init__(snapshots[0], origin)
+        self.steps = [validate_snapshot(s, f"{origin} step {i}")["calls"] for i, s in enumerate(snapshots)]
+        self.step = -1
+
+    def next_sample(self) -> None:
+        self.step = min(self.step + 1, len(self.steps) - 1)
+        self.calls = self.steps[self.step]
+
+    def watch_xids(self, indices: list[int]) -> XidWatch:
+        if not any(call_key("xidEvents") in calls for calls in self.steps):
+            return XidWatch(None, "XID events not recorded in the sequence")
+        return XidWatch(_ReplayXids(self), None)
+
+
+class XidWatch:
+    """Registered XID events: ``poll()`` returns the (gpu index, xid) pairs that arrived since the last poll.
+    ``reason`` says why events cannot be watched (then ``supported`` is False and ``poll`` returns [])."""
+
+    def __init__(self, source: _LiveXids | _ReplayXids | None, reason: str | None) -> None:
+        self._source = source
+        self.reason = reason
+
+    @property
+    def supported(self) -> bool:
+        return self._source is not None
+
+    def poll(self) -> list[tuple[int, int]]:
+        return self._source.poll() if self._source is not None else []
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
+
+class _LiveXids:
+    def __init__(self, lib: Any, event_set: Any) -> None:
+        self.lib = lib
+        self.event_set = event_set
+
+    def poll(self) -> list[tuple[int, int]]:
+        lib, out = self.lib, []
+        wait = getattr(lib, "nvmlEventSetWait_v2", None) or lib.nvmlEventSetWait
+        for _ in range(64):  # at most this many events per poll
+            try:
+                data = wait(self.event_set, 0)
+            except lib.NVMLError:  # NVML_ERROR_TIMEOUT: nothing waiting
+                break
+            try:
+                index = int(lib.nvmlDeviceGetIndex(data.device))
+            except lib.NVMLError:
+                index = -1
+            out.append((index, int(data.eventData)))
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(self.lib.NVMLError):
+            self.lib.nvmlEventSetFree(self.event_set)
+
+
+class _ReplayXids:
+    def __init__(self, nvml: ReplayNvml) -> None:
+        self.nvml = nvml
+
+    def poll(self) -> list[tuple[int, int]]:
+        value = self.nvml.query("xidEvents", default=[], optional=True) or []
+        return [(int(g), int(x)) for g, x in value]
+
+    def close(self) -> None:
+        pass
 
 
 def validate_snapshot(data: Any, origin: str = "NVML snapshot") -> dict[str, Any]:

@@ -64,12 +64,25 @@ ONE_WAY = {
                            "gpuprobe.validate.options"},
     "validate/process.py": {"gpuprobe.validate.runner", "gpuprobe.validate.offline", "gpuprobe.validate.served",
                             "gpuprobe.validate.options"},
+    # qualification levels: the orchestration uses the parts, the parts never the orchestration or each other's
+    # callers; the judgement does not run levels
+    "qualify/judge.py": {"gpuprobe.qualify.levels", "gpuprobe.qualify.burnin", "gpuprobe.qualify.health_events",
+                         "gpuprobe.qualify.confirm", "gpuprobe.qualify.node_outputs"},
+    "qualify/references.py": {"gpuprobe.qualify.judge", "gpuprobe.qualify.levels"},
+    "qualify/peers.py": {"gpuprobe.qualify.judge", "gpuprobe.qualify.levels"},
+    "qualify/confirm.py": {"gpuprobe.qualify.judge", "gpuprobe.qualify.levels"},
+    "qualify/health_events.py": {"gpuprobe.qualify.judge", "gpuprobe.qualify.levels", "gpuprobe.system"},
+    "qualify/burnin.py": {"gpuprobe.qualify.judge", "gpuprobe.qualify.levels", "gpuprobe.system"},
+    "qualify/node_outputs.py": {"gpuprobe.qualify.judge", "gpuprobe.qualify.levels", "gpuprobe.system"},
 }
 ONLY = {
     # module: the only gpuprobe modules it may import (the result model's documents stay self-contained)
     "results/run_info.py": set(),
     "results/model.py": {"gpuprobe.results.run_info"},
     "results/validation.py": {"gpuprobe.results.run_info"},
+    # the sampler reads NVML only through the gateway and writes only the result model's timeline
+    "system/sampler.py": {"gpuprobe.system.nvml", "gpuprobe.results.qualification"},
+    "report/plots_health.py": {"gpuprobe.report.plots", "gpuprobe.results.qualification"},
 }
 
 

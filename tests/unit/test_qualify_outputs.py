@@ -101,7 +101,7 @@ def test_bad_thresholds_file_syntax(tmp_path: Path) -> None:
 def test_json_round_trips_through_the_contract() -> None:
     q = judge(D.nvlink_down(D.multi_gpu(), 3))
     data = json.loads(to_json(q))
-    assert data["kind"] == "gpuprobe.qualification" and data["schema_version"] == 1
+    assert data["kind"] == "gpuprobe.qualification" and data["schema_version"] == 2
     back = qualification_from_data(data)
     assert back == q
 

@@ -1,0 +1,158 @@
+"""Every health judgement on a CONSTRUCTED NVML sequence (tests/unit/health_sequences.py): the fault appears part
+way through a replayed run; the sampler records it and the judgement names verdict, cause and next step."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpuprobe.qualify.health_events import judge_timeline
+from tests.unit.health_sequences import sampled, sequence
+
+
+def _only(checks, test):
+    found = [c for c in checks if c.test == test]
+    assert found, f"no {test} check in {[c.test for c in checks]}"
+    return found
+
+
+def test_healthy_sequence_has_nothing_to_say():
+    tl = sampled(sequence())
+    checks = judge_timeline(tl)
+    assert tl.constructed and len(tl.samples) == 6 and tl.xid_supported
+    assert {c.verdict for c in checks} <= {"PASS", "INFO"}
+    assert {c.test for c in checks} >= {"xid", "ecc_uncorrected", "row_remap", "throttle", "pcie_replay_live",
+                                        "clocks_under_load"}
+
+
+@pytest.mark.parametrize(("xid", "cause", "step"), [
+    (48, "double-bit ECC", "ROW_REMAPPER"),
+    (63, "row remapping", "reset the GPU"),
+    (64, "FAILED", "RMA"),
+    (74, "NVLink error", "nvlink -e"),
+    (79, "fallen off the bus", "reboot"),
+    (94, "contained ECC error", "reset the GPU"),
+    (95, "uncontained ECC error", "drain the node"),
+])
+def test_each_known_xid_fails_with_its_meaning_and_next_step(xid, cause, step):
+    tl = sampled(sequence(fault={"xidEvents()": {"value": [[0, xid]]}}, once={"xidEvents()"}))
+    assert [(e.gpu, e.xid, e.t_s) for e in tl.xid_events] == [(0, xid, 3.0)]
+    [c] = _only(judge_timeline(tl), "xid")
+    assert c.verdict == "FAIL" and c.subject == "gpu0" and c.value == xid
+    assert cause in c.cause and f"XID {xid} at 3 s" in c.cause
+    assert step in c.next_step
+
+
+def test_other_xid_is_a_generic_warning():
+    tl = sampled(sequence(fault={"xidEvents()": {"value": [[0, 13]]}}, once={"xidEvents()"}))
+    [c] = _only(judge_timeline(tl), "xid")
+    assert c.verdict == "WARN" and "XID 13" in c.cause and "catalogue" in c.next_step
+
+
+def test_xid_unsupported_is_said():
+    seq = sequence()
+    for calls in seq.steps:
+        del calls["xidEvents()"]
+    tl = sampled(seq)
+    assert not tl.xid_supported
+    [c] = _only(judge_timeline(tl), "xid")
+    assert c.verdict == "INFO" and "not watched" in c.cause and "dmesg" in c.next_step
+
+
+def test_uncorrected_ecc_during_the_run_fails():
+    [c] = _only(judge_timeline(sampled(sequence(fault={"nvmlDeviceGetTotalEccErrors(gpu0,1,0)": {"value": 2}}))),
+                "ecc_uncorrected")
+    assert c.verdict == "FAIL" and c.value == 2 and "2 during the run" in c.cause and "dcgmi diag" in c.next_step
+
+
+def test_corrected_ecc_climbing_warns():
+    [c] = _only(judge_timeline(sampled(sequence(fault={"nvmlDeviceGetTotalEccErrors(gpu0,0,0)": {"value": 7}}))),
+                "ecc_corrected")
+    assert c.verdict == "WARN" and c.value == 7 and "climbing" in c.cause
+
+
+@pytest.mark.parametrize(("rows", "verdict", "words"), [
+    ([0, 1, 1, 0], "WARN", "pending"),
+    ([0, 1, 0, 1], "FAIL", "failed"),
+])
+def test_row_remap_pending_or_failed(rows, verdict, words):
+    [c] = _only(judge_timeline(sampled(sequence(fault={"nvmlDeviceGetRemappedRows(gpu0)": {"value": rows}}))),
+                "row_remap")
+    assert c.verdict == verdict and words in c.cause
+
+
+@pytest.mark.parametrize(("bit", "test", "verdict"), [
+    (0x8, "throttle_hw_slowdown", "FAIL"),
+    (0x40, "throttle_hw_thermal", "FAIL"),
+    (0x80, "throttle_hw_power_brake", "FAIL"),
+    (0x20, "throttle_sw_thermal", "WARN"),
+    (0x4, "throttle_sw_power_cap", "INFO"),
+])
+def test_each_throttle_reason(bit, test, verdict):
+    checks = judge_timeline(sampled(sequence(fault={"nvmlDeviceGetCurrentClocksEventReasons(gpu0)": {"value": bit}})))
+    [c] = _only(checks, test)
+    assert c.verdict == verdict and c.value == 3 and "3 of 6 samples, first at 3 s" in c.cause
+    if verdict != "INFO":
+        assert c.next_step
+
+
+def test_throttle_reasons_from_the_older_nvml_call():
+    seq = sequence(fault={"nvmlDeviceGetCurrentClocksThrottleReasons(gpu0)": {"value": 0x40}})
+    for calls in seq.steps:
+        calls["nvmlDeviceGetCurrentClocksEventReasons(gpu0)"] = {"error": "NVML_ERROR_FUNCTION_NOT_FOUND"}
+    assert _only(judge_timeline(sampled(seq)), "throttle_hw_thermal")[0].verdict == "FAIL"
+
+
+@pytest.mark.parametrize(("count", "verdict"), [(5, "WARN"), (200, "FAIL")])
+def test_replay_counter_climbing(count, verdict):
+    [c] = _only(judge_timeline(sampled(sequence(fault={"nvmlDeviceGetPcieReplayCounter(gpu0)": {"value": count}}))),
+                "pcie_replay_live")
+    assert c.verdict == verdict and c.value == count and f"0 → {count}" in c.cause
+
+
+def test_clocks_down_under_load_warns_with_the_reasons_seen():
+    tl = sampled(sequence(at=1, fault={"nvmlDeviceGetClockInfo(gpu0,1)": {"value": 1100},
+                                       "nvmlDeviceGetCurrentClocksEventReasons(gpu0)": {"value": 0x4}}))
+    [c] = _only(judge_timeline(tl), "clocks_under_load")
+    assert c.verdict == "WARN" and c.value == 1100 and c.expected == 1980
+    assert "clocks down under load" in c.cause and "sw_power_cap" in c.cause
+
+
+def test_clocks_down_at_idle_are_not_judged():
+    tl = sampled(sequence(at=0, fault={"nvmlDeviceGetClockInfo(gpu0,1)": {"value": 345},
+                                       "nvmlDeviceGetUtilizationRates(gpu0)": {"value": {"gpu": 0, "memory": 0}}}),
+                 loaded=False)
+    assert not [c for c in judge_timeline(tl) if c.test == "clocks_under_load"]
+
+
+def test_fault_on_one_gpu_of_two_names_that_gpu():
+    tl = sampled(sequence(gpus=2, fault={"xidEvents()": {"value": [[1, 79]]}}, once={"xidEvents()"}), gpus=2)
+    checks = judge_timeline(tl)
+    assert [(c.subject, c.verdict) for c in checks if c.test == "xid"] == [("gpu1", "FAIL"), ("gpu0", "PASS")]
+
+
+def test_sampler_failure_is_a_note_not_an_error():
+    class Broken:
+        unavailable: tuple[str, ...] = ()
+
+        def query(self, *a, **k):
+            raise RuntimeError("driver went away")
+
+    from gpuprobe.system.sampler import Sampler
+
+    s = Sampler(Broken(), [0], clock=lambda: 0.0)
+    s.open()
+    s.sample_once()
+    tl = s.stop()
+    assert not tl.samples and any("driver went away" in n for n in tl.notes)
+
+
+def test_sampler_thread_runs_and_stops():
+    from gpuprobe.system.sampler import Sampler
+
+    seq = sequence(steps=3)
+    s = Sampler(seq, [0], interval_s=0.01)
+    with s:
+        s.phase("load", loaded=True)
+        import time
+        time.sleep(0.1)
+    assert len(s.timeline.samples) >= 3 and s.timeline.phases[0].end_s is not None
