@@ -9,7 +9,9 @@ Judged (one check per GPU and finding, category ``health``):
   SW thermal slowdown (WARN); SW power cap is recorded (INFO): normal at the power limit under a matmul load.
 - PCIe replay counter climbing during the run (WARN; FAIL above ``REPLAY_FAIL`` new replays).
 - Clocks down under load: the median SM clock of the loaded samples below ``CLOCKS_DOWN_RATIO`` of the GPU's
-  maximum (WARN, with the reasons NVML gave).
+  maximum (WARN, with the reasons NVML gave) -- unless every loaded sample names the SW power cap alone at
+  ``AT_LIMIT`` of the enforced power limit (INFO: the power limit sets the clock; an H200 under a bf16 matmul runs
+  about 1,500 MHz at its 700 W limit).
 
 The XID meanings follow NVIDIA's XID catalogue (docs.nvidia.com/deploy/xid-errors) and DCGM's health watches.
 """
@@ -22,12 +24,16 @@ from typing import Any
 
 from gpuprobe.results.qualification import Check, HealthSample, Timeline, Verdict
 
+REASON_GPU_IDLE = 0x1
+REASON_APP_CLOCKS = 0x2
 REASON_SW_POWER_CAP = 0x4
 REASON_HW_SLOWDOWN = 0x8
 REASON_SW_THERMAL = 0x20
 REASON_HW_THERMAL = 0x40
 REASON_HW_POWER_BRAKE = 0x80
 REPLAY_FAIL = 80
+AT_LIMIT = 0.95
+"""A GPU drawing this share of its enforced power limit is at the limit."""
 """New PCIe replays during one run above which the link FAILs (DCGM's default max_pcie_replays is 80)."""
 CLOCKS_DOWN_RATIO = 0.85
 LOADED_UTIL_PCT = 90
@@ -112,6 +118,7 @@ def judge_timeline(tl: Timeline) -> list[Check]:
     checks: list[Check] = []
     by_gpu = _by_gpu(tl.samples)
     max_clock = {d.index: d.sm_clock_max_mhz for d in tl.devices}
+    power_limit = {d.index: d.power_limit_w for d in tl.devices}
     gpus = sorted(set(by_gpu) | set(max_clock))
     seen_xid: set[int] = set()
     for ev in tl.xid_events:
@@ -130,7 +137,7 @@ def judge_timeline(tl: Timeline) -> list[Check]:
         checks.extend(_remap(g, samples))
         checks.extend(_throttles(g, samples))
         checks.extend(_replay(g, samples))
-        checks.extend(_clocks(g, _loaded(tl, samples), max_clock.get(g)))
+        checks.extend(_clocks(g, _loaded(tl, samples), max_clock.get(g), power_limit.get(g)))
     if not tl.xid_supported:
         checks.append(Check(subject="all", test="xid", verdict="INFO", category="health",
                             cause=f"XID events not watched: {tl.xid_note or 'unsupported'}",
@@ -211,7 +218,19 @@ def _replay(g: int, samples: list[HealthSample]) -> list[Check]:
                              "try another slot; FAIL above " f"{REPLAY_FAIL} new replays")]
 
 
-def _clocks(g: int, loaded: list[HealthSample], max_mhz: int | None) -> list[Check]:
+def _at_power_limit(loaded: list[HealthSample], limit_w: float | None) -> bool:
+    """Every loaded sample with its clock down names the SW power cap alone (idle and application-clock bits
+    aside) and draws at least ``AT_LIMIT`` of the enforced limit: the power limit sets the clock, as it should."""
+    if not loaded or not limit_w:
+        return False
+    for s in loaded:
+        reasons = (s.clocks_event_reasons or 0) & ~(REASON_GPU_IDLE | REASON_APP_CLOCKS)
+        if reasons != REASON_SW_POWER_CAP or s.power_w is None or s.power_w < AT_LIMIT * limit_w:
+            return False
+    return True
+
+
+def _clocks(g: int, loaded: list[HealthSample], max_mhz: int | None, limit_w: float | None = None) -> list[Check]:
     clocks = [s.sm_clock_mhz for s in loaded if s.sm_clock_mhz is not None]
     if not max_mhz or len(clocks) < MIN_LOADED_SAMPLES:
         return []
@@ -222,6 +241,15 @@ def _clocks(g: int, loaded: list[HealthSample], max_mhz: int | None) -> list[Che
                                   f"(median of {len(clocks)} loaded samples)")
     if ratio >= CLOCKS_DOWN_RATIO:
         return [_check(g, "clocks_under_load", "PASS", **base)]
+    down = [s for s in loaded if s.sm_clock_mhz is not None and s.sm_clock_mhz < CLOCKS_DOWN_RATIO * max_mhz]
+    if _at_power_limit(down, limit_w):
+        watts = statistics.median(s.power_w for s in loaded if s.power_w is not None)
+        return [_check(g, "clocks_under_load", "INFO", **base,
+                       cause=f"clocks set by the power limit: median SM clock {med:.0f} MHz, {ratio:.0%} of "
+                             f"{max_mhz} MHz, at {watts:.0f} W of the {limit_w:.0f} W enforced limit (SW power cap "
+                             "only): the GPU runs as fast as its power limit allows",
+                       next_step="nothing to do if the limit is the board's default ('nvidia-smi -q -d POWER': "
+                                 "Current vs Default Power Limit)")]
     named = [(bit, name) for bit, name, *_ in THROTTLES] + [(REASON_SW_POWER_CAP, "throttle_sw_power_cap")]
     reasons = sorted({name for s in loaded for bit, name in named if (s.clocks_event_reasons or 0) & bit})
     why = f"; NVML reasons seen: {', '.join(r.removeprefix('throttle_') for r in reasons)}" if reasons else \

@@ -116,13 +116,18 @@ def stability_checks(runs: list[Results]) -> list[Check]:
         mean = statistics.fmean(values)
         cv = statistics.pstdev(values) / mean if mean else 0.0
         verdict: Verdict = "FAIL" if cv > CV_FAIL else "WARN" if cv > CV_WARN else "PASS"
+        if m.host_memory == "pageable":  # the host's page handling and CPU set these, not the GPU or its link
+            verdict = "INFO"
         c = Check(subject=subject_of(m), test=m.probe, verdict=verdict, category="stability",
                   value=round(cv * 100, 2), unit="% cv", expected=CV_WARN * 100, src=m.src, dst=m.dst,
                   path_class=m.path_class, size_bytes=m.size_bytes, higher_is_better=False,
                   expectation_basis=f"spread of {len(values)} runs; WARN above {CV_WARN:.0%}, FAIL above "
                                     f"{CV_FAIL:.0%}",
                   detail="runs: " + ", ".join(f"{v:.4g}" for v in values) + " GB/s")
-        if verdict != "PASS":
+        if verdict == "INFO":
+            c.cause = (f"{cv:.1%} spread over {len(values)} runs, recorded, not judged: a pageable copy goes through "
+                       "the host's page handling and CPU, which move it by 10-30 % between runs on a healthy machine")
+        elif verdict != "PASS":
             c.cause = (f"unstable figure: {cv:.1%} spread over {len(values)} runs (another job on the machine, "
                        "clocks changing, a link retraining, NUMA placement varying)")
             c.next_step = ("make sure the machine is idle, pin the run to the GPU's NUMA node, check the timeline's "

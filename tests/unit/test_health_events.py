@@ -110,11 +110,28 @@ def test_replay_counter_climbing(count, verdict):
 
 
 def test_clocks_down_under_load_warns_with_the_reasons_seen():
+    # the power cap named while the GPU draws 400 W of its 700 W limit: something else holds the clock down
     tl = sampled(sequence(at=1, fault={"nvmlDeviceGetClockInfo(gpu0,1)": {"value": 1100},
+                                       "nvmlDeviceGetPowerUsage(gpu0)": {"value": 400_000},
                                        "nvmlDeviceGetCurrentClocksEventReasons(gpu0)": {"value": 0x4}}))
     [c] = _only(judge_timeline(tl), "clocks_under_load")
     assert c.verdict == "WARN" and c.value == 1100 and c.expected == 1980
     assert "clocks down under load" in c.cause and "sw_power_cap" in c.cause
+
+
+def test_clocks_down_with_no_reason_warn():
+    tl = sampled(sequence(at=1, fault={"nvmlDeviceGetClockInfo(gpu0,1)": {"value": 1100}}))
+    [c] = _only(judge_timeline(tl), "clocks_under_load")
+    assert c.verdict == "WARN" and "no throttle reason" in c.cause
+
+
+def test_clocks_set_by_the_power_limit_are_recorded_not_judged():
+    # as on the H200 under the burn-in's matmul: ~1,500 MHz, SW power cap alone, ~690 W of the 700 W limit
+    tl = sampled(sequence(at=1, fault={"nvmlDeviceGetClockInfo(gpu0,1)": {"value": 1500},
+                                       "nvmlDeviceGetCurrentClocksEventReasons(gpu0)": {"value": 0x4}}))
+    [c] = _only(judge_timeline(tl), "clocks_under_load")
+    assert c.verdict == "INFO" and c.value == 1500
+    assert "power limit" in c.cause and "690 W of the 700 W" in c.cause
 
 
 def test_clocks_down_at_idle_are_not_judged():
