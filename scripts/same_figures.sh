@@ -3,7 +3,7 @@
 # restructuring changed no measurement. OLD_TREE is a copy of the older source tree (for example
 # `git archive REV | tar -x -C OLD_TREE`). Each round runs the old then the new code; the two old runs are also
 # compared with each other, so a change can be read against the machine's own run-to-run spread.
-#   usage: scripts/same_figures.sh OLD_TREE OUTDIR [ROUNDS]
+#   usage: [PROBE_ARGS='--tests all_reduce'] scripts/same_figures.sh OLD_TREE OUTDIR [ROUNDS]
 set -euo pipefail
 old="$(cd "$1" && pwd)"; mkdir -p "$2"; out="$(cd "$2" && pwd)"; rounds="${3:-2}"
 new="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,7 +13,7 @@ for r in $(seq 1 "$rounds"); do
     tree="$old"; [ "$side" = new ] && tree="$new"
     echo "round $r: probe with the $side code ($tree)" >&2
     # run from inside the tree: 'python -m' puts the working folder first on the import path
-    (cd "$tree" && PYTHONPATH="$tree" "$py" -m gpuprobe probe -o "$out/$side-$r.json" > "$out/$side-$r.txt" 2>&1)
+    (cd "$tree" && PYTHONPATH="$tree" "$py" -m gpuprobe probe ${PROBE_ARGS:-} -o "$out/$side-$r.json" > "$out/$side-$r.txt" 2>&1)
     (cd "$tree" && "$py" -c 'import gpuprobe; print("code:", gpuprobe.__file__)') >> "$out/$side-$r.txt"
   done
 done
