@@ -16,6 +16,7 @@ from gpuprobe.errors import ResultsFileError
 from gpuprobe.importers import nccl_tests, nvbandwidth, nvidia_smi_topo
 from gpuprobe.results.io import read_json, results_from_data
 from gpuprobe.results.model import RESULTS_KIND, Results
+from gpuprobe.results.serde import to_data
 
 Kind = Literal["nvbandwidth", "nccl-tests", "topo"]
 KINDS: tuple[str, ...] = ("nvbandwidth", "nccl-tests", "topo")
@@ -56,18 +57,38 @@ def detect(text: str) -> tuple[str, bool]:
 
 
 def import_text(text: str, kind: str | None = None, origin: str = "input") -> Results:
-    """Results from the text of another tool's output (``kind`` detected when None)."""
+    """Results from the text of another tool's output (``kind`` detected when None).
+
+    What comes out is checked as a results file is on the way in, so an import never writes a file that gpuprobe
+    then refuses; a damaged input is one ResultsFileError line naming the file and the field."""
+    results = _import_text(text, kind, origin)
+    try:
+        return results_from_data(to_data(results), origin=origin)
+    except ResultsFileError as exc:
+        raise ResultsFileError(f"{origin}: {exc.message.removeprefix(origin).lstrip(': ')}",
+                               hint="import the tool's unedited output") from None
+
+
+def _import_text(text: str, kind: str | None, origin: str) -> Results:
     found, is_json = detect(text)
     kind = kind or found
     if kind == "nvbandwidth":
-        return nvbandwidth.from_json(json.loads(text), origin) if is_json else nvbandwidth.from_text(text, origin)
+        return nvbandwidth.from_json(_json(text, origin), origin) if is_json else nvbandwidth.from_text(text, origin)
     if kind == "nccl-tests":
-        return nccl_tests.from_json(json.loads(text), origin) if is_json else nccl_tests.from_text(text, origin)
+        return nccl_tests.from_json(_json(text, origin), origin) if is_json else nccl_tests.from_text(text, origin)
     if kind == "topo":
         return nvidia_smi_topo.from_text(text, origin)
     if kind == "results":
         raise ResultsFileError(f"{origin} is already a gpuprobe results file", hint="use it as it is")
     raise ResultsFileError(f"cannot tell what {origin} is", hint="pass --kind " + "|".join(KINDS))
+
+
+def _json(text: str, origin: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise ResultsFileError(f"{origin} is not valid JSON ({where}: {exc.msg})") from None
 
 
 def import_file(path: str | os.PathLike[str], kind: str | None = None) -> Results:

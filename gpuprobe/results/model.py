@@ -16,6 +16,12 @@ from typing import Any, Literal
 SCHEMA_VERSION = 1
 RESULTS_KIND = "gpuprobe.results"
 
+MAX_DEVICES = 256
+"""The most GPUs one results file (one host) may describe; a GPU index is below it. Larger counts in a file are
+damage, and refusing them keeps every per-pair step of the later stages bounded."""
+MAX_CPUS = 1 << 16
+"""The most CPU cores an affinity list may name (CPU numbers are below it)."""
+
 Status = Literal["ok", "waived", "error", "mismatch"]
 """ok: measured and verified; waived: not applicable on this system (reason says why);
 error: the probe failed (reason); mismatch: measured but the copied data did not verify."""
