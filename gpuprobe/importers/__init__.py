@@ -7,14 +7,13 @@ results file, so commands can take either.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Literal
 
 from gpuprobe.errors import ResultsFileError
 from gpuprobe.importers import nccl_tests, nvbandwidth, nvidia_smi_topo
-from gpuprobe.results.io import read_json, results_from_data
+from gpuprobe.results.io import parse_json, read_input, results_from_data
 from gpuprobe.results.model import RESULTS_KIND, Results
 from gpuprobe.results.serde import to_data
 
@@ -23,12 +22,7 @@ KINDS: tuple[str, ...] = ("nvbandwidth", "nccl-tests", "topo")
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise ResultsFileError(f"{path} does not exist", hint="check the path") from None
-    except OSError as exc:
-        raise ResultsFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return read_input(path, "input", replace_errors=True)
 
 
 def detect(text: str) -> tuple[str, bool]:
@@ -36,8 +30,8 @@ def detect(text: str) -> tuple[str, bool]:
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError:
+            data = parse_json(stripped, "input")
+        except ResultsFileError:
             return "unknown", True
         if isinstance(data, dict):
             if data.get("kind") == RESULTS_KIND:
@@ -73,22 +67,18 @@ def _import_text(text: str, kind: str | None, origin: str) -> Results:
     found, is_json = detect(text)
     kind = kind or found
     if kind == "nvbandwidth":
-        return nvbandwidth.from_json(_json(text, origin), origin) if is_json else nvbandwidth.from_text(text, origin)
+        if is_json:
+            return nvbandwidth.from_json(parse_json(text, origin), origin)
+        return nvbandwidth.from_text(text, origin)
     if kind == "nccl-tests":
-        return nccl_tests.from_json(_json(text, origin), origin) if is_json else nccl_tests.from_text(text, origin)
+        if is_json:
+            return nccl_tests.from_json(parse_json(text, origin), origin)
+        return nccl_tests.from_text(text, origin)
     if kind == "topo":
         return nvidia_smi_topo.from_text(text, origin)
     if kind == "results":
         raise ResultsFileError(f"{origin} is already a gpuprobe results file", hint="use it as it is")
     raise ResultsFileError(f"cannot tell what {origin} is", hint="pass --kind " + "|".join(KINDS))
-
-
-def _json(text: str, origin: str) -> object:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}"
-        raise ResultsFileError(f"{origin} is not valid JSON ({where}: {exc.msg})") from None
 
 
 def import_file(path: str | os.PathLike[str], kind: str | None = None) -> Results:
@@ -102,7 +92,7 @@ def load_any(path: str | os.PathLike[str]) -> Results:
     text = _read_text(path)
     kind, is_json = detect(text)
     if kind == "results" or (is_json and kind == "unknown"):
-        return results_from_data(read_json(path), origin=str(path))
+        return results_from_data(parse_json(text, str(path)), origin=str(path))
     return import_text(text, None, origin=str(path))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 SCHEMA_VERSION = 1
 RESULTS_KIND = "gpuprobe.results"
@@ -42,6 +42,9 @@ class Stat:
     cv: float
     """Coefficient of variation, stdev / mean (0 when n == 1)."""
     p95: float
+
+    NONNEGATIVE: ClassVar[tuple[str, ...]] = ("n", "median", "min", "max", "mean", "stdev", "cv", "p95")
+    """Every figure gpuprobe measures (bandwidths, times) is >= 0, and so is every summary of them."""
 
 
 @dataclass
@@ -83,6 +86,9 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
     duration_s: float | None = None
     """Wall time this measurement took, setup and verification included."""
+
+    NONNEGATIVE: ClassVar[tuple[str, ...]] = ("samples", "wrong_elements")
+    """Bandwidths and times are >= 0 (the unit is in ``unit``, not in the name)."""
 
     @property
     def value(self) -> float | None:
