@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
+from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
 from gpuprobe.report.terminal_qualify import COLOURS, checks_table, outliers_table, skipped_lines, verdict_line
 from gpuprobe.results.io import load_results
@@ -25,8 +26,12 @@ def qualify(
     tests: list[str] = typer.Option([], "-t", "--tests", help="Probe key, prefix, group or index (repeatable)."),
     quick: bool = typer.Option(False, "--quick", help="64 MiB buffers, fewer copies and a shorter sweep."),
     gpus: str | None = typer.Option(None, "--gpus", help="GPU indices to probe, e.g. 0,1,2 (default: all)."),
-    buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size", help="MiB per copy (default 512)."),
-    samples: int | None = typer.Option(None, "--samples", help="Timed samples per figure (default 3)."),
+    buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size",
+        callback=within(1, 1 << 20),
+        help="MiB per copy (default 512)."),
+    samples: int | None = typer.Option(None, "--samples",
+        callback=within(1, 100_000),
+        help="Timed samples per figure (default 3)."),
     wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
 ) -> None:
     """Qualify a GPU server: every figure against the expectation of its link, link health, outliers.

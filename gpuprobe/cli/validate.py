@@ -12,8 +12,10 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
 from gpuprobe.errors import UsageError
+from gpuprobe.predict.traffic import MAX_TOKENS
 from gpuprobe.results.serde import to_data
 from gpuprobe.results.validation import LayoutRun, ValidationLayout, ValidationRuns, Workload
 from gpuprobe.validate.calibrate import CalibrationFit
@@ -29,7 +31,7 @@ def validate(
         None, "--recommendation", help="Output of 'gpuprobe recommend -o/--json': validate its top layouts."
     ),
     layout: list[str] = typer.Option([], "--layout", help="A layout, e.g. 'tp=2,pp=1' or 'tp=1,gpus=3' (repeatable)."),
-    top: int = typer.Option(3, "--top", help="How many layouts of --recommendation to run."),
+    top: int = typer.Option(3, "--top", callback=within(1, 1000), help="How many layouts of --recommendation to run."),
     workload: list[str] = typer.Option(
         [], "--workload", help="'n=16,in=128,out=64' (one batch); served: add c=CONCURRENCY and/or rate=REQ_PER_S, "
         "optionally range=0.1 (lengths ±10 %). Repeatable; all run on one engine start."
@@ -40,21 +42,33 @@ def validate(
     enforce_eager: bool = typer.Option(
         False, "--enforce-eager/--cuda-graphs", help="Eager mode, or vLLM's default compiled mode with CUDA graphs."
     ),
-    max_model_len: int | None = typer.Option(None, "--max-model-len", help="vLLM max_model_len (default: vLLM's)."),
+    max_model_len: int | None = typer.Option(None, "--max-model-len",
+        callback=within(1, MAX_TOKENS),
+        help="vLLM max_model_len (default: vLLM's)."),
     gpu_memory_utilization: float | None = typer.Option(
-        None, "--gpu-memory-utilization", help="vLLM gpu_memory_utilization (default: vLLM's)."
+        None, "--gpu-memory-utilization",
+            callback=within(0, 1, low_open=True),
+            help="vLLM gpu_memory_utilization (default: vLLM's)."
     ),
-    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="vLLM max_num_seqs (default: vLLM's)."),
+    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs",
+        callback=within(1, 1 << 20),
+        help="vLLM max_num_seqs (default: vLLM's)."),
     max_num_batched_tokens: int | None = typer.Option(
-        None, "--max-num-batched-tokens", help="vLLM max_num_batched_tokens (default: vLLM's)."
+        None, "--max-num-batched-tokens",
+            callback=within(1, MAX_TOKENS),
+            help="vLLM max_num_batched_tokens (default: vLLM's)."
     ),
-    timeout_s: float = typer.Option(900.0, "--timeout-s", help="Hard limit per layout, in seconds."),
+    timeout_s: float = typer.Option(900.0, "--timeout-s",
+        callback=within(0, 1e6, low_open=True),
+        help="Hard limit per layout, in seconds."),
     warm_each: bool = typer.Option(
         False, "--warm-each", help="Run each workload once, short, before timing it (kernels compiled on first use of "
         "a batch shape, e.g. MoE, are then not timed)."
     ),
     starts: int = typer.Option(
-        1, "--starts", help="Start each layout's engine this many times (shows how far its speed moves between starts)."
+        1, "--starts",
+            callback=within(1, 100),
+            help="Start each layout's engine this many times (shows how far its speed moves between starts)."
     ),
     output: Path = typer.Option(
         Path("validation.json"), "-o", "--output", help="Validation file (resumed when it exists)."
@@ -114,6 +128,8 @@ def validate(
         if starts < 1:
             raise UsageError(f"--starts must be at least 1 (got {starts})")
         layouts = [dataclasses.replace(lay, start=k) for lay in layouts for k in range(1, starts + 1)]
+        if python is not None:
+            _check_python(python)
         opts = runner.ValidateOptions(
             model=model, layouts=layouts, workloads=workloads, output=output, outdir=outdir, timeout_s=timeout_s,
             force=force, retry_failed=retry_failed, env=parse_env(env), python=python or sys.executable,
@@ -192,6 +208,15 @@ def parse_layout(text: str) -> ValidationLayout:
     if lay.tp < 1 or lay.pp < 1 or lay.replicas < 1:
         raise UsageError(f"--layout {text!r}: tp, pp and replicas must be at least 1")
     return lay
+
+
+def _check_python(python: str) -> None:
+    """--python must name an interpreter that can be started (a path, or a name on PATH)."""
+    import shutil
+
+    if shutil.which(python) is None:
+        raise UsageError(f"--python {python!r} is not an executable file",
+                         hint="pass the Python that imports vLLM, e.g. --python /path/to/venv/bin/python")
 
 
 def parse_env(items: list[str]) -> dict[str, str]:

@@ -7,7 +7,8 @@ so a file written by a newer schema is not silently half-read.
 Figures are checked on the way in: every float is finite (``to_data`` writes NaN/inf as null, so a file holding
 one was not written by gpuprobe), and a number in a field whose name carries a unit (``_gbps``, ``_us``, ``_ms``,
 ``_s``, ``_bytes``, ...; elements of lists and values of dicts included) or that its class lists in
-``NONNEGATIVE`` is >= 0. A class may also declare ``RANGES``: ``{field: (low, high, low_open)}``.
+``NONNEGATIVE`` is >= 0 (a class names its signed exceptions in ``SIGNED``). A class may also declare
+``RANGES``: ``{field: (low, high, low_open)}``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ UNIT_SUFFIXES = ("_gbps", "_us", "_ms", "_s", "_seconds", "_bytes", "_gib", "_mi
 
 
 def _nonnegative(cls: type, name: str) -> bool:
+    if name in getattr(cls, "SIGNED", ()):
+        return False
     return name.endswith(UNIT_SUFFIXES) or name in getattr(cls, "NONNEGATIVE", ())
 
 
