@@ -11,6 +11,7 @@ from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
 from gpuprobe.importers import load_any
 from gpuprobe.report.compare import compare_results, comparison_data, comparison_table, shown_rows
+from gpuprobe.report.fmt import plain
 
 SHOW_ROWS = 24
 """More matched tests than this: the table shows the changes beyond the spread, ``--all`` every test."""
@@ -54,4 +55,4 @@ def compare(
         if only:
             listed = only if all_ else only[:8]
             more = "" if len(listed) == len(only) else f"; and {len(only) - len(listed)} more (--all)"
-            out.data(Text(f"only in {label} ({len(only)}): " + "; ".join(listed) + more))
+            out.data(Text(plain(f"only in {label} ({len(only)}): " + "; ".join(listed) + more)))

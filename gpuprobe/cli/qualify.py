@@ -11,6 +11,7 @@ from rich.text import Text
 
 from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
+from gpuprobe.report.fmt import plain
 from gpuprobe.report.terminal_qualify import COLOURS, checks_table, outliers_table, skipped_lines, verdict_line
 from gpuprobe.results.io import load_results
 from gpuprobe.results.qualification import Qualification
@@ -114,7 +115,7 @@ def _write_text(path: Path, text: str) -> None:
 def _show(out: Output, q: Qualification) -> None:
     out.data(checks_table(q), keys=3)
     for line in skipped_lines(q):
-        out.data(Text(line, style="dim"))
+        out.data(Text(plain(line), style="dim"))
     table = outliers_table(q)
     if table is not None:
         out.data(table)

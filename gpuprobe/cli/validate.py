@@ -9,13 +9,13 @@ from pathlib import Path
 import typer
 from rich import box
 from rich.console import Group
-from rich.markup import escape
 from rich.table import Table
 
 from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
 from gpuprobe.errors import UsageError
 from gpuprobe.predict.traffic import MAX_TOKENS
+from gpuprobe.report.fmt import safe
 from gpuprobe.results.serde import to_data
 from gpuprobe.results.validation import LayoutRun, ValidationLayout, ValidationRuns, Workload
 from gpuprobe.validate.calibrate import CalibrationFit
@@ -243,7 +243,7 @@ def _err(x: float | None) -> str:
 
 def runs_table(runs: ValidationRuns) -> Group:
     """One row per layout and workload: measured figures with the prediction's signed error; reasons below."""
-    title = f"{runs.model_name} on {runs.run.device} — vLLM {runs.run.vllm_version or '?'}"
+    title = safe(f"{runs.model_name} on {runs.run.device} — vLLM {runs.run.vllm_version or '?'}")
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for col in ("layout", "status", "KV tokens", "n×in→out", "out tok/s", "TTFT ms", "TPOT ms"):
         left = col in ("layout", "status", "n×in→out")
@@ -253,11 +253,11 @@ def runs_table(runs: ValidationRuns) -> Group:
     for run in runs.layouts:
         _add_run_rows(t, run)
         if run.reason:
-            log = f" (log: {run.log_path})" if run.log_path else ""
-            notes.append(f"{run.layout.name}: {escape(run.reason)}{log}")
+            log = f" (log: {safe(run.log_path)})" if run.log_path else ""
+            notes.append(f"{safe(run.layout.name)}: {safe(run.reason)}{log}")
         if run.status == "ok" and run.comparison and run.comparison.reason:
-            notes.append(f"{run.layout.name}: no comparison: {escape(run.comparison.reason)}")
-    notes += [escape(n) for n in spread_notes(runs)]
+            notes.append(f"{safe(run.layout.name)}: no comparison: {safe(run.comparison.reason)}")
+    notes += [safe(n) for n in spread_notes(runs)]
     return Group(t, *notes)
 
 
@@ -266,7 +266,8 @@ def _add_run_rows(t: Table, run: LayoutRun) -> None:
     errs = {(f.figure, f.workload): f.rel_error for f in (run.comparison.figures if run.comparison else [])}
     kv = m.kv_cache.tokens if m and m.kv_cache else None
     start = f"\n[dim]start {m.engine_start_s:.0f} s[/dim]" if m and m.engine_start_s else ""
-    head = [run.layout.name + start, run.status, f"{_num(kv, '{:,.0f}')}{_err(errs.get(('kv_cache_tokens', None)))}"]
+    kv_cell = f"{_num(kv, '{:,.0f}')}{_err(errs.get(('kv_cache_tokens', None)))}"
+    head = [safe(run.layout.name) + start, run.status, kv_cell]
     workloads = m.workloads if m else []
     if not workloads:
         t.add_row(*head, "", "", "", "")
@@ -296,5 +297,5 @@ def fit_table(fit: CalibrationFit) -> Table:
         t.add_row(f.figure, str(f.n), _pct(f.median_abs_before), _pct(f.median_abs_after),
                   _pct(f.median_abs_heldout), _pct(f.max_abs_heldout))  # fmt: skip
     for fac in fit.factors:
-        t.add_row(f"[dim]{fac.name}[/dim]", "", f"{fac.before:.4g}", f"{fac.after:.4g}", "", "")
+        t.add_row(f"[dim]{safe(fac.name)}[/dim]", "", f"{fac.before:.4g}", f"{fac.after:.4g}", "", "")
     return t
