@@ -91,6 +91,11 @@ class ResultsFileError(GpuprobeError):
     default_hint = "re-create it with 'gpuprobe probe -o FILE'"
 
 
+class InputFileError(GpuprobeError):
+    """An input file that is not a gpuprobe document (a list of request lengths, ...) cannot be read or holds bad
+    values (exit 1, as every bad file)."""
+
+
 class BadModelConfig(GpuprobeError):
     """A model config.json is missing, malformed or describes an unsupported architecture."""
 

@@ -61,6 +61,7 @@ LOADERS: dict[str, tuple[list[str], str]] = {
     "thresholds": (["qualify", "--input", str(H100), "--thresholds", "FILE"], ".toml"),
     "nvml-snapshot": (["topo", "--nvml-snapshot", "FILE"], ".json"),
     "model-config": (["recommend", "--model", "FILE", *ON_GPU], ".json"),
+    "lengths": (["recommend", "--model", str(CONFIG), *ON_GPU, "--lengths", "FILE"], ".txt"),
 }
 
 
