@@ -98,6 +98,11 @@ class OutputError(GpuprobeError):
     default_hint = "pass another path: a regular file in a folder you can write"
 
 
+class InputFileError(GpuprobeError):
+    """An input file that is not a gpuprobe document (a list of request lengths, ...) cannot be read or holds bad
+    values (exit 1, as every bad file)."""
+
+
 class BadModelConfig(GpuprobeError):
     """A model config.json is missing, malformed or describes an unsupported architecture."""
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
+from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
 from gpuprobe.importers import load_any
 from gpuprobe.report.compare import compare_results, comparison_data, comparison_table, shown_rows
+from gpuprobe.report.fmt import plain
 
 SHOW_ROWS = 24
 """More matched tests than this: the table shows the changes beyond the spread, ``--all`` every test."""
@@ -18,8 +20,12 @@ SHOW_ROWS = 24
 def compare(
     a: Path = typer.Argument(..., metavar="A", help="Baseline results file (or another tool's output)."),
     b: Path = typer.Argument(..., metavar="B", help="Results file compared with A."),
-    k: float = typer.Option(2.0, "--k", help="Spread factor: |B-A| must exceed k x combined stdev."),
-    floor_pct: float = typer.Option(5.0, "--floor-pct", help="Change that counts when a side has one figure."),
+    k: float = typer.Option(2.0, "--k",
+        callback=within(0, 1e3),
+        help="Spread factor: |B-A| must exceed k x combined stdev."),
+    floor_pct: float = typer.Option(5.0, "--floor-pct",
+        callback=within(0, 1e4),
+        help="Change that counts when a side has one figure."),
     only_changes: bool = typer.Option(False, "--only-changes", help="Show only changes beyond the spread."),
     all_: bool = typer.Option(False, "--all", help=f"Every matched test (default: changes only beyond {SHOW_ROWS})."),
     json_mode: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -49,4 +55,4 @@ def compare(
         if only:
             listed = only if all_ else only[:8]
             more = "" if len(listed) == len(only) else f"; and {len(only) - len(listed)} more (--all)"
-            out.data(Text(f"only in {label} ({len(only)}): " + "; ".join(listed) + more))
+            out.data(Text(plain(f"only in {label} ({len(only)}): " + "; ".join(listed) + more)))

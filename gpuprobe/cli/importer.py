@@ -10,6 +10,7 @@ from rich.text import Text
 from gpuprobe.cli.output import Output
 from gpuprobe.errors import UsageError
 from gpuprobe.importers import KINDS, import_file
+from gpuprobe.report.fmt import plain
 from gpuprobe.report.terminal import allreduce_table, summary_table
 from gpuprobe.results.io import save_results
 from gpuprobe.results.serde import to_data
@@ -44,5 +45,5 @@ def import_output(
         elif res.topology:
             pairs = res.topology.pairs if all_ else res.topology.pairs[:12]
             more = "" if len(pairs) == len(res.topology.pairs) else f", and {len(res.topology.pairs) - 12} more (--all)"
-            out.data(Text(f"{res.topology.gpu_count} GPUs, {len(res.topology.pairs)} pairs: " + ", ".join(
-                f"GPU{p.a}-GPU{p.b} {p.path_class}" for p in pairs) + more))
+            out.data(Text(plain(f"{res.topology.gpu_count} GPUs, {len(res.topology.pairs)} pairs: " + ", ".join(
+                f"GPU{p.a}-GPU{p.b} {p.path_class}" for p in pairs) + more)))

@@ -14,11 +14,15 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from gpuprobe.report.fmt import plain
 from gpuprobe.report.terminal_fit import fit, natural_width, wrap_words
 
 
 class Output:
-    """``json_mode``: stdout carries exactly one JSON document; nothing else is printed there."""
+    """``json_mode``: stdout carries exactly one JSON document; nothing else is printed there.
+
+    Text from files, paths and users goes through ``gpuprobe.report.fmt.plain`` (plain lines and messages) or
+    ``safe`` (table cells and titles, which rich reads as markup) before it reaches the terminal."""
 
     def __init__(self, json_mode: bool = False, quiet: bool = False, wide: bool = False) -> None:
         self.json_mode = json_mode
@@ -51,19 +55,19 @@ class Output:
 
     def line(self, text: str = "") -> None:
         """One plain line on stdout (a command, a path): no markup, never wrapped or cut."""
-        self.out.print(Text(text), soft_wrap=True)
+        self.out.print(Text(plain(text)), soft_wrap=True)
 
     def text(self, text: str, style: str = "", first: str = "", indent: str = "  ") -> None:
         """Plain text on stdout wrapped between words to the width (``first`` before the first line, ``indent``
         before the others): reasons and notes, never a word cut."""
         width = max(self.out.width - max(len(first), len(indent)), 20)
-        for i, part in enumerate(wrap_words(Text(text, style=style), width)):
+        for i, part in enumerate(wrap_words(Text(plain(text), style=style), width)):
             self.out.print(Text(first if i == 0 else indent) + part, soft_wrap=True)
 
     def info(self, msg: str) -> None:
         """A plain message on stderr (no markup: messages carry paths and names), never wrapped or cut."""
         if not self.quiet:
-            self.err.print(Text(msg), soft_wrap=True)
+            self.err.print(Text(plain(msg)), soft_wrap=True)
 
     def warn(self, msg: str) -> None:
-        self.err.print(Text.assemble(("Warning:", "yellow"), " ", msg), soft_wrap=True)
+        self.err.print(Text.assemble(("Warning:", "yellow"), " ", plain(msg)), soft_wrap=True)

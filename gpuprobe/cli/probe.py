@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
+from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
 from gpuprobe.cli.signals import doing
 from gpuprobe.errors import GpuprobeError, MissingDependency, NoGpu, install_hint
@@ -26,12 +27,20 @@ def probe(
     list_: bool = typer.Option(False, "-l", "--list", help="List the probes and exit."),
     quick: bool = typer.Option(False, "--quick", help="64 MiB buffers, fewer copies and a shorter sweep."),
     gpus: str | None = typer.Option(None, "--gpus", help="GPU indices to probe, e.g. 0,1,2 (default: all)."),
-    buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size", help="MiB per copy (default 512)."),
-    samples: int | None = typer.Option(None, "-i", "--samples", help="Timed samples per figure (default 3)."),
+    buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size",
+        callback=within(1, 1 << 20),
+        help="MiB per copy (default 512)."),
+    samples: int | None = typer.Option(None, "-i", "--samples",
+        callback=within(1, 100_000),
+        help="Timed samples per figure (default 3)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the data check of the copies."),
     backend: str | None = typer.Option(None, "--backend", help="Collectives backend: nccl or gloo."),
-    cpu_ranks: int | None = typer.Option(None, "--cpu-ranks", help="Processes for the gloo all-reduce on CPU."),
-    ar_max: int | None = typer.Option(None, "--allreduce-max-bytes", help="Largest all-reduce message (bytes)."),
+    cpu_ranks: int | None = typer.Option(None, "--cpu-ranks",
+        callback=within(2, 1024),
+        help="Processes for the gloo all-reduce on CPU."),
+    ar_max: int | None = typer.Option(None, "--allreduce-max-bytes",
+        callback=within(8, 1 << 40),
+        help="Largest all-reduce message (bytes)."),
     input_: Path | None = typer.Option(None, "--input", help="Show an existing results file instead of probing."),
     force: bool = typer.Option(False, "--force", help="Overwrite -o FILE even when it holds more measurements."),
     json_: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),

@@ -8,10 +8,12 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
+from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
 from gpuprobe.cli.qualify_levels import node_hook, run_level_cli
 from gpuprobe.errors import UsageError
 from gpuprobe.qualify.node_outputs import FORMATS
+from gpuprobe.report.fmt import plain
 from gpuprobe.report.terminal_qualify import (
     COLOURS,
     checks_table,
@@ -34,8 +36,12 @@ def qualify(
     tests: list[str] = typer.Option([], "-t", "--tests", help="Probe key, prefix, group or index (repeatable)."),
     quick: bool = typer.Option(False, "--quick", help="64 MiB buffers, fewer copies and a shorter sweep."),
     gpus: str | None = typer.Option(None, "--gpus", help="GPU indices to probe, e.g. 0,1,2 (default: all)."),
-    buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size", help="MiB per copy (default 512)."),
-    samples: int | None = typer.Option(None, "--samples", help="Timed samples per figure (default 3)."),
+    buffer_mib: int | None = typer.Option(None, "-b", "--buffer-size",
+        callback=within(1, 1 << 20),
+        help="MiB per copy (default 512)."),
+    samples: int | None = typer.Option(None, "--samples",
+        callback=within(1, 100_000),
+        help="Timed samples per figure (default 3)."),
     wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
     level: str | None = typer.Option(None, "--level", help="quick (<= 30 s), standard (<= 3 min: the suite "
                                      "three times) or burn-in (sustained load for --duration); each samples NVML "
@@ -164,7 +170,7 @@ def _probe(out: Output, tests: list[str], quick: bool, gpus: str | None, buffer_
 def _show(out: Output, q: Qualification) -> None:
     out.data(checks_table(q), keys=3)
     for line in skipped_lines(q):
-        out.data(Text(line, style="dim"))
+        out.data(Text(plain(line), style="dim"))
     table = outliers_table(q)
     if table is not None:
         out.data(table)

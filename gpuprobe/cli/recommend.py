@@ -7,6 +7,7 @@ from typing import TypeGuard, get_args
 
 import typer
 
+from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
 from gpuprobe.errors import ModelDoesNotFit, UsageError
 from gpuprobe.predict.calibration import Calibration, load_calibration
@@ -16,9 +17,10 @@ from gpuprobe.predict.perf import Slo
 from gpuprobe.predict.recommend import Objective, fits_nowhere_message
 from gpuprobe.predict.recommend import recommend as run_recommend
 from gpuprobe.predict.system import system_from_results, system_from_spec
-from gpuprobe.predict.traffic import Traffic, read_lengths
+from gpuprobe.predict.traffic import MAX_TOKENS, Traffic, read_lengths
 from gpuprobe.report.terminal_recommend import cannot_start, layouts_table
 from gpuprobe.results.io import load_results, write_json_atomic
+from gpuprobe.results.model import MAX_DEVICES
 from gpuprobe.results.recommendation import Recommendation
 from gpuprobe.results.serde import to_data
 
@@ -64,21 +66,36 @@ def recommend(
     model: Path = typer.Option(..., "--model", help="Model directory or its config.json."),
     system: Path | None = typer.Option(None, "--system", help="Results file from 'gpuprobe probe -o FILE'."),
     gpu: str | None = typer.Option(None, "--gpu", help="Describe the system instead: GPU type, e.g. H100-SXM."),
-    num_gpus: int | None = typer.Option(None, "--num-gpus", help="Number of GPUs (with --gpu)."),
-    gpu_memory_utilization: float | None = typer.Option(None, "--gpu-memory-utilization"),
-    max_model_len: int | None = typer.Option(None, "--max-model-len"),
-    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs"),
-    max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens"),
-    input_len: int = typer.Option(1024, "--input-len", help="Prompt tokens per request."),
-    output_len: int = typer.Option(256, "--output-len", help="Output tokens per request."),
+    num_gpus: int | None = typer.Option(None, "--num-gpus",
+        callback=within(1, MAX_DEVICES),
+        help="Number of GPUs (with --gpu)."),
+    gpu_memory_utilization: float | None = typer.Option(None, "--gpu-memory-utilization",
+        callback=within(0, 1, low_open=True)),
+    max_model_len: int | None = typer.Option(None, "--max-model-len", callback=within(1, MAX_TOKENS)),
+    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", callback=within(1, 1 << 20)),
+    max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", callback=within(1, MAX_TOKENS)),
+    input_len: int = typer.Option(1024, "--input-len",
+        callback=within(1, MAX_TOKENS),
+        help="Prompt tokens per request."),
+    output_len: int = typer.Option(256, "--output-len",
+        callback=within(1, MAX_TOKENS),
+        help="Output tokens per request."),
     concurrency: int | None = typer.Option(
-        None, "--concurrency", help="Clients in flight (closed loop, as vllm bench serve --max-concurrency); "
+        None, "--concurrency",
+            callback=within(1, 1 << 20),
+            help="Clients in flight (closed loop, as vllm bench serve --max-concurrency); "
         "default 64, or no cap with --request-rate."),
     request_rate: float | None = typer.Option(
-        None, "--request-rate", help="Poisson arrivals per second instead of a closed loop."),
-    num_requests: int = typer.Option(1000, "--num-requests", help="Requests in the simulated run."),
+        None, "--request-rate",
+            callback=within(0, 1e6, low_open=True),
+            help="Poisson arrivals per second instead of a closed loop."),
+    num_requests: int = typer.Option(1000, "--num-requests",
+        callback=within(1, 1_000_000),
+        help="Requests in the simulated run."),
     range_ratio: float = typer.Option(
-        0.0, "--range-ratio", help="Lengths uniform in [L(1-r), L(1+r)] (vllm bench --random-range-ratio)."),
+        0.0, "--range-ratio",
+            callback=within(0, 1, high_open=True),
+            help="Lengths uniform in [L(1-r), L(1+r)] (vllm bench --random-range-ratio)."),
     lengths: Path | None = typer.Option(
         None, "--lengths", metavar="FILE", help="Request lengths of your traffic: 'prompt,output[,weight]' per line "
         "(or a JSON list of rows); requests are drawn from them (instead of --input-len/--output-len)."),
@@ -87,8 +104,12 @@ def recommend(
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="No CUDA graphs."),
     objective: str = typer.Option(
         "throughput", "--objective", help="throughput, latency (end-to-end) or goodput (requests meeting the SLO)."),
-    max_ttft_ms: float | None = typer.Option(None, "--max-ttft-ms", help="SLO on time to first token."),
-    max_tpot_ms: float | None = typer.Option(None, "--max-tpot-ms", help="SLO on time per output token."),
+    max_ttft_ms: float | None = typer.Option(None, "--max-ttft-ms",
+        callback=within(0, 1e7, low_open=True),
+        help="SLO on time to first token."),
+    max_tpot_ms: float | None = typer.Option(None, "--max-tpot-ms",
+        callback=within(0, 1e7, low_open=True),
+        help="SLO on time per output token."),
     calibration: Path | None = typer.Option(None, "--calibration", help="Fitted factors (gpuprobe.calibration)."),
     json_mode: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the recommendation to FILE."),

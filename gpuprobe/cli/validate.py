@@ -9,12 +9,14 @@ from pathlib import Path
 import typer
 from rich import box
 from rich.console import Group
-from rich.markup import escape
 from rich.table import Table
 
+from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
 from gpuprobe.cli.signals import doing
 from gpuprobe.errors import UsageError
+from gpuprobe.predict.traffic import MAX_TOKENS
+from gpuprobe.report.fmt import safe
 from gpuprobe.results.io import output_target
 from gpuprobe.results.serde import to_data
 from gpuprobe.results.validation import LayoutRun, ValidationLayout, ValidationRuns, Workload
@@ -31,7 +33,7 @@ def validate(
         None, "--recommendation", help="Output of 'gpuprobe recommend -o/--json': validate its top layouts."
     ),
     layout: list[str] = typer.Option([], "--layout", help="A layout, e.g. 'tp=2,pp=1' or 'tp=1,gpus=3' (repeatable)."),
-    top: int = typer.Option(3, "--top", help="How many layouts of --recommendation to run."),
+    top: int = typer.Option(3, "--top", callback=within(1, 1000), help="How many layouts of --recommendation to run."),
     workload: list[str] = typer.Option(
         [], "--workload", help="'n=16,in=128,out=64' (one batch); served: add c=CONCURRENCY and/or rate=REQ_PER_S, "
         "optionally range=0.1 (lengths ±10 %). Repeatable; all run on one engine start."
@@ -42,21 +44,33 @@ def validate(
     enforce_eager: bool = typer.Option(
         False, "--enforce-eager/--cuda-graphs", help="Eager mode, or vLLM's default compiled mode with CUDA graphs."
     ),
-    max_model_len: int | None = typer.Option(None, "--max-model-len", help="vLLM max_model_len (default: vLLM's)."),
+    max_model_len: int | None = typer.Option(None, "--max-model-len",
+        callback=within(1, MAX_TOKENS),
+        help="vLLM max_model_len (default: vLLM's)."),
     gpu_memory_utilization: float | None = typer.Option(
-        None, "--gpu-memory-utilization", help="vLLM gpu_memory_utilization (default: vLLM's)."
+        None, "--gpu-memory-utilization",
+            callback=within(0, 1, low_open=True),
+            help="vLLM gpu_memory_utilization (default: vLLM's)."
     ),
-    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="vLLM max_num_seqs (default: vLLM's)."),
+    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs",
+        callback=within(1, 1 << 20),
+        help="vLLM max_num_seqs (default: vLLM's)."),
     max_num_batched_tokens: int | None = typer.Option(
-        None, "--max-num-batched-tokens", help="vLLM max_num_batched_tokens (default: vLLM's)."
+        None, "--max-num-batched-tokens",
+            callback=within(1, MAX_TOKENS),
+            help="vLLM max_num_batched_tokens (default: vLLM's)."
     ),
-    timeout_s: float = typer.Option(900.0, "--timeout-s", help="Hard limit per layout, in seconds."),
+    timeout_s: float = typer.Option(900.0, "--timeout-s",
+        callback=within(0, 1e6, low_open=True),
+        help="Hard limit per layout, in seconds."),
     warm_each: bool = typer.Option(
         False, "--warm-each", help="Run each workload once, short, before timing it (kernels compiled on first use of "
         "a batch shape, e.g. MoE, are then not timed)."
     ),
     starts: int = typer.Option(
-        1, "--starts", help="Start each layout's engine this many times (shows how far its speed moves between starts)."
+        1, "--starts",
+            callback=within(1, 100),
+            help="Start each layout's engine this many times (shows how far its speed moves between starts)."
     ),
     output: Path = typer.Option(
         Path("validation.json"), "-o", "--output", help="Validation file (resumed when it exists)."
@@ -121,6 +135,8 @@ def validate(
         if starts < 1:
             raise UsageError(f"--starts must be at least 1 (got {starts})")
         layouts = [dataclasses.replace(lay, start=k) for lay in layouts for k in range(1, starts + 1)]
+        if python is not None:
+            _check_python(python)
         opts = ValidateOptions(
             model=model, layouts=layouts, workloads=workloads, output=output, outdir=outdir, timeout_s=timeout_s,
             force=force, retry_failed=retry_failed, env=parse_env(env), python=python or sys.executable,
@@ -202,6 +218,15 @@ def parse_layout(text: str) -> ValidationLayout:
     return lay
 
 
+def _check_python(python: str) -> None:
+    """--python must name an interpreter that can be started (a path, or a name on PATH)."""
+    import shutil
+
+    if shutil.which(python) is None:
+        raise UsageError(f"--python {python!r} is not an executable file",
+                         hint="pass the Python that imports vLLM, e.g. --python /path/to/venv/bin/python")
+
+
 def parse_env(items: list[str]) -> dict[str, str]:
     env = {}
     for item in items:
@@ -226,7 +251,7 @@ def _err(x: float | None) -> str:
 
 def runs_table(runs: ValidationRuns) -> Group:
     """One row per layout and workload: measured figures with the prediction's signed error; reasons below."""
-    title = f"{runs.model_name} on {runs.run.device} — vLLM {runs.run.vllm_version or '?'}"
+    title = safe(f"{runs.model_name} on {runs.run.device} — vLLM {runs.run.vllm_version or '?'}")
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for col in ("layout", "status", "KV tokens", "n×in→out", "out tok/s", "TTFT ms", "TPOT ms"):
         left = col in ("layout", "status", "n×in→out")
@@ -236,11 +261,11 @@ def runs_table(runs: ValidationRuns) -> Group:
     for run in runs.layouts:
         _add_run_rows(t, run)
         if run.reason:
-            log = f" (log: {run.log_path})" if run.log_path else ""
-            notes.append(f"{run.layout.name}: {escape(run.reason)}{log}")
+            log = f" (log: {safe(run.log_path)})" if run.log_path else ""
+            notes.append(f"{safe(run.layout.name)}: {safe(run.reason)}{log}")
         if run.status == "ok" and run.comparison and run.comparison.reason:
-            notes.append(f"{run.layout.name}: no comparison: {escape(run.comparison.reason)}")
-    notes += [escape(n) for n in spread_notes(runs)]
+            notes.append(f"{safe(run.layout.name)}: no comparison: {safe(run.comparison.reason)}")
+    notes += [safe(n) for n in spread_notes(runs)]
     return Group(t, *notes)
 
 
@@ -249,7 +274,8 @@ def _add_run_rows(t: Table, run: LayoutRun) -> None:
     errs = {(f.figure, f.workload): f.rel_error for f in (run.comparison.figures if run.comparison else [])}
     kv = m.kv_cache.tokens if m and m.kv_cache else None
     start = f"\n[dim]start {m.engine_start_s:.0f} s[/dim]" if m and m.engine_start_s else ""
-    head = [run.layout.name + start, run.status, f"{_num(kv, '{:,.0f}')}{_err(errs.get(('kv_cache_tokens', None)))}"]
+    kv_cell = f"{_num(kv, '{:,.0f}')}{_err(errs.get(('kv_cache_tokens', None)))}"
+    head = [safe(run.layout.name) + start, run.status, kv_cell]
     workloads = m.workloads if m else []
     if not workloads:
         t.add_row(*head, "", "", "", "")
@@ -279,5 +305,5 @@ def fit_table(fit: CalibrationFit) -> Table:
         t.add_row(f.figure, str(f.n), _pct(f.median_abs_before), _pct(f.median_abs_after),
                   _pct(f.median_abs_heldout), _pct(f.max_abs_heldout))  # fmt: skip
     for fac in fit.factors:
-        t.add_row(f"[dim]{fac.name}[/dim]", "", f"{fac.before:.4g}", f"{fac.after:.4g}", "", "")
+        t.add_row(f"[dim]{safe(fac.name)}[/dim]", "", f"{fac.before:.4g}", f"{fac.after:.4g}", "", "")
     return t

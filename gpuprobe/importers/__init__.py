@@ -14,20 +14,16 @@ from typing import Literal
 
 from gpuprobe.errors import ResultsFileError
 from gpuprobe.importers import nccl_tests, nvbandwidth, nvidia_smi_topo
-from gpuprobe.results.io import read_json, results_from_data
+from gpuprobe.results.io import parse_json, read_input, results_from_data
 from gpuprobe.results.model import RESULTS_KIND, Results
+from gpuprobe.results.serde import to_data
 
 Kind = Literal["nvbandwidth", "nccl-tests", "topo"]
 KINDS: tuple[str, ...] = ("nvbandwidth", "nccl-tests", "topo")
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise ResultsFileError(f"{path} does not exist", hint="check the path") from None
-    except OSError as exc:
-        raise ResultsFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return read_input(path, "input", replace_errors=True)
 
 
 def detect(text: str) -> tuple[str, bool]:
@@ -35,8 +31,8 @@ def detect(text: str) -> tuple[str, bool]:
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError:
+            data = json.loads(stripped)  # only to tell the kind: the importer parses it again with every check
+        except (ValueError, RecursionError):
             return "unknown", True
         if isinstance(data, dict):
             if data.get("kind") == RESULTS_KIND:
@@ -56,13 +52,29 @@ def detect(text: str) -> tuple[str, bool]:
 
 
 def import_text(text: str, kind: str | None = None, origin: str = "input") -> Results:
-    """Results from the text of another tool's output (``kind`` detected when None)."""
+    """Results from the text of another tool's output (``kind`` detected when None).
+
+    What comes out is checked as a results file is on the way in, so an import never writes a file that gpuprobe
+    then refuses; a damaged input is one ResultsFileError line naming the file and the field."""
+    results = _import_text(text, kind, origin)
+    try:
+        return results_from_data(to_data(results), origin=origin)
+    except ResultsFileError as exc:
+        raise ResultsFileError(f"{origin}: {exc.message.removeprefix(origin).lstrip(': ')}",
+                               hint="import the tool's unedited output") from None
+
+
+def _import_text(text: str, kind: str | None, origin: str) -> Results:
     found, is_json = detect(text)
     kind = kind or found
     if kind == "nvbandwidth":
-        return nvbandwidth.from_json(json.loads(text), origin) if is_json else nvbandwidth.from_text(text, origin)
+        if is_json:
+            return nvbandwidth.from_json(parse_json(text, origin), origin)
+        return nvbandwidth.from_text(text, origin)
     if kind == "nccl-tests":
-        return nccl_tests.from_json(json.loads(text), origin) if is_json else nccl_tests.from_text(text, origin)
+        if is_json:
+            return nccl_tests.from_json(parse_json(text, origin), origin)
+        return nccl_tests.from_text(text, origin)
     if kind == "topo":
         return nvidia_smi_topo.from_text(text, origin)
     if kind == "results":
@@ -81,7 +93,7 @@ def load_any(path: str | os.PathLike[str]) -> Results:
     text = _read_text(path)
     kind, is_json = detect(text)
     if kind == "results" or (is_json and kind == "unknown"):
-        return results_from_data(read_json(path), origin=str(path))
+        return results_from_data(parse_json(text, str(path)), origin=str(path))
     return import_text(text, None, origin=str(path))
 
 

@@ -2,11 +2,67 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
 from gpuprobe import __version__
+from gpuprobe.errors import ResultsFileError
 from gpuprobe.results.model import Measurement, Results, RunInfo, Stat, Status, Unit, now_utc
+
+MAX_ROWS = 100_000
+"""The most result rows (message sizes, testcases, devices) one imported output may have."""
+_DAMAGED_HINT = "import the tool's unedited output"
+
+
+def damaged(origin: str, where: str, reason: str) -> ResultsFileError:
+    """The one line for a bad field of another tool's output: the file, the field and what is wrong with it."""
+    return ResultsFileError(f"{origin}: {where} {reason}", hint=_DAMAGED_HINT)
+
+
+def obj(value: Any, origin: str, where: str) -> dict[str, Any]:
+    """``value`` as a JSON object (None: an empty one)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise damaged(origin, where, f"must be an object, not {type(value).__name__}")
+    return value
+
+
+def items(value: Any, origin: str, where: str, limit: int = MAX_ROWS) -> list[Any]:
+    """``value`` as a JSON list of at most ``limit`` entries (None: an empty one)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise damaged(origin, where, f"must be a list, not {type(value).__name__}")
+    if len(value) > limit:
+        raise damaged(origin, where, f"has {len(value)} entries; at most {limit} are read")
+    return value
+
+
+def figure(value: Any, origin: str, where: str) -> float:
+    """A measured figure: a finite number >= 0, given as a JSON number or as the text the tool printed."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise damaged(origin, where, f"is {value!r}, not a number")
+    try:
+        x = float(value)
+    except (ValueError, OverflowError):
+        raise damaged(origin, where, f"is {str(value)[:40]!r}, not a number") from None
+    if not math.isfinite(x):
+        raise damaged(origin, where, f"is {str(value)[:40]!r}, not a finite number")
+    if x < 0:
+        raise damaged(origin, where, f"is negative ({x:g}); a measured figure is >= 0")
+    return x
+
+
+def count(value: Any, origin: str, where: str, limit: int = 1 << 62) -> int:
+    """A whole number in 0..``limit`` (``3``, ``"3"`` or ``3.0``, as tools print them)."""
+    x = figure(value, origin, where)
+    if not x.is_integer():
+        raise damaged(origin, where, f"is {x:g}, not a whole number")
+    if x > limit:
+        raise damaged(origin, where, f"is {x:.0f}; at most {limit} is read")
+    return int(x)
 
 
 def single_stat(value: float) -> Stat:

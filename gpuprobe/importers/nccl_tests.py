@@ -12,8 +12,19 @@ import re
 from typing import Any
 
 from gpuprobe.errors import ResultsFileError
-from gpuprobe.importers.common import finish, nccl_version, run_info, single_stat
-from gpuprobe.results.model import DeviceInfo, Measurement, Results
+from gpuprobe.importers.common import (
+    MAX_ROWS,
+    count,
+    damaged,
+    figure,
+    finish,
+    items,
+    nccl_version,
+    obj,
+    run_info,
+    single_stat,
+)
+from gpuprobe.results.model import MAX_DEVICES, DeviceInfo, Measurement, Results
 
 SOURCE = "nccl-tests"
 _RANK = re.compile(r"#\s*Rank\s+(\d+)\s+Group\s+(\d+)\s+Pid\s+(\d+)\s+on\s+(\S+)\s+"
@@ -63,25 +74,34 @@ def from_text(text: str, origin: str = "nccl-tests output") -> Results:
             m = re.search(r"validation:\s*(\d+)", s)
             checked = bool(m and int(m.group(1)))
         elif m := _RANK.match(s):
-            entries.append((int(m.group(1)), m.group(4), int(m.group(5)), m.group(6), m.group(7)))
+            if len(entries) >= MAX_DEVICES:
+                raise damaged(origin, "'# Rank' lines", f"are more than {MAX_DEVICES}")
+            entries.append((count(m.group(1), origin, "Rank", MAX_DEVICES - 1), m.group(4),
+                            count(m.group(5), origin, "device", MAX_DEVICES - 1), m.group(6), m.group(7)))
         elif s.startswith(("# Out of bounds", "# Avg bus bandwidth")):
             tail.append(s.lstrip("# ").strip())
         elif s and not s.startswith("#"):
             cols = s.split()
             if len(cols) < 13 or not cols[0].isdigit():
                 raise ResultsFileError(f"{origin}: not an nccl-tests row: {s[:80]!r}")
+            if len(rows) >= MAX_ROWS:
+                raise damaged(origin, "result rows", f"are more than {MAX_ROWS}")
             rows.append(cols)
     if version is None and not rows:
         raise ResultsFileError(f"{origin} is not nccl-tests output (no version line and no result rows)")
     devices, ranks, host = _devices(entries)
     run = run_info(SOURCE, origin=origin, tool_version=version, hostname=host, nccl_version=nccl)
     results = Results(run=run, devices=devices, notes=tail)
-    for c in rows:
-        size, dtype, redop = int(c[0]), c[2], c[3]
+    for n, c in enumerate(rows, 1):
+        size, dtype, redop = count(c[0], origin, f"row {n} size"), c[2], c[3]
+        count(c[1], origin, f"row {n} count")
         for place, off in (("out_of_place", 5), ("in_place", 9)):
-            wrong = None if c[off + 3] == "N/A" else int(float(c[off + 3]))
-            results.measurements.append(_record(collective, place, size, float(c[off]), float(c[off + 1]),
-                                                float(c[off + 2]), wrong, ranks, dtype, redop, checked))
+            where = f"row {n} ({size} B) {place.replace('_', '-')}"
+            wrong = None if c[off + 3] == "N/A" else count(c[off + 3], origin, f"{where} #wrong")
+            results.measurements.append(_record(
+                collective, place, size, figure(c[off], origin, f"{where} time"),
+                figure(c[off + 1], origin, f"{where} algbw"), figure(c[off + 2], origin, f"{where} busbw"), wrong,
+                ranks, dtype, redop, checked))
     return finish(results)
 
 
@@ -89,14 +109,19 @@ def from_json(data: Any, origin: str = "nccl-tests JSON") -> Results:
     """Results from the document nccl-tests writes with ``-J FILE``."""
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise ResultsFileError(f"{origin} is not nccl-tests JSON (no 'results' list)")
-    args = data.get("args") or []
+    args = items(data.get("args"), origin, "args")
     collective = "all_reduce"
     if args:
         collective = str(args[0]).rsplit("/", 1)[-1].removesuffix("_perf")
-    config = data.get("config") or {}
-    entries = [(int(d.get("rank", i)), str(d.get("hostname", "")), int(d.get("device", i)),
-                str(d.get("device_hex", "")), str(d.get("device_info", "")))
-               for i, d in enumerate(config.get("devices") or [])]
+    config = obj(data.get("config"), origin, "config")
+    entries = []
+    for i, d in enumerate(items(config.get("devices"), origin, "config.devices", MAX_DEVICES)):
+        d = obj(d, origin, f"config.devices[{i}]")
+        where = f"config.devices[{i}]"
+        rank = count(d.get("rank", i), origin, f"{where}.rank", MAX_DEVICES - 1)
+        dev = count(d.get("device", i), origin, f"{where}.device", MAX_DEVICES - 1)
+        entries.append((rank, str(d.get("hostname", "")), dev, str(d.get("device_hex", "")),
+                        str(d.get("device_info", ""))))
     devices, ranks, host = _devices(entries)
     run = run_info(SOURCE, origin=origin, tool_version=None, hostname=host,
                    nccl_version=nccl_version(data.get("nccl_version")), command=[str(a) for a in args])
@@ -106,7 +131,11 @@ def from_json(data: Any, origin: str = "nccl-tests JSON") -> Results:
         run.options["tool_start_time_local"] = data["start_time"]
     checked = bool(config.get("validation", 1))
     results = Results(run=run, devices=devices)
-    for r in data["results"]:
+    for n, r in enumerate(items(data["results"], origin, "results")):
+        r = obj(r, origin, f"results[{n}]")
+        if "size" not in r:
+            raise damaged(origin, f"results[{n}]", "has no 'size'")
+        size = count(r["size"], origin, f"results[{n}].size")
         for place in ("out_of_place", "in_place"):
             p = r.get(place)
             if not isinstance(p, dict):
@@ -114,9 +143,12 @@ def from_json(data: Any, origin: str = "nccl-tests JSON") -> Results:
             t = p.get("time", p.get("cpu_time"))
             if t is None:
                 continue
+            where = f"results[{n}].{place}"
             wrong = p.get("nwrong")
             results.measurements.append(_record(
-                collective, place, int(r["size"]), float(t), float(p.get("alg_bw", 0.0)), float(p.get("bus_bw", 0.0)),
-                None if wrong is None else int(float(wrong)), ranks, str(r.get("type", "?")),
+                collective, place, size, figure(t, origin, f"{where}.time"),
+                figure(p.get("alg_bw", 0.0), origin, f"{where}.alg_bw"),
+                figure(p.get("bus_bw", 0.0), origin, f"{where}.bus_bw"),
+                None if wrong is None else count(wrong, origin, f"{where}.nwrong"), ranks, str(r.get("type", "?")),
                 str(r.get("redop", "?")), checked))
     return finish(results)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 from gpuprobe.errors import ResultsFileError
-from gpuprobe.importers.common import finish, run_info
-from gpuprobe.results.model import DeviceInfo, GpuPair, Results, Topology
+from gpuprobe.importers.common import damaged, finish, run_info
+from gpuprobe.results.model import MAX_CPUS, MAX_DEVICES, DeviceInfo, GpuPair, Results, Topology
 
 SOURCE = "nvidia-smi topo -m"
 _SPLIT = re.compile(r"\t| {2,}")
@@ -25,13 +25,17 @@ def _cells(line: str) -> list[str]:
 
 
 def parse_cpu_list(text: str) -> list[int] | None:
-    """``0-11,24-35`` -> [0, ..., 11, 24, ..., 35]; None for N/A or anything else."""
+    """``0-11,24-35`` -> [0, ..., 11, 24, ..., 35]; None for N/A or anything else.
+
+    Raises ValueError for CPU numbers of ``MAX_CPUS`` or more (no host has them; the list would not fit)."""
     out: list[int] = []
     for part in text.split(","):
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part.strip())
         if not m:
             return None
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi >= MAX_CPUS or len(out) + hi - lo >= MAX_CPUS:
+            raise ValueError(f"names CPUs up to {hi}; CPU numbers are below {MAX_CPUS}")
         out.extend(range(lo, hi + 1))
     return out
 
@@ -42,6 +46,8 @@ def from_text(text: str, origin: str = "nvidia-smi topo -m output") -> Results:
     if start is None:
         raise ResultsFileError(f"{origin} is not 'nvidia-smi topo -m' output (no header line with GPU0)")
     header = _cells(lines[start])
+    if len(header) > 2 * MAX_DEVICES:
+        raise damaged(origin, "the header", f"has {len(header)} columns; at most {2 * MAX_DEVICES} are read")
     ndev = next((i for i, h in enumerate(header) if h in _EXTRA), len(header))
     columns, extras = header[:ndev], header[ndev:]
     gpus: dict[int, DeviceInfo] = {}
@@ -56,15 +62,20 @@ def from_text(text: str, origin: str = "nvidia-smi topo -m output") -> Results:
         m = _GPU.match(cells[0]) if cells else None
         if not m:
             continue
-        idx = int(m.group(1))
+        idx = int(m.group(1)) if len(m.group(1)) <= 6 else MAX_DEVICES
+        if idx >= MAX_DEVICES:
+            raise damaged(origin, f"row {cells[0]}", f"has a GPU index above {MAX_DEVICES - 1}")
         links = cells[1:1 + ndev]
         if len(links) < ndev:
             raise ResultsFileError(f"{origin}: row {cells[0]} has {len(links)} cells, the header has {ndev}")
         rest = dict(zip(extras, cells[1 + ndev:], strict=False))
         numa = rest.get("NUMA Affinity", "")
-        gpus[idx] = DeviceInfo(index=idx, name="unknown (not in nvidia-smi topo -m)",
-                               cpu_affinity=parse_cpu_list(rest.get("CPU Affinity", "")),
-                               numa_node=int(numa) if numa.isdigit() else None)
+        try:
+            affinity = parse_cpu_list(rest.get("CPU Affinity", ""))
+        except ValueError as exc:
+            raise damaged(origin, f"row {cells[0]} CPU Affinity", str(exc)) from None
+        gpus[idx] = DeviceInfo(index=idx, name="unknown (not in nvidia-smi topo -m)", cpu_affinity=affinity,
+                               numa_node=int(numa) if numa.isdigit() and len(numa) <= 6 else None)
         matrix[idx] = dict(zip(columns, links, strict=True))
     if not gpus:
         raise ResultsFileError(f"{origin}: no GPU rows under the header")

@@ -7,12 +7,13 @@ fitted from this box's own vLLM runs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from gpuprobe.errors import ResultsFileError
-from gpuprobe.results.io import read_json, write_json_atomic
-from gpuprobe.results.serde import SerdeError, from_data, to_data
+from gpuprobe.results.io import document_from_data, read_json, write_json_atomic
+from gpuprobe.results.serde import to_data
 
 CALIBRATION_KIND = "gpuprobe.calibration"
 CALIBRATION_SCHEMA_VERSION = 2
@@ -154,6 +155,10 @@ class Calibration:
     source: str = "defaults"
     """Where these factors came from: ``defaults`` or the file they were loaded from."""
 
+    RANGES: ClassVar[dict[str, tuple[float, float, bool]]] = {}
+    """What a loaded file may hold, as ``(low, high, low_open)`` (filled in below the class): efficiencies and
+    ratios in (0, 1.5], times finite, >= 0 and below 10 s, bands (0, 10]."""
+
     def band(self, figure: str, predicted: float) -> list[float]:
         """[low, high] of a predicted figure (``output_tokens_per_s``, ``ttft_ms`` or ``tpot_ms``)."""
         lo, hi = getattr(self, f"band_{figure}")
@@ -171,22 +176,42 @@ HOST_FACTORS = (
 """Host and front-end time factors."""
 
 
+def _ranges() -> dict[str, tuple[float, float, bool]]:
+    out: dict[str, tuple[float, float, bool]] = {}
+    for f in dataclasses.fields(Calibration):
+        if f.name.endswith(("_efficiency", "_ratio")):
+            out[f.name] = (0.0, 1.5, True)
+        elif f.name.endswith("_ms"):
+            out[f.name] = (0.0, 1e4, False)
+        elif f.name.endswith("_us"):
+            out[f.name] = (0.0, 1e7, False)
+        elif f.name.startswith("band_"):
+            out[f.name] = (0.0, 10.0, True)
+    return out
+
+
+Calibration.RANGES = _ranges()
+
+
+@dataclass
+class CalibrationFile:
+    """The file ``save_calibration`` writes: the factors in a versioned envelope."""
+
+    kind: str
+    schema_version: int
+    calibration: Calibration
+
+
+_FIT_HINT = "fit one: 'gpuprobe validate --compare RUNS.json --fit-calibration FILE'"
+
+
 def load_calibration(path: str | os.PathLike[str]) -> Calibration:
-    """A calibration file; a file that is not one, or of another schema version, is one ResultsFileError line
-    (exit 1, as every bad input file)."""
-    data = read_json(path, what="calibration file")
-    if not isinstance(data, dict) or data.get("kind") != CALIBRATION_KIND:
-        raise ResultsFileError(f"{path} is not a gpuprobe calibration file (kind must be {CALIBRATION_KIND!r})",
-                               hint="fit one: 'gpuprobe validate --compare RUNS.json --fit-calibration FILE'")
-    if data.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
-        raise ResultsFileError(
-            f"{path}: calibration schema version {data.get('schema_version')!r} is not supported (this gpuprobe "
-            f"reads version {CALIBRATION_SCHEMA_VERSION})",
-            hint="fit it again: 'gpuprobe validate --compare RUNS.json --fit-calibration FILE'")
-    try:
-        cal = from_data(Calibration, data.get("calibration"))
-    except SerdeError as exc:
-        raise ResultsFileError(f"{path} is damaged: {exc}") from None
+    """A calibration file; a file that is not one, of another schema version or with a factor out of its range
+    (``Calibration.RANGES``) is one ResultsFileError line (exit 1, as every bad input file)."""
+    doc = document_from_data(CalibrationFile, read_json(path, what="calibration file"), kind=CALIBRATION_KIND,
+                             schema_version=CALIBRATION_SCHEMA_VERSION, min_version=CALIBRATION_SCHEMA_VERSION,
+                             what="calibration file", origin=str(path), hint=_FIT_HINT)
+    cal = doc.calibration
     cal.source = str(path)
     return cal
 

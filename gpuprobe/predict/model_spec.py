@@ -11,19 +11,29 @@ over 4 MiB) raises ``BadModelConfig`` with one line. Parameter counts are exact 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from gpuprobe.errors import BadModelConfig
+from gpuprobe.results.io import parse_json, read_input
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 """config.json files are a few KiB; anything larger is refused before parsing."""
 
 _LIMIT = 1 << 24
 """Upper bound for any single dimension (16 M); real models are far below (largest vocab ~ 262 k)."""
+MAX_LAYERS = 1024
+"""Physically sensible maxima of the dimensions the predictions loop or multiply over (the largest released
+models: 126 layers, hidden 16,384 / 18,432, 128 heads, vocab 262 k, 256 experts); a config beyond them is damaged
+and refused in one line instead of making ``recommend`` run for hours."""
+MAX_HIDDEN = 1 << 17
+MAX_HEADS = 4096
+MAX_HEAD_DIM = 8192
+MAX_VOCAB = 1 << 22
+MAX_INTERMEDIATE = 1 << 20
+MAX_EXPERTS = 4096
 
 DENSE_ARCHS: dict[str, str] = {
     "LlamaForCausalLM": "llama",
@@ -142,31 +152,15 @@ def load_model_spec(path: str | Path, quantization: str | None = None) -> ModelS
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
-    try:
-        size = p.stat().st_size
-    except FileNotFoundError:
+    if not p.exists():
         hint = "pass a model directory or its config.json"
-        raise BadModelConfig(f"model config {p} does not exist", hint=hint) from None
-    except OSError as exc:
-        raise BadModelConfig(f"cannot read model config {p}: {exc.strerror or exc}") from None
-    if not p.is_file():
-        raise BadModelConfig(f"model config {p} is not a regular file")
-    if size > MAX_CONFIG_BYTES:
-        raise BadModelConfig(f"model config {p} is {size} bytes; a config.json is at most {MAX_CONFIG_BYTES} bytes")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadModelConfig(f"cannot read model config {p}: {exc}") from None
-    try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
-        raise BadModelConfig(f"model config {p} is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+        raise BadModelConfig(f"model config {p} does not exist", hint=hint)
+    if p.is_file() and p.stat().st_size > MAX_CONFIG_BYTES:
+        raise BadModelConfig(f"model config {p} is {p.stat().st_size} bytes; a config.json is at most "
+                             f"{MAX_CONFIG_BYTES >> 20} MiB")
+    data = parse_json(read_input(p, "model config", BadModelConfig), f"model config {p}", BadModelConfig)
     default_name = p.parent.name if p.name == "config.json" else p.stem
     return model_spec_from_dict(data, name=default_name, quantization=quantization)
-
-
-def _reject_constant(token: str) -> Any:
-    raise ValueError(f"{token} is not allowed in config.json")
 
 
 def model_spec_from_dict(data: Any, name: str = "model", quantization: str | None = None) -> ModelSpec:
@@ -179,19 +173,19 @@ def model_spec_from_dict(data: Any, name: str = "model", quantization: str | Non
     arch = _architecture(data)
     family = {**DENSE_ARCHS, **MOE_ARCHS, **MLA_ARCHS}[arch]
 
-    hidden = cfg.integer("hidden_size")
-    layers = cfg.integer("num_hidden_layers")
-    heads = cfg.integer("num_attention_heads")
-    kv_heads = cfg.integer("num_key_value_heads", default=heads)
+    hidden = cfg.integer("hidden_size", maximum=MAX_HIDDEN)
+    layers = cfg.integer("num_hidden_layers", maximum=MAX_LAYERS)
+    heads = cfg.integer("num_attention_heads", maximum=MAX_HEADS)
+    kv_heads = cfg.integer("num_key_value_heads", default=heads, maximum=MAX_HEADS)
     if kv_heads > heads or heads % kv_heads:
         raise BadModelConfig(f"num_key_value_heads={kv_heads} must divide num_attention_heads={heads}")
-    head_dim = cfg.integer("head_dim", default=0) or (hidden // heads)
+    head_dim = cfg.integer("head_dim", default=0, maximum=MAX_HEAD_DIM) or (hidden // heads)
     if hidden % heads and not cfg.has("head_dim"):
         raise BadModelConfig(f"hidden_size={hidden} is not divisible by num_attention_heads={heads}")
-    vocab = cfg.integer("vocab_size")
+    vocab = cfg.integer("vocab_size", maximum=MAX_VOCAB)
     max_pos = cfg.integer("max_position_embeddings", default=cfg.integer("max_seq_len", default=4096))
     tie = cfg.flag("tie_word_embeddings", default=family in ("gemma", "gemma2", "gemma3"))
-    intermediate = cfg.integer("intermediate_size", default=0, minimum=0)
+    intermediate = cfg.integer("intermediate_size", default=0, minimum=0, maximum=MAX_INTERMEDIATE)
     dtype = _dtype(cfg.text("torch_dtype", default=None) or cfg.text("dtype", default=None), family)
     weights = _weight_format(data.get("quantization_config"), dtype) if quantization is None else None
     if quantization is not None:
@@ -265,17 +259,17 @@ def _architecture(data: dict[str, Any]) -> str:
 
 def _moe_fields(cfg: _Reader, family: str, layers: int) -> dict[str, Any]:
     if family == "mixtral":
-        experts = cfg.integer("num_local_experts")
+        experts = cfg.integer("num_local_experts", maximum=MAX_EXPERTS)
         return {
             "num_experts": experts,
             "experts_per_token": cfg.integer("num_experts_per_tok", maximum=experts),
-            "moe_intermediate_size": cfg.integer("intermediate_size"),
+            "moe_intermediate_size": cfg.integer("intermediate_size", maximum=MAX_INTERMEDIATE),
         }
-    experts = cfg.integer("num_experts")
+    experts = cfg.integer("num_experts", maximum=MAX_EXPERTS)
     out: dict[str, Any] = {
         "num_experts": experts,
         "experts_per_token": cfg.integer("num_experts_per_tok", maximum=experts),
-        "moe_intermediate_size": cfg.integer("moe_intermediate_size"),
+        "moe_intermediate_size": cfg.integer("moe_intermediate_size", maximum=MAX_INTERMEDIATE),
     }
     if family == "qwen2_moe":
         out["shared_expert_intermediate_size"] = cfg.integer("shared_expert_intermediate_size", default=0, minimum=0)
@@ -288,13 +282,13 @@ def _moe_fields(cfg: _Reader, family: str, layers: int) -> dict[str, Any]:
 
 
 def _deepseek_moe_fields(cfg: _Reader, layers: int) -> dict[str, Any]:
-    experts = cfg.integer("n_routed_experts", default=0, minimum=0)
+    experts = cfg.integer("n_routed_experts", default=0, minimum=0, maximum=MAX_EXPERTS)
     if not experts:
         return {}
     first_dense = cfg.integer("first_k_dense_replace", default=0, minimum=0)
     freq = cfg.integer("moe_layer_freq", default=1)
     dense = tuple(i for i in range(layers) if i < first_dense or i % freq != 0)
-    moe_inter = cfg.integer("moe_intermediate_size")
+    moe_inter = cfg.integer("moe_intermediate_size", maximum=MAX_INTERMEDIATE)
     return {
         "num_experts": experts,
         "experts_per_token": cfg.integer("num_experts_per_tok", maximum=experts),
@@ -325,12 +319,16 @@ def _weight_format(qc: Any, dtype: str) -> WeightFormat:
     method = (q.text("quant_method", default="") or "").lower()
     if method == "fp8":
         block = q.int_list("weight_block_size", default=[])
+        if len(block) == 2 and not all(block):
+            raise BadModelConfig(f"quantization_config.weight_block_size={block} must be two sizes >= 1")
         return WeightFormat("fp8", 8, block_size=(block[0], block[1]) if len(block) == 2 else None)
     if method in ("awq", "gptq"):
         bits = q.integer("bits", default=q.integer("w_bit", default=4))
         if bits != 4:
             raise BadModelConfig(f"{method} with {bits} bits is not supported (4-bit AWQ/GPTQ only)")
         group = q.integer("group_size", default=q.integer("q_group_size", default=128, minimum=-1), minimum=-1)
+        if group == 0:
+            raise BadModelConfig("quantization_config.group_size=0 must be -1 (per channel) or a size >= 1")
         return WeightFormat(method, 4, group_size=group if group > 0 else None)
     if method == "compressed-tensors":
         return _compressed_tensors(qc)

@@ -99,7 +99,7 @@ def alpha_beta(ranks: tuple[int, ...], sizes: list[int], times_us: list[float]) 
         if s >= (1 << 20) and t > alpha:
             best = max(best, s * factor / ((t - alpha) * 1e3))
     if best <= 0 and sizes:
-        best = max(s * factor / (t * 1e3) for s, t in zip(sizes, times_us, strict=True))
+        best = max((s * factor / (t * 1e3) for s, t in zip(sizes, times_us, strict=True) if t > 0), default=0.0)
     return alpha, max(best, 0.1)
 
 
@@ -197,7 +197,9 @@ def system_from_results(results: Results, name: str = "results") -> SystemProfil
         raise ResultsFileError(f"{name} lists no GPUs (it was measured on a machine without one)",
                                hint="run 'gpuprobe probe -o FILE' on the GPU machine, or describe the system with "
                                     "--gpu NAME --num-gpus N")
-    ok = [(m, m.value) for m in results.measurements if m.status == "ok" and m.value is not None]
+    # A figure of 0 (no bandwidth, no time) measured nothing: it is left out like a failed one, so no model
+    # divides by it.
+    ok = [(m, m.value) for m in results.measurements if m.status == "ok" and m.value is not None and m.value > 0]
     hbm: dict[int, float] = {}
     h2d: dict[int, float] = {}
     p2p: dict[tuple[int, int], float] = {}

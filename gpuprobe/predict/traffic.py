@@ -11,14 +11,14 @@ uniform in [L(1 − r), L(1 + r)] (``--random-range-ratio r``), or drawn from a 
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from gpuprobe.errors import UsageError
+from gpuprobe.errors import InputFileError, UsageError
+from gpuprobe.results.io import parse_json, read_input
 
 Mode = Literal["batch", "closed", "poisson"]
 MAX_REQUESTS = 1 << 20
@@ -191,33 +191,28 @@ class Traffic:
 def read_lengths(path: Path) -> list[tuple[int, int, float]]:
     """(prompt tokens, output tokens, weight) rows from a file: a JSON list of ``[prompt, output]`` or
     ``[prompt, output, weight]`` rows, or text with one ``prompt,output[,weight]`` row per line (commas or
-    spaces; blank lines, ``#`` comments and a header line are skipped). Weights default to 1."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UsageError(f"cannot read the lengths file {path}: {e.strerror or e}") from None
+    spaces; blank lines, ``#`` comments and a header line are skipped). Weights default to 1. A bad file is one
+    InputFileError line (exit 1)."""
+    text = read_input(path, "lengths file", InputFileError)
     rows: list[tuple[int, int, float]] = []
 
     def add(fields: list, where: str) -> None:
         if len(fields) not in (2, 3):
-            raise UsageError(f"{path}{where}: a row is prompt tokens, output tokens and an optional weight, "
+            raise InputFileError(f"{path}{where}: a row is prompt tokens, output tokens and an optional weight, "
                              f"not {fields!r}")
         try:
             i, o = int(fields[0]), int(fields[1])
             w = float(fields[2]) if len(fields) == 3 else 1.0
         except (TypeError, ValueError):
-            raise UsageError(f"{path}{where}: not numbers: {fields!r}") from None
+            raise InputFileError(f"{path}{where}: not numbers: {fields!r}") from None
         if not (1 <= i <= MAX_TOKENS and 1 <= o <= MAX_TOKENS and math.isfinite(w) and w > 0):
-            raise UsageError(f"{path}{where}: ({i}, {o}, {w:g}) must be tokens >= 1 and a weight > 0")
+            raise InputFileError(f"{path}{where}: ({i}, {o}, {w:g}) must be tokens >= 1 and a weight > 0")
         rows.append((i, o, w))
 
     if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+        data = parse_json(text, str(path), InputFileError)
         if not isinstance(data, list):
-            raise UsageError(f"{path}: expected a JSON list of [prompt, output(, weight)] rows")
+            raise InputFileError(f"{path}: expected a JSON list of [prompt, output(, weight)] rows")
         for k, row in enumerate(data):
             add(row if isinstance(row, list) else [row], f" row {k + 1}")
     else:
@@ -230,7 +225,7 @@ def read_lengths(path: Path) -> list[tuple[int, int, float]]:
                 continue  # a header
             add(fields, f":{n}")
     if not rows:
-        raise UsageError(f"{path} holds no request lengths")
+        raise InputFileError(f"{path} holds no request lengths")
     if len(rows) > MAX_REQUESTS:
-        raise UsageError(f"{path} holds {len(rows):,} rows; at most {MAX_REQUESTS:,}")
+        raise InputFileError(f"{path} holds {len(rows):,} rows; at most {MAX_REQUESTS:,}")
     return rows

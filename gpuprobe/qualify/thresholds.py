@@ -14,7 +14,8 @@ A thresholds file is TOML (``.toml``) or JSON (anything else); every key is opti
     expected = 45.0              # replace the derived expectation by this figure (in the test's unit)
     skip = false                 # true: do not judge this test (reported as SKIP)
 
-    [gpus."H100"]                # a regular expression searched in the NVML device name
+    [gpus."H100"]                # a regular expression searched in the NVML device name (at most 200
+                                 # characters, no repeated group that itself repeats or alternates)
     warn = 0.9
     nvlinks_expected = 18
     [gpus."H100".tests.device_local_copy]
@@ -27,7 +28,7 @@ test key wins over a glob; among globs (and among GPU patterns) the first in the
 from __future__ import annotations
 
 import fnmatch
-import json
+import math
 import os
 import re
 import tomllib
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprobe.errors import GpuprobeError
+from gpuprobe.results.io import parse_json, read_input
 
 DEFAULT_WARN = 0.85
 DEFAULT_FAIL = 0.75
@@ -103,7 +105,7 @@ class Thresholds:
     def _gpu_rule(self, gpu_name: str | None) -> GpuRule | None:
         if not gpu_name:
             return None
-        return next((g for g in self.gpus if re.search(g.pattern, gpu_name, re.IGNORECASE)), None)
+        return next((g for g in self.gpus if re.search(g.pattern, gpu_name[:MAX_NAME], re.IGNORECASE)), None)
 
     def band(self, test: str, gpu_name: str | None = None) -> Applied:
         """The band for ``test`` on a GPU named ``gpu_name`` (most specific override first)."""
@@ -183,7 +185,7 @@ def _band(data: Any, where: str) -> Band:
         band.fail = _ratio(data["fail"], f"{where}.fail")
     if "expected" in data:
         v = data["expected"]
-        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:
             raise ThresholdsError(f"{where}.expected must be a positive number, got {v!r}")
         band.expected = float(v)
     if "skip" in data:
@@ -191,6 +193,38 @@ def _band(data: Any, where: str) -> Band:
             raise ThresholdsError(f"{where}.skip must be true or false")
         band.skip = data["skip"]
     return band
+
+
+MAX_NAME = 256
+"""The part of a GPU name patterns are searched in."""
+MAX_PATTERN = 200
+"""The longest GPU name pattern; NVML device names are at most 96 characters."""
+_REPEATED_GROUP = re.compile(r"\)(?:[*+]|\{\d*,?\d*\})")
+
+
+def _safe_pattern(pattern: str, where: str) -> re.Pattern[str]:
+    """Compile a GPU name pattern, refusing what could make ``re.search`` backtrack for hours: patterns over
+    MAX_PATTERN characters, and a repeated group whose body itself repeats or alternates (``(.*.*)*Z``,
+    ``(a|a)+``), the shapes of catastrophic backtracking."""
+    if len(pattern) > MAX_PATTERN:
+        raise ThresholdsError(f"{where}: the pattern is too long ({len(pattern)} characters; at most {MAX_PATTERN})")
+    plain = re.sub(r"\\.", "_", pattern)  # escaped characters are literals
+    for m in _REPEATED_GROUP.finditer(plain):
+        depth, i = 0, m.start()
+        while i >= 0:
+            depth += {")": 1, "(": -1}.get(plain[i], 0)
+            if depth == 0:
+                break
+            i -= 1
+        body = plain[i + 1:m.start()]
+        if any(ch in body for ch in "*+{|?"):
+            raise ThresholdsError(f"{where}: nested quantifiers in {pattern[:60]!r} (a repeated group that repeats "
+                                  "or alternates inside) could take hours to match",
+                                  hint="match a substring of the GPU name instead, e.g. \"H100\"")
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ThresholdsError(f"{where}: not a regular expression ({exc})") from None
 
 
 def _tests(data: Any, where: str) -> dict[str, Band]:
@@ -216,10 +250,7 @@ def thresholds_from_data(data: Any, source: str = "thresholds") -> Thresholds:
         raise ThresholdsError("gpus must be a table/object of GPU name patterns")
     for pattern, rule_data in gpus.items():
         where = f"gpus.{pattern}"
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ThresholdsError(f"{where}: not a regular expression ({exc})") from None
+        _safe_pattern(pattern, where)
         if not isinstance(rule_data, dict):
             raise ThresholdsError(f"{where} must be a table/object")
         _unknown(rule_data, _GPU_KEYS, where)
@@ -241,17 +272,13 @@ def thresholds_from_data(data: Any, source: str = "thresholds") -> Thresholds:
 def load_thresholds(path: str | os.PathLike[str]) -> Thresholds:
     """Read a thresholds file (TOML if it ends in .toml, else JSON)."""
     path = Path(path)
+    text = read_input(path, "thresholds file", ThresholdsError)
+    if path.suffix.lower() != ".toml":
+        return thresholds_from_data(parse_json(text, f"thresholds file {path}", ThresholdsError), source=str(path))
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ThresholdsError(f"thresholds file {path} does not exist", hint="check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ThresholdsError(f"cannot read thresholds file {path}: {exc}") from None
-    try:
-        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ThresholdsError(f"thresholds file {path} is not valid TOML: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ThresholdsError(f"thresholds file {path} is not valid JSON (line {exc.lineno}, column "
-                              f"{exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise ThresholdsError(f"thresholds file {path} is nested too deeply") from None
     return thresholds_from_data(data, source=str(path))

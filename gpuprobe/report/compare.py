@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import JustifyMethod
-from rich.markup import escape
 from rich.table import Table as RichTable
 
-from gpuprobe.report.fmt import size_label
+from gpuprobe.report.fmt import safe, size_label
 from gpuprobe.results.model import Measurement, Results
 
 COMPARISON_KIND = "gpuprobe.comparison"
@@ -186,7 +185,7 @@ def shown_rows(cmp: Comparison, only_significant: bool = False, limit: int | Non
 
 
 def comparison_table(cmp: Comparison, only_significant: bool = False, rows: list[Row] | None = None) -> RichTable:
-    t = RichTable(title=escape(f"{cmp.a} → {cmp.b} (Δ = (B − A) / A; real = beyond the spread of the samples, see "
+    t = RichTable(title=safe(f"{cmp.a} → {cmp.b} (Δ = (B − A) / A; real = beyond the spread of the samples, see "
                                f"--help)"), title_justify="left")
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("test", "left"), ("route", "left"), ("size", "right"), ("unit", "left"), ("A", "right"), ("B", "right"),
@@ -206,8 +205,8 @@ def comparison_table(cmp: Comparison, only_significant: bool = False, rows: list
         else:
             verdict = ""
         size = size_label(r.size_bytes) + ("" if r.size_matched else "*")
-        unit = "µs" if r.unit == "us" else escape(r.unit)
-        t.add_row(escape(r.probe), escape(r.route), size, unit, a, b, delta, verdict)
+        unit = "µs" if r.unit == "us" else safe(r.unit)
+        t.add_row(safe(r.probe), safe(r.route), size, unit, a, b, delta, verdict)
     return t
 
 

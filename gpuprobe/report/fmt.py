@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+from rich.markup import escape
+
 NA = "—"
 """A figure that is not there."""
 
@@ -14,3 +18,20 @@ def size_label(n: float | None) -> str:
         if n >= div:
             return f"{n / div:g} {unit}"
     return f"{n:g} B"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(value: object) -> str:
+    """Text from a file, a path or a user, made safe for a terminal: tabs and line breaks become spaces, every other
+    control character (ESC of an escape sequence, BEL, C1 codes) its visible ``\\xNN`` spelling. None is ``""``."""
+    if value is None:
+        return ""
+    return _CONTROL.sub(lambda m: " " if m.group() in "\t\n\r" else f"\\x{ord(m.group()):02x}", str(value))
+
+
+def safe(value: object) -> str:
+    """``plain(value)`` for a place rich reads as markup (a table cell, a title, an f-string with styles): its
+    brackets are escaped, so a name such as ``[/x]`` or ``[bold]x[/bold]`` is printed as it is."""
+    return escape(plain(value))

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
-from gpuprobe.report.fmt import NA, size_label
+from gpuprobe.report.fmt import NA, plain, safe, size_label
 from gpuprobe.results.model import Measurement, Results
 
 
@@ -38,8 +37,8 @@ def _status(m: Measurement) -> str:
             return "[green]✓ data[/green]"
         return "ok" if m.verified is None else "[yellow]unchecked[/yellow]"
     if m.status == "mismatch":
-        return f"[red]DATA MISMATCH[/red] {escape(m.reason or '')}"
-    return f"[red]error[/red]: {escape(m.reason or '')}"
+        return f"[red]DATA MISMATCH[/red] {safe(m.reason or '')}"
+    return f"[red]error[/red]: {safe(m.reason or '')}"
 
 
 def summary_table(results: Results) -> Table:
@@ -49,7 +48,7 @@ def summary_table(results: Results) -> Table:
     Waived probes are not rows: :func:`waived_lines` groups them by reason under the table.
     """
     dev = ", ".join(f"GPU{d.index} {d.name}" for d in results.devices) or "no GPU"
-    t = Table(title=escape(f"gpuprobe results — {results.run.hostname or '?'} — {dev}"), title_justify="left",
+    t = Table(title=safe(f"gpuprobe results — {results.run.hostname or '?'} — {dev}"), title_justify="left",
               box=box.SIMPLE_HEAD)
     t.add_column("probe", no_wrap=True)
     t.add_column("route", no_wrap=True)
@@ -64,7 +63,7 @@ def summary_table(results: Results) -> Table:
         spread = f"{fmt_value(m.stat.min, m.unit)}–{fmt_value(m.stat.max, m.unit)}" if m.stat else ""
         cv = f"{m.stat.cv * 100:.1f}%" if m.stat else ""
         median = f"{fmt_value(m.value, m.unit)} {m.unit}" if m.value is not None else NA
-        t.add_row(escape(m.probe), escape(_route(m)), size_label(m.size_bytes), median, spread, cv, _status(m))
+        t.add_row(safe(m.probe), safe(_route(m)), size_label(m.size_bytes), median, spread, cv, _status(m))
     return t
 
 
@@ -74,7 +73,7 @@ def waived_lines(results: Results) -> list[str]:
     for m in results.measurements:
         if m.status == "waived" and m.probe not in by_reason[m.reason or ""]:
             by_reason[m.reason or ""].append(m.probe)
-    return [f"waived ({reason}): {', '.join(keys)}" for reason, keys in by_reason.items()]
+    return [plain(f"waived ({reason}): {', '.join(keys)}") for reason, keys in by_reason.items()]
 
 
 def allreduce_table(results: Results, every_size: bool = True) -> Table | None:
@@ -104,11 +103,11 @@ def allreduce_table(results: Results, every_size: bool = True) -> Table | None:
             if not (every_size or ranks == whole or m.size_bytes == largest or m.status != "ok" or m.wrong_elements):
                 hidden += 1
                 continue
-            t.add_row(",".join(map(str, ranks)), escape(m.engine or NA), size_label(m.size_bytes),
+            t.add_row(",".join(map(str, ranks)), safe(m.engine or NA), size_label(m.size_bytes),
                       fmt_value(m.value, "us"), fmt_value(m.algbw_gbps, "GB/s"), fmt_value(m.busbw_gbps, "GB/s"),
-                      str(m.wrong_elements) if m.wrong_elements is not None else escape(m.reason or NA))
+                      str(m.wrong_elements) if m.wrong_elements is not None else safe(m.reason or NA))
     for m in failures:
-        t.add_row(NA, escape(m.engine or NA), NA, NA, NA, NA, escape(f"{m.status}: {m.reason}"))
+        t.add_row(NA, safe(m.engine or NA), NA, NA, NA, NA, safe(f"{m.status}: {m.reason}"))
     if hidden:
         t.caption = (f"{len(groups) - 1} smaller groups: their largest message only ({hidden} more rows with --all "
                      "or --json)")
@@ -121,7 +120,7 @@ def timing_table(results: Results) -> Table:
     t.add_column("probe")
     t.add_column("seconds", justify="right")
     for k, v in results.probe_seconds.items():
-        t.add_row(escape(k), f"{v:.2f}")
+        t.add_row(safe(k), f"{v:.2f}")
     total = sum(results.probe_seconds.values())
     t.add_row("[bold]all probes[/bold]", f"[bold]{total:.2f}[/bold]")
     if results.setup_seconds is not None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from gpuprobe.report.fmt import plain, safe
 from gpuprobe.results.qualification import Check, Qualification
 
 COLOURS = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim", "INFO": "cyan"}
@@ -30,7 +30,7 @@ def _verdict(v: str) -> Text:
 def checks_table(q: Qualification) -> Table:
     names = [g.split(" ", 1)[-1] for g in q.gpus]
     gpus = f"{len(names)} × {names[0]}" if len(names) > 1 and len(set(names)) == 1 else ", ".join(q.gpus)
-    table = Table(title=escape(f"gpuprobe qualify — {q.host or '?'} — {gpus or 'no device facts'}"),
+    table = Table(title=safe(f"gpuprobe qualify — {q.host or '?'} — {gpus or 'no device facts'}"),
                   title_justify="left", show_lines=True)
     number = {"justify": "right", "no_wrap": True}
     for name, kw in (("verdict", {}), ("subject", {}), ("test", {"overflow": "fold"}), ("figure", number),
@@ -56,13 +56,13 @@ def checks_table(q: Qualification) -> Table:
         side = reference_text(c)
         if side:
             expected.append("\n" + side, style="cyan")
-        why = Text(c.cause or "")
+        why = Text(plain(c.cause))
         if c.next_step:
-            why.append(f"\n→ {c.next_step}", style="italic")
+            why.append(f"\n→ {plain(c.next_step)}", style="italic")
         if c.detail and c.verdict != "PASS":
-            why.append(f"\n{c.detail}", style="dim")
+            why.append(f"\n{plain(c.detail)}", style="dim")
         ratio = f"{c.ratio:.0%}" if c.ratio is not None else "—"
-        table.add_row(_verdict(c.verdict), escape(c.subject), escape(c.test), _fmt(c.value, c.unit), ratio, expected,
+        table.add_row(_verdict(c.verdict), safe(c.subject), safe(c.test), _fmt(c.value, c.unit), ratio, expected,
                       why)
     return table
 
@@ -97,7 +97,7 @@ def level_lines(q: Qualification) -> list[str]:
         xid = "XID events watched" if tl.xid_supported else f"XID events not watched ({tl.xid_note})"
         lines.append(f"health timeline: {len(tl.samples)} NVML samples of {gpus} GPU(s), {len(tl.xid_events)} XID "
                      f"events; {xid}")
-    return lines
+    return [plain(x) for x in lines]
 
 
 def _group_row(checks: list[Check]) -> tuple:
@@ -116,8 +116,8 @@ def _group_row(checks: list[Check]) -> tuple:
                         f"\nreference {_fmt(refs[0], None)} … {_fmt(refs[-1], c0.unit)}", style="cyan")
     ratios = [c.ratio for c in checks if c.ratio is not None]
     gpu_pair = any(c.subject.count("gpu") > 1 for c in checks)
-    note = Text("every one passes" if c0.verdict == "PASS" else c0.cause or "", style="dim")
-    return (_verdict(c0.verdict), f"{len(checks)} {'pairs' if gpu_pair else 'GPUs'}", escape(c0.test), figure,
+    note = Text("every one passes" if c0.verdict == "PASS" else plain(c0.cause), style="dim")
+    return (_verdict(c0.verdict), f"{len(checks)} {'pairs' if gpu_pair else 'GPUs'}", safe(c0.test), figure,
             f"≥ {min(ratios):.0%}" if ratios else "—", expected, note)
 
 
@@ -127,7 +127,7 @@ def skipped_lines(q: Qualification) -> list[str]:
         if c.verdict == "SKIP":
             by_reason[c.cause or "not measured"].append(c.test if c.subject in ("all", "run") else
                                                         f"{c.test} {c.subject}")
-    return [f"SKIP ({len(v)}): {reason} — {', '.join(v)}" for reason, v in by_reason.items()]
+    return [plain(f"SKIP ({len(v)}): {reason} — {', '.join(v)}") for reason, v in by_reason.items()]
 
 
 def outliers_table(q: Qualification) -> Table | None:
@@ -138,9 +138,9 @@ def outliers_table(q: Qualification) -> Table | None:
     for name in ("rank", "test", "subject", "figure", "median", "of median", "best peer", "of best", "path"):
         table.add_column(name)
     for o in q.outliers:
-        table.add_row(str(o.rank), escape(o.test), escape(o.subject), _fmt(o.value, o.unit), _fmt(o.median, o.unit),
+        table.add_row(str(o.rank), safe(o.test), safe(o.subject), _fmt(o.value, o.unit), _fmt(o.median, o.unit),
                       f"{o.ratio_to_median:.0%}", _fmt(o.best, o.unit),
-                      f"{o.ratio_to_best:.0%}" if o.ratio_to_best is not None else "—", escape(o.path_class or "—"))
+                      f"{o.ratio_to_best:.0%}" if o.ratio_to_best is not None else "—", safe(o.path_class or "—"))
     return table
 
 
@@ -148,4 +148,4 @@ def verdict_line(q: Qualification) -> str:
     c = q.counts
     return (f"verdict: {q.verdict} ({c.get('PASS', 0)} pass, {c.get('WARN', 0)} warn, {c.get('FAIL', 0)} fail, "
             f"{c.get('SKIP', 0)} skipped, {c.get('INFO', 0)} recorded) — exit code {q.exit_code}; thresholds: "
-            f"{q.thresholds_source}")
+            f"{plain(q.thresholds_source)}")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
+from gpuprobe.report.fmt import safe
 from gpuprobe.results.recommendation import LayoutResult, Recommendation
 
 
@@ -39,7 +39,7 @@ def title(rec: Recommendation) -> str:
 
 def layouts_table(rec: Recommendation, layouts: list[LayoutResult], slo: bool = False) -> Table:
     """The layouts that fit, ranked: memory (KV tokens, concurrency) and predicted speed."""
-    table = Table(title=escape(title(rec)), title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=safe(title(rec)), title_justify="left", box=box.SIMPLE_HEAD)
     number = True
     columns = [("#", number), ("layout", False), ("GPUs", False), ("KV tokens", number), ("max conc.", number),
                ("all-reduce", False), ("TTFT ms", number), ("TTFT p99", number), ("TPOT ms", number),
@@ -54,9 +54,9 @@ def layouts_table(rec: Recommendation, layouts: list[LayoutResult], slo: bool = 
         gpus = " | ".join(_gpu_list(rg) for rg in r.replica_gpus)
         kv = f"{r.kv_cache_tokens:,}" if r.kv_cache_tokens is not None else "-"
         bottleneck = f"{p.bottleneck} {p.shares.get(p.bottleneck or '', 0):.0%}" if p and p.bottleneck else "-"
-        row = [str(r.rank or "-"), _label(r), gpus, kv, _fmt(r.max_concurrency, 2), escape(r.allreduce_backend),
+        row = [str(r.rank or "-"), _label(r), gpus, kv, _fmt(r.max_concurrency, 2), safe(r.allreduce_backend),
                _fmt(p.ttft_ms if p else None), _fmt(p.ttft_p99_ms if p else None), _fmt(p.tpot_ms if p else None, 2),
-               _fmt(p.output_tokens_per_s if p else None, 0), escape(bottleneck)]
+               _fmt(p.output_tokens_per_s if p else None, 0), safe(bottleneck)]
         if slo:  # the share of requests that met the SLO in the simulated run (goodput / throughput)
             row.append("-" if p is None or p.goodput_fraction is None else f"{p.goodput_fraction:.0%}")
         table.add_row(*row)

@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from gpuprobe.report.fmt import plain, safe
 from gpuprobe.results.model import DeviceInfo, GpuPair, Topology
 
 NA = "N/A"
@@ -69,7 +69,7 @@ def topo_matrix(devices: list[DeviceInfo], topology: Topology | None) -> Table:
                 cells.append("X")
                 continue
             p = pairs.get((min(row.index, col.index), max(row.index, col.index)))
-            cls = escape(p.path_class) if p else "?"
+            cls = safe(p.path_class) if p else "?"
             cells.append(f"[green]{cls}[/green]" if cls.startswith("NV") else cls)
         t.add_row(f"GPU{row.index}", *cells, format_cpu_list(row.cpu_affinity), _na(row.numa_node))
     return t
@@ -94,7 +94,7 @@ def device_lines(devices: list[DeviceInfo]) -> Text:
         persist = NA if d.persistence_mode is None else ("on" if d.persistence_mode else "off")
         power = f"{d.power_limit_w:.0f} W" if d.power_limit_w is not None else NA
         lines.append(
-            f"  GPU{d.index}  {escape(d.name)}  {escape(_na(d.pci_bus_id))}  {mem}  CC {_na(d.compute_capability)}  "
+            f"  GPU{d.index}  {safe(d.name)}  {safe(_na(d.pci_bus_id))}  {mem}  CC {_na(d.compute_capability)}  "
             f"SM clock {_na(d.sm_clock_mhz)}/{_na(d.sm_clock_max_mhz)} MHz  persistence {persist}  ECC {ecc}  "
             f"power limit {power}"
         )
@@ -156,7 +156,7 @@ def p2p_table(topology: Topology | None) -> RenderableType:
     t.add_column("CUDA peer access")
     for p in pairs:
         cells = [p.p2p_nvml.get(c, NA) for c in caps]
-        cells = [f"[green]{x}[/green]" if x == "ok" else f"[yellow]{x}[/yellow]" for x in cells]
+        cells = [f"[green]{x}[/green]" if x == "ok" else f"[yellow]{safe(x)}[/yellow]" for x in cells]
         cuda = NA if p.cuda_peer_access is None else ("yes" if p.cuda_peer_access else "no")
         t.add_row(f"GPU{p.a} <-> GPU{p.b}", *cells, cuda)
     return t
@@ -176,7 +176,7 @@ def render_topology(
     if driver and driver.get("driver_version"):
         head.append(f"driver {driver['driver_version']}, CUDA {_na(driver.get('cuda_driver_version'))}")
     if head:
-        parts.append(Text(" | ".join(head), style="dim"))
+        parts.append(Text(plain(" | ".join(head)), style="dim"))
     parts.append(topo_matrix(devices, topology))
     if topology and topology.pairs:
         parts.append(legend(topology))
@@ -190,5 +190,5 @@ def render_topology(
         p2p_table(topology),
     ]
     if topology and topology.unavailable:
-        parts.append(Text("not available from the driver: " + "; ".join(topology.unavailable), style="dim"))
+        parts.append(Text(plain("not available from the driver: " + "; ".join(topology.unavailable)), style="dim"))
     return Group(*parts)

@@ -12,12 +12,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from gpuprobe.results.run_info import RunInfoBase
 
 SCHEMA_VERSION = 1
 RESULTS_KIND = "gpuprobe.results"
+
+MAX_DEVICES = 256
+"""The most GPUs one results file (one host) may describe; a GPU index is below it. Larger counts in a file are
+damage, and refusing them keeps every per-pair step of the later stages bounded."""
+MAX_CPUS = 1 << 16
+"""The most CPU cores an affinity list may name (CPU numbers are below it)."""
 
 Status = Literal["ok", "waived", "error", "mismatch"]
 """ok: measured and verified; waived: not applicable on this system (reason says why);
@@ -39,6 +45,9 @@ class Stat:
     cv: float
     """Coefficient of variation, stdev / mean (0 when n == 1)."""
     p95: float
+
+    NONNEGATIVE: ClassVar[tuple[str, ...]] = ("n", "median", "min", "max", "mean", "stdev", "cv", "p95")
+    """Every figure gpuprobe measures (bandwidths, times) is >= 0, and so is every summary of them."""
 
 
 @dataclass
@@ -84,6 +93,9 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
     duration_s: float | None = None
     """Wall time this measurement took, setup and verification included."""
+
+    NONNEGATIVE: ClassVar[tuple[str, ...]] = ("samples", "wrong_elements")
+    """Bandwidths and times are >= 0 (the unit is in ``unit``, not in the name)."""
 
     @property
     def value(self) -> float | None:

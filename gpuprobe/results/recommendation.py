@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from gpuprobe.results.io import document_from_data, read_json
 
@@ -74,7 +74,10 @@ class StageMemoryInfo:
     non_torch_bytes: int
     cudagraph_bytes: int
     kv_available_bytes: int
+    """Negative when the weights and activations leave no room for the KV cache (the layout does not start)."""
     num_blocks: int
+
+    SIGNED: ClassVar[tuple[str, ...]] = ("kv_available_bytes",)
 
 
 @dataclass

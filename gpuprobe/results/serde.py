@@ -3,6 +3,12 @@
 Supported field types: dataclasses, ``list[T]``, ``dict[str, T]``, ``T | None``, ``Literal[...]``,
 ``int``, ``float``, ``str``, ``bool`` and ``Any`` (kept as is). Unknown keys in the input are an error,
 so a file written by a newer schema is not silently half-read.
+
+Figures are checked on the way in: every float is finite (``to_data`` writes NaN/inf as null, so a file holding
+one was not written by gpuprobe), and a number in a field whose name carries a unit (``_gbps``, ``_us``, ``_ms``,
+``_s``, ``_bytes``, ...; elements of lists and values of dicts included) or that its class lists in
+``NONNEGATIVE`` is >= 0 (a class names its signed exceptions in ``SIGNED``). A class may also declare
+``RANGES``: ``{field: (low, high, low_open)}``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,15 @@ import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+UNIT_SUFFIXES = ("_gbps", "_us", "_ms", "_s", "_seconds", "_bytes", "_gib", "_mib", "_tokens", "_mhz", "_w")
+"""Field names ending in one of these hold amounts of a unit: never negative."""
+
+
+def _nonnegative(cls: type, name: str) -> bool:
+    if name in getattr(cls, "SIGNED", ()):
+        return False
+    return name.endswith(UNIT_SUFFIXES) or name in getattr(cls, "NONNEGATIVE", ())
 
 
 class SerdeError(ValueError):
@@ -44,7 +59,30 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def from_data(cls: type[T], data: Any, path: str = "$") -> T:
     """Build ``cls`` (a dataclass) from ``data``; raises SerdeError naming the offending path."""
-    return _convert(cls, data, path)
+    try:
+        return _convert(cls, data, path)
+    except RecursionError:
+        raise SerdeError(f"{path}: nested too deeply") from None
+
+
+def _check_range(cls: type, name: str, value: Any, path: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    if value < 0 and _nonnegative(cls, name):
+        raise SerdeError(f"{path}: {value!r} is negative; {name} is >= 0")
+    bounds = getattr(cls, "RANGES", {}).get(name)
+    if bounds is not None:
+        low, high, low_open = bounds
+        if value < low or (low_open and value == low) or value > high:
+            raise SerdeError(f"{path}: {value!r} is outside {'(' if low_open else '['}{low:g}, {high:g}]")
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return [x for v in value for x in _leaves(v)]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _leaves(v)]
+    return [value]
 
 
 def _convert(tp: Any, data: Any, path: str) -> Any:
@@ -91,14 +129,23 @@ def _convert(tp: Any, data: Any, path: str) -> Any:
         kwargs = {}
         for name, f in fields.items():
             if name in data:
-                kwargs[name] = _convert(hints[name], data[name], f"{path}.{name}")
+                kwargs[name] = value = _convert(hints[name], data[name], f"{path}.{name}")
+                if not dataclasses.is_dataclass(value):
+                    for leaf in _leaves(value):
+                        _check_range(tp, name, leaf, f"{path}.{name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise SerdeError(f"{path}: missing field {name!r} for {tp.__name__}")
         return tp(**kwargs)
     if tp is float:
         if isinstance(data, bool) or not isinstance(data, int | float):
             raise SerdeError(f"{path}: expected a number, got {data!r}")
-        return float(data)
+        try:
+            value = float(data)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise SerdeError(f"{path}: {data!r} is not a finite number")
+        return value
     if tp is int:
         if isinstance(data, bool) or not isinstance(data, int):
             raise SerdeError(f"{path}: expected an integer, got {data!r}")

@@ -13,7 +13,7 @@ This module imports nothing else from gpuprobe but ``results.run_info`` (the run
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from gpuprobe.results.run_info import RunInfoBase
 
@@ -132,6 +132,10 @@ class KvCacheCapacity:
 @dataclass
 class MemoryProfile:
     """vLLM's start-up memory accounting, parsed from its log (supplementary: for calibrating the memory model)."""
+
+    SIGNED: ClassVar[tuple[str, ...]] = ("activation_peak_gib", "non_torch_gib", "cuda_graph_estimate_gib",
+                                         "cuda_graph_actual_gib", "available_kv_gib")
+    """Differences vLLM logs as it measured them: negative ones occur (memory freed during profiling or capture)."""
 
     model_weights_gib: float | None = None
     model_load_s: float | None = None

@@ -41,9 +41,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gpuprobe.errors import NvmlUnavailable, ResultsFileError
+from gpuprobe.results.model import MAX_DEVICES
 
 SNAPSHOT_KIND = "gpuprobe.nvml-snapshot"
 SNAPSHOT_SCHEMA_VERSION = 1
+MAX_CALLS = 1_000_000
+"""The most recorded calls a snapshot may hold (an 8-GPU host records a few thousand)."""
 
 _SNAPSHOT_HINT = "record one on the GPU machine with 'gpuprobe topo --record-nvml FILE'"
 _MISSING = "NOT_IN_SNAPSHOT"
@@ -396,4 +399,12 @@ def validate_snapshot(data: Any, origin: str = "NVML snapshot") -> dict[str, Any
     calls = data.get("calls")
     if not isinstance(calls, dict) or not all(isinstance(v, dict) for v in calls.values()):
         raise ResultsFileError(f"{origin} is damaged: 'calls' must map call keys to objects", hint=_SNAPSHOT_HINT)
+    if len(calls) > MAX_CALLS:
+        raise ResultsFileError(f"{origin} is damaged: {len(calls)} calls; a snapshot has at most {MAX_CALLS}",
+                               hint=_SNAPSHOT_HINT)
+    count = calls.get(call_key("nvmlDeviceGetCount"), {}).get("value")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                              or not 0 <= count <= MAX_DEVICES):
+        raise ResultsFileError(f"{origin} is damaged: nvmlDeviceGetCount is {str(count)[:40]!r}, not a GPU count "
+                               f"in 0..{MAX_DEVICES}", hint=_SNAPSHOT_HINT)
     return data

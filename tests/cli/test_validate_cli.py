@@ -49,7 +49,7 @@ def test_starts_must_be_positive(tmp_path: Path, capsys) -> None:
     model.mkdir()
     (model / "config.json").write_text('{"vocab_size": 32000}')
     assert main(["validate", "--model", str(model), "--layout", "tp=1", "--starts", "0"]) == 2
-    assert "--starts must be at least 1" in capsys.readouterr().err
+    assert "'--starts': 0 is outside the allowed range: [1, 100]" in capsys.readouterr().err
 
 
 def test_compare_a_stored_file(tmp_path: Path, capsys) -> None:

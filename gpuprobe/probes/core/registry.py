@@ -127,6 +127,9 @@ def select(patterns: list[str], registry: list[ProbeSpec] | None = None) -> list
     chosen: set[str] = set()
     for pat in patterns:
         pat = pat.strip()
+        if not pat:
+            raise UsageError("--tests '' names no probe; give a probe key, prefix, group or index",
+                             hint="see 'gpuprobe probe --list'")
         if pat.isdigit():
             i = int(pat)
             if i >= len(table):
