@@ -73,6 +73,8 @@ NVML_SOURCE = "nvml-h100-2026-11-25.json"
 QUICK = DATA / "h100-probe-quick-2026-11-25.json"
 FULL = DATA / "h100-probe-2026-11-25.json"
 CONFIG = DATA / "configs" / "llama-3.2-1b.json"
+SMALL = DATA / "nvidia-smi-topo" / "rtx5090-2gpu-phb.txt"
+"""The quickest real input of a report (a topology, no plots): where the report's content is not the point."""
 CALIBRATION = DATA.parent.parent / "reports" / "h100-2026-11-25" / "machine2" / "calibration.json"
 
 THRESHOLDS_JSON = {
@@ -540,7 +542,7 @@ def report_file_cases() -> list[Case]:
         def build(tmp: Path, src=src, mut=mut, name=name) -> Plan:
             path = _write_mutated(tmp, src, mut, "report" + name)
             out = tmp / "report.html"
-            argv = ["report", str(QUICK), "--validation", str(path), "--html", str(out), "--no-qualify"]
+            argv = ["report", str(SMALL), "--validation", str(path), "--html", str(out), "--no-qualify"]
             return Plan(argv, {OK, BAD_FILE, BAD_USAGE}, [_no_raw_script(out)])
 
         cases.append(Case("report", name, build))
@@ -806,9 +808,9 @@ WRITERS: tuple[Writer, ...] = (
            frozenset(QUALIFY_CODES), frozenset(QUALIFY_SUCCESS), _validate_text("gpuprobe"), ".prom"),
     Writer("topo", "dot", lambda t, p: ["topo", "--nvml-snapshot", str(DATA / NVML_SOURCE), "--dot", p],
            validate=_validate_text("}"), suffix=".dot"),
-    Writer("report", "html", lambda t, p: ["report", str(QUICK), "--no-qualify", "--html", p],
+    Writer("report", "html", lambda t, p: ["report", str(SMALL), "--no-qualify", "--html", p],
            validate=_validate_text("</html>"), suffix=".html"),
-    Writer("report", "markdown", lambda t, p: ["report", str(QUICK), "--no-qualify", "--markdown", p],
+    Writer("report", "markdown", lambda t, p: ["report", str(SMALL), "--no-qualify", "--markdown", p],
            validate=_validate_text("#"), suffix=".md"),
     Writer("validate", "fit-calibration", lambda t, p: ["validate", "--compare", _resolve(t, "@validation"),
                                                          "--fit-calibration", p],
