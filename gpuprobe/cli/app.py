@@ -17,13 +17,12 @@ Set GPUPROBE_DEBUG=1 to see tracebacks.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 import typer
 
 from gpuprobe import __version__
-from gpuprobe.cli.signals import CURRENT, HANDLED, SignalsAsInterrupts, stop_line
+from gpuprobe.cli.signals import CURRENT, SignalsAsInterrupts, stop_line
 from gpuprobe.errors import GpuprobeError
 
 app = typer.Typer(
@@ -127,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         if signals.received is not None:  # typer turns the interrupt into exit 130: say which signal it was
             print(stop_line(signals.name or "", saved=not failed), file=sys.stderr)
             code = 128 + signals.received
-            if argv is None:  # the process ends now: a late signal must not print a traceback on the way out
-                for sig in HANDLED:
-                    signal.signal(sig, signal.SIG_IGN)
+            if argv is None:  # the process ends now: a late signal must not cut it short on the way out
+                signals.ignore_rest()
     if argv is None:
         sys.exit(code)
     return code

@@ -67,6 +67,13 @@ class SignalsAsInterrupts:
             raise KeyboardInterrupt  # Ctrl-C: "interrupted by the user"
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
+    def ignore_rest(self) -> None:
+        """The process ends now: any later signal is ignored (also after the block), so a late one can neither
+        print a traceback on the way out nor change the exit code."""
+        for sig in self._old:
+            signal.signal(sig, signal.SIG_IGN)
+        self._old.clear()
+
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)

@@ -150,7 +150,7 @@ def _text_block(key: str, block: list[str], origin: str) -> list[Measurement]:
         if columns is None and all(t.isdigit() for t in toks):
             if len(toks) > MAX_DEVICES:
                 raise damaged(origin, f"{key} header", f"has {len(toks)} columns; at most {MAX_DEVICES} are read")
-            columns = [int(t) for t in toks]
+            columns = [count(t, origin, f"{key} header", MAX_DEVICES - 1) for t in toks]
             continue
         if columns is not None and toks and toks[0].isdigit():
             row = count(toks[0], origin, f"{key} row", MAX_DEVICES - 1)

@@ -239,7 +239,8 @@ def _allreduce_section(runs: Sequence[tuple[str, Results]]) -> Section | None:
     if anchors:
         sec.blocks.append(["anchor: " + a for a in sorted(anchors)])
     for label, _res, (probe, group), ms in groups:
-        pick = [m for m in ms if (m.size_bytes or 0) in _landmarks(ms)]
+        landmarks = _landmarks(ms)
+        pick = [m for m in ms if (m.size_bytes or 0) in landmarks]
         rows = [[size_label(m.size_bytes), fmt(m.value, "us"), fmt(m.algbw_gbps, "GB/s"), fmt(m.busbw_gbps, "GB/s"),
                  str(m.wrong_elements) if m.wrong_elements is not None else NA] for m in pick]
         cap = f"{label + ': ' if len(runs) > 1 else ''}{probe}, GPUs {','.join(map(str, group))}, " \

@@ -75,7 +75,11 @@ def p2p_status_text(code: int | None) -> str:
 
 
 def ids_from_mask(words: Iterable[int], bits_per_word: int = 64) -> list[int]:
-    """Ids (CPUs or NUMA nodes) set in an NVML affinity mask: bit j of word i is id i*64 + j."""
+    """Ids (CPUs or NUMA nodes) set in an NVML affinity mask: bit j of word i is id i*64 + j. A mask holding
+    anything but whole numbers >= 0 (a damaged snapshot) is unknown: no ids."""
+    words = list(words)
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in words):
+        return []
     ids = []
     for i, word in enumerate(words):
         for j in range(bits_per_word):
