@@ -17,6 +17,7 @@ ALLOWED = {
     "report": {"results", "report"},
     "qualify": {"results", "system", "topology", "qualify"},
     "importers": {"results", "importers"},
+    "cluster": {"results", "system", "probes", "cluster"},
 }
 
 
@@ -70,6 +71,8 @@ ONLY = {
     "results/run_info.py": set(),
     "results/model.py": {"gpuprobe.results.run_info"},
     "results/validation.py": {"gpuprobe.results.run_info"},
+    "results/cluster_view.py": {"gpuprobe.results.model"},
+    "cluster/launch.py": set(),
 }
 
 
