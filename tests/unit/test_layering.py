@@ -72,7 +72,7 @@ ONLY = {
     "results/model.py": {"gpuprobe.results.run_info"},
     "results/validation.py": {"gpuprobe.results.run_info"},
     "results/cluster_view.py": {"gpuprobe.results.model"},
-    "cluster/launch.py": set(),
+    "cluster/launch.py": {"gpuprobe.errors"},
 }
 
 
