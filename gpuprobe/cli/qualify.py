@@ -41,6 +41,10 @@ def qualify(
     nvlinks_expected; [tests.KEY] (a probe or check key, or a glob) with warn, fail, expected, skip;
     [gpus."REGEX"] (matched in the GPU name) with the same keys and its own [gpus."REGEX".tests.KEY].
 
+    A cluster results file (probe under torchrun, srun or mpirun) is also judged node by node: a node 10 % or
+    more worse than the cluster median on any figure, missing, or with weak links to most peers is FAIL and
+    listed on the 'drain: node3,node7' line; a weak link alone is WARN.
+
     Exit codes: 0 PASS, 10 WARN, 11 FAIL; 1 a bad file, 2 bad usage, 3 no GPU (and no --input).
     """
     from gpuprobe.qualify import judge, load_thresholds
@@ -57,6 +61,10 @@ def qualify(
         source = str(output) if output else "live run"
         environment = {k: v for k, v in os.environ.items() if k.startswith("NCCL_")}
     q = judge(results, limits, source=source, environment=environment)
+    if results.cluster is not None:
+        from gpuprobe.qualify.cluster import add_cluster
+
+        add_cluster(q, results.cluster)
 
     if junit is not None:
         _write_text(junit, to_junit(q))
@@ -113,4 +121,9 @@ def _show(out: Output, q: Qualification) -> None:
     table = outliers_table(q)
     if table is not None:
         out.data(table)
+    if q.cluster is not None:
+        from gpuprobe.report.terminal_cluster import cluster_findings_table, drain_line
+
+        out.data(cluster_findings_table(q.cluster))
+        out.data(Text(drain_line(q.cluster), style="bold red" if q.cluster.drain else "green"))
     out.data(Text(verdict_line(q), style=COLOURS.get(q.verdict, "")))

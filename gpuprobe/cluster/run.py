@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -62,6 +63,21 @@ def compare_fingerprints(prints: list[dict[str, Any]], names: list[str]) -> str 
             if theirs.get(k) != ours.get(k):
                 return f"{who} has option {k}={theirs.get(k)!r}, rank 0 ({names[0]}) has {ours.get(k)!r}"
     return None
+
+
+HIDDEN_DURING_LOCAL = ("TORCHELASTIC_USE_AGENT_STORE", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                       "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
+"""torchrun's variables, hidden from the local probes' worker processes: with ``TORCHELASTIC_USE_AGENT_STORE``
+set, torch would make them clients of a store that nobody serves on their own port."""
+
+
+@contextlib.contextmanager
+def _launcher_env_hidden() -> Iterator[None]:
+    saved = {k: os.environ.pop(k) for k in HIDDEN_DURING_LOCAL if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 class Coordinator:
@@ -186,7 +202,8 @@ def _run(torch: Any, dist: Any, launch: Launch, options: ProbeOptions, backend: 
     t_start = time.monotonic()
 
     say("cluster: local probes")
-    local = run_probes(options, output=output if rank == 0 else None, progress=say, argv=argv)
+    with _launcher_env_hidden():  # the local all-reduce's workers start their own world on this node
+        local = run_probes(options, output=output if rank == 0 else None, progress=say, argv=argv)
     from gpuprobe.system.nics import gpudirect_rdma, read_nics
 
     node = ClusterNode(rank=rank, name=names[rank], status="ok", results=local, nics=read_nics(local.devices),

@@ -9,6 +9,7 @@ from rich.table import Table
 from gpuprobe.report.fmt import NA, size_label
 from gpuprobe.results.cluster_view import matrix, names
 from gpuprobe.results.model import Cluster, Measurement
+from gpuprobe.results.qualification import ClusterQualification
 
 
 def _cell(m: Measurement | None, unit: str) -> str:
@@ -77,3 +78,25 @@ def cluster_tables(c: Cluster) -> list[Table]:
         if t is not None:
             out.append(t)
     return out
+
+
+def cluster_findings_table(cq: ClusterQualification) -> Table:
+    t = Table(title=f"Cluster: {len(cq.nodes)} nodes against the median ({cq.below_median:.0%} worse or more is "
+              "named)", box=box.SIMPLE_HEAD)
+    for col in ("verdict", "node or link", "figure", "value", "median", "vs median", "why"):
+        t.add_column(col, justify="right" if col in ("value", "median", "vs median") else "left")
+    for f in cq.findings:
+        colour = "red" if f.verdict == "FAIL" else "yellow"
+        t.add_row(f"[{colour}]{f.verdict}[/{colour}]", escape(f.subject), escape(f.test),
+                  NA if f.value is None else f"{f.value:,.3g} {f.unit or ''}",
+                  NA if f.median is None else f"{f.median:,.3g}",
+                  NA if f.ratio_to_median is None else f"{f.ratio_to_median:.0%}", escape(f.reason or ""))
+    if not cq.findings:
+        t.add_row("[green]PASS[/green]", "every node", "every figure", NA, NA, NA,
+                  f"within {cq.below_median:.0%} of the median")
+    return t
+
+
+def drain_line(cq: ClusterQualification) -> str:
+    """``drain: node3,node7`` or ``drain: none``."""
+    return "drain: " + (",".join(cq.drain) if cq.drain else "none")
