@@ -259,3 +259,12 @@ def test_report_and_terminal_show_the_matrix_and_spread() -> None:
         console.print(t)
     out = console.export_text()
     assert "Node to node bandwidth" in out and "node3" in out and "host_to_device_memcpy_ce" in out
+
+
+def test_a_newer_cluster_section_is_refused_in_one_line() -> None:
+    from gpuprobe.errors import ResultsFileError
+
+    data = to_data(synthetic_cluster(n=2))
+    data["cluster"]["schema_version"] = 2
+    with pytest.raises(ResultsFileError, match="cluster section of kind 'gpuprobe.cluster', version 2"):
+        results_from_data(data, origin="c.json")
