@@ -266,5 +266,5 @@ def test_a_newer_cluster_section_is_refused_in_one_line() -> None:
 
     data = to_data(synthetic_cluster(n=2))
     data["cluster"]["schema_version"] = 2
-    with pytest.raises(ResultsFileError, match="cluster section of kind 'gpuprobe.cluster', version 2"):
+    with pytest.raises(ResultsFileError, match=r"cluster section of kind 'gpuprobe\.cluster', version 2"):
         results_from_data(data, origin="c.json")
