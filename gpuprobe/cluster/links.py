@@ -60,17 +60,18 @@ class PairPlan:
 
 
 class Channel:
-    """Blocking send/recv to one peer with the cluster timeout on every operation."""
+    """Blocking send/recv to one peer (its rank in the pair's own process group ``pg``), with the cluster
+    timeout on every operation."""
 
-    def __init__(self, dist: Any, pg: Any, peer: int, timeout_s: float, sync: Callable[[], None]) -> None:
-        self.dist, self.pg, self.peer, self.sync = dist, pg, peer, sync
+    def __init__(self, pg: Any, peer: int, timeout_s: float, sync: Callable[[], None]) -> None:
+        self.pg, self.peer, self.sync = pg, peer, sync
         self.timeout = timedelta(seconds=timeout_s)
 
     def send(self, t: Any) -> None:
-        self.dist.isend(t, self.peer, group=self.pg).wait(self.timeout)
+        self.pg.send([t], self.peer, 0).wait(self.timeout)
 
     def recv(self, t: Any) -> None:
-        self.dist.irecv(t, self.peer, group=self.pg).wait(self.timeout)
+        self.pg.recv([t], self.peer, 0).wait(self.timeout)
         self.sync()
 
 

@@ -10,10 +10,12 @@
 5. Rank 0 gathers everything from the store and writes one results file with a ``cluster`` section.
 
 No step waits for a node for ever: before the links, before each round, before the all-reduce and at the end,
-every live node checks in at the store and rank 0 waits at most ``timeout_s`` for it (after its own local suite,
-for the first check-in). A node that does not check in is named (``missing``: its results never came; ``lost``:
-they came, then it stopped answering), what it measured is kept, and the others carry on without it. Transfers
-use the same timeout on every send and receive.
+every live node checks in at the store and rank 0 waits at most ``timeout_s`` for it after its own local suite,
+then 2 × ``timeout_s`` + 5 s at each later check-in (a healthy node whose partner hung is up to one transfer
+timeout late and is not taken for the hung one). A node that does not check in is named (``missing``: its results
+never came; ``lost``: they came, then it stopped answering), what it measured is kept, and the others carry on
+without it. Every pair, and the all-reduce, has a process group of its own made by its members alone through the
+store (a timeout poisons only that group), and every send and receive has the same timeout.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class Coordinator:
 
     def __init__(self, store: Any, rank: int, world: int, timeout_s: float) -> None:
         self.store, self.rank, self.world, self.timeout_s = store, rank, world, timeout_s
+        self.step_wait_s = 2 * timeout_s + 5
+        """How long rank 0 waits at a check-in after the local suites: a healthy node paired with a hung one
+        arrives up to one transfer timeout late, and must not be taken for the hung one."""
 
     def put(self, key: str, value: Any) -> None:
         self.store.set(key, json.dumps(value))
@@ -98,7 +103,7 @@ class Coordinator:
              patience_s: float | None = None) -> list[int]:
         """Check in at ``tag``; rank 0 waits ``wait_s`` for the others and publishes who came. A non-zero rank
         waits ``patience_s`` for that answer (rank 0 may still be busy) and stops if it was left out."""
-        wait_s = self.timeout_s if wait_s is None else wait_s
+        wait_s = self.step_wait_s if wait_s is None else wait_s
         self.store.set(f"{tag}/in/{self.rank}", "1")
         if self.rank == 0:
             end = time.monotonic() + wait_s
@@ -138,6 +143,18 @@ def _store(launch: Launch, timeout_s: float) -> Any:
                            f"{launch.master_port}: {' '.join(str(exc).split())[:200]}",
                            hint="check MASTER_ADDR/MASTER_PORT and that the port is open between nodes") from None
     return dist.PrefixStore(f"gpuprobe/{launch.run_id}", base)
+
+
+def _group(dist: Any, backend: str, store: Any, key: str, members: list[int], rank: int, timeout_s: float) -> Any:
+    """A process group of ``members`` alone (rank = index in ``members``), made through the rendezvous store by
+    the members only; not registered in torch's world, so a dead node elsewhere does not hold it up."""
+    prefixed = dist.PrefixStore(f"group/{key}", store)
+    timeout = timedelta(seconds=timeout_s)
+    if backend == "nccl":
+        opts = dist.ProcessGroupNCCL.Options()
+        opts._timeout = timeout
+        return dist.ProcessGroupNCCL(prefixed, members.index(rank), len(members), opts)
+    return dist.ProcessGroupGloo(prefixed, members.index(rank), len(members), timeout)
 
 
 def run_cluster(
@@ -193,11 +210,9 @@ def _run(torch: Any, dist: Any, launch: Launch, options: ProbeOptions, backend: 
         names = [f"{n}#{r}" if names.count(n) > 1 else n for r, n in enumerate(names)]
     coord = Coordinator(store, rank, world, timeout_s)
     device = None
-    data_pg = None
     if backend == "nccl":
         device = torch.device("cuda", 0)
         torch.cuda.set_device(device)
-        data_pg = dist.new_group(backend="nccl", timeout=timedelta(seconds=timeout_s))
     sync: Callable[[], None] = (lambda: torch.cuda.synchronize(device)) if backend == "nccl" else (lambda: None)
     t_start = time.monotonic()
 
@@ -211,7 +226,7 @@ def _run(torch: Any, dist: Any, launch: Launch, options: ProbeOptions, backend: 
     coord.put(f"node/{rank}", to_data(node))
     everyone = list(range(world))
     local_s = time.monotonic() - t_start
-    alive = coord.sync("local", everyone, patience_s=local_s + 3 * timeout_s + 60)
+    alive = coord.sync("local", everyone, wait_s=timeout_s, patience_s=local_s + 3 * timeout_s + 60)
     gone: dict[int, str] = {r: f"did not finish its local probes within {timeout_s:.0f} s of rank 0"
                             for r in everyone if r not in alive}
 
@@ -231,11 +246,14 @@ def _run(torch: Any, dist: Any, launch: Launch, options: ProbeOptions, backend: 
             continue
         peer = mine[1] if mine[0] == rank else mine[0]
         say(f"cluster: link round {i + 1}/{len(schedule)}: {names[rank]} <-> {names[peer]}")
-        ch = Channel(dist, data_pg, peer, timeout_s, sync)
         got: list[Measurement] = []
         directions = [mine, mine[::-1]]
+        ch: Channel | None = None
         for k, (src, dst) in enumerate(directions):
             try:
+                if ch is None:  # a group of its own: a timeout here leaves every other pair's group intact
+                    pg = _group(dist, backend, store, f"pair/{mine[0]}-{mine[1]}", list(mine), rank, timeout_s)
+                    ch = Channel(pg, mine.index(peer), timeout_s, sync)
                 got += measure_pair(torch, ch, plan, rank == src, names[src], names[dst], src, device,
                                     seed=1000 * i + src + 1)
             except Exception as exc:  # noqa: BLE001 - a dead or hung peer: the pair is a record, the run goes on
@@ -251,7 +269,7 @@ def _run(torch: Any, dist: Any, launch: Launch, options: ProbeOptions, backend: 
         if r not in now:
             gone.setdefault(r, "stopped answering before the all-reduce")
     alive = now
-    collectives = _allreduce(torch, dist, options, backend, alive, world, data_pg, device, sync, timeout_s, say)
+    collectives = _allreduce(torch, dist, options, backend, alive, world, store, device, sync, timeout_s, say)
     if rank == alive[0]:
         coord.put("collectives", [to_data(m) for m in collectives])
     if rank != 0:
@@ -265,7 +283,7 @@ def _run(torch: Any, dist: Any, launch: Launch, options: ProbeOptions, backend: 
 
 
 def _allreduce(torch: Any, dist: Any, options: ProbeOptions, backend: str, members: list[int], world: int,
-               data_pg: Any, device: Any, sync: Callable[[], None], timeout_s: float,
+               store: Any, device: Any, sync: Callable[[], None], timeout_s: float,
                say: Callable[[str], None]) -> list[Measurement]:
     """The all-reduce sweep over ``members`` (node ranks) with the local probe's timing and check."""
     from gpuprobe.probes.allreduce import element_counts, probe_sizes
@@ -293,20 +311,18 @@ def _allreduce(torch: Any, dist: Any, options: ProbeOptions, backend: str, membe
                        iters=splan.iters, warmup=splan.warmup, samples=splan.samples, directory="",
                        init_timeout_s=timeout_s)
     rank = dist.get_rank()
-    if len(members) == world:
-        pg = data_pg if data_pg is not None else dist.group.WORLD
-        cpg = dist.group.WORLD
-    else:
-        timeout = timedelta(seconds=timeout_s)
-        cpg = dist.new_group(members, timeout=timeout, use_local_synchronization=True)
-        pg = dist.new_group(members, backend=backend, timeout=timeout, use_local_synchronization=True) \
-            if backend == "nccl" else cpg
+    error = None
     out = _Lines()
+    try:
+        pg = _group(dist, backend, store, "allreduce", members, rank, timeout_s)
+        cpg = pg if backend == "gloo" else _group(dist, "gloo", store, "allreduce-ctrl", members, rank, timeout_s)
+    except Exception as exc:  # noqa: BLE001 - a member gone since the check-in: every size becomes a record
+        error = f"all-reduce over nodes {members} could not start: {' '.join(str(exc).split())[:200]}"
     buf = torch.zeros(max(counts), dtype=torch.float32, device=device if device is not None else "cpu")
     say(f"cluster: all-reduce over {len(members)} nodes")
-    error = None
     try:
-        _sweep_group(torch, dist, wplan, out, rank, 0, members, counts, buf, pg, cpg, sync)
+        if error is None:
+            _sweep_group(torch, dist, wplan, out, rank, 0, members, counts, buf, pg, cpg, sync)
     except Exception as exc:  # noqa: BLE001 - a node lost mid-sweep: the sizes left become records
         error = f"all-reduce over nodes {members} failed: {' '.join(str(exc).split())[:200]}"
     ms = [_measured(splan, members, line, []) for line in out.lines if line["kind"] == "size"]

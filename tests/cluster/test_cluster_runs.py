@@ -163,3 +163,38 @@ def test_another_version_on_one_node_stops_the_run_with_one_line(tmp_path: Path)
         assert len(lines) == 1, (tmp_path / f"node{r}.err").read_text()
         assert "node node1 (rank 1) runs gpuprobe 9.9.9, rank 0 (node0) runs 0.1.0" in lines[0]
     assert not (tmp_path / "node0" / "cluster.json").exists()
+
+
+@pytest.mark.slow
+def test_a_node_that_hangs_during_the_links_is_named_lost_and_its_figures_kept(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from nodes import descendants
+
+    timeout = 8
+    procs = torchrun_nodes(3, tmp_path, [*SMALL, "--cluster-timeout", str(timeout)])
+    err2 = tmp_path / "node2.err"
+    assert wait_for(lambda: "link round" in err2.read_text(), 120, every_s=0.01), err2.read_text()
+    frozen = descendants(procs[2].pid)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)  # hung, not dead: its sockets stay open
+    stopped = time.monotonic()
+    err0 = tmp_path / "node0.err"
+    try:
+        assert wait_for(lambda: "cluster results written" in err0.read_text(), timeout * 6 + 60), err0.read_text()
+        took = time.monotonic() - stopped
+        print(f"merged file {took:.1f} s after node2 hung (timeout {timeout} s)")
+    finally:
+        wait_all(procs, 3)
+    res = load_results(tmp_path / "node0" / "cluster.json")
+    c = res.cluster
+    assert c is not None and res.status == "partial"
+    assert [(x.name, x.status) for x in c.nodes] == [("node0", "ok"), ("node1", "ok"), ("node2", "lost")]
+    assert c.nodes[2].results is not None  # what it measured before it hung is kept
+    assert any("node2" in p and "lost" in p for p in c.problems)
+    assert len(c.links) == 12
+    for m in c.links:
+        if "node2" not in (m.src, m.dst):
+            assert m.status == "ok" and m.verified, m.reason
+    assert took < timeout * 6 + 30
