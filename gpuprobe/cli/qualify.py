@@ -78,6 +78,10 @@ def qualify(
         if path is not None and (path != output or input_ is None):
             out.info(f"{what} written to {path}")
     if json_:
+        if q.cluster is not None:
+            from gpuprobe.report.terminal_cluster import drain_line
+
+            out.info(drain_line(q.cluster))
         out.info(verdict_line(q))
     if input_ is None:
         from gpuprobe.probes.run import missing_dependency

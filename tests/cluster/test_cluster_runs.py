@@ -69,7 +69,8 @@ def test_two_nodes_as_srun_starts_them_and_the_file_in_every_command(tmp_path: P
 def check_commands(capsys, path: Path, tmp_path: Path) -> None:
     code, out, _ = run_cli(capsys, "qualify", "--input", str(path))
     assert code in (0, 10, 11) and "drain: " in out and "Cluster: 2 nodes against the median" in out
-    code, out, _ = run_cli(capsys, "qualify", "--input", str(path), "--json")
+    code, out, err = run_cli(capsys, "qualify", "--input", str(path), "--json")
+    assert "drain: " in err
     q = json.loads(out)
     assert q["cluster"]["nodes"] == ["node0", "node1"] and q["exit_code"] == code
     code, _, err = run_cli(capsys, "report", str(path), "--markdown", str(tmp_path / "r.md"), "--html",
