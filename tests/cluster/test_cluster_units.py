@@ -268,3 +268,14 @@ def test_a_newer_cluster_section_is_refused_in_one_line() -> None:
     data["cluster"]["schema_version"] = 2
     with pytest.raises(ResultsFileError, match=r"cluster section of kind 'gpuprobe\.cluster', version 2"):
         results_from_data(data, origin="c.json")
+
+
+def test_the_local_all_reduce_under_torchrun_ignores_the_agent_store(monkeypatch) -> None:
+    """Under torchrun (even with one node) the workers inherit TORCHELASTIC_USE_AGENT_STORE=True; torch would then
+    make every worker a client of a store nobody serves on the workers' own port, and the sweep would hang."""
+    pytest.importorskip("torch")
+    from gpuprobe.probes.allreduce import run_allreduce_sweep
+
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    ms = run_allreduce_sweep([[0, 1]], "gloo", [64], iters=2, warmup=0, samples=1, timeout_s=60)
+    assert [m.status for m in ms] == ["ok"] and ms[0].verified
