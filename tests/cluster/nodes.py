@@ -61,6 +61,20 @@ def slurm_nodes(n: int, out_dir: Path, args: list[str]) -> list[subprocess.Popen
     return procs
 
 
+def mpi_nodes(n: int, out_dir: Path, args: list[str]) -> list[subprocess.Popen]:
+    """``gpuprobe probe`` as ``mpirun -np n --map-by ppr:1:node -x MASTER_ADDR`` starts it (Open MPI's variables)."""
+    port = free_port()
+    procs = []
+    for r in range(n):
+        env = node_env(r, {"OMPI_COMM_WORLD_RANK": str(r), "OMPI_COMM_WORLD_SIZE": str(n),
+                           "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "1",
+                           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+        (out_dir / f"node{r}").mkdir(exist_ok=True)
+        cmd = [sys.executable, "-m", "gpuprobe", "probe", *args, "-o", str(out_dir / f"node{r}" / "cluster.json")]
+        procs.append(_start(cmd, out_dir, r, env))
+    return procs
+
+
 def _start(cmd: list[str], out_dir: Path, r: int, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=(out_dir / f"node{r}.out").open("w"),
                             stderr=(out_dir / f"node{r}.err").open("w"), start_new_session=True)

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from nodes import SMALL, kill_node, slurm_nodes, torchrun_nodes, wait_all, wait_for
+from nodes import SMALL, kill_node, mpi_nodes, slurm_nodes, torchrun_nodes, wait_all, wait_for
 
 from gpuprobe.cli.app import main
 from gpuprobe.cluster.links import BANDWIDTH, LATENCY
@@ -64,6 +64,12 @@ def test_two_nodes_as_srun_starts_them_and_the_file_in_every_command(tmp_path: P
     assert "Node to node bandwidth" in (tmp_path / "node0.out").read_text()
     assert "rank 0 writes the merged results" in (tmp_path / "node1.err").read_text()
     check_commands(capsys, path, tmp_path)
+
+
+def test_three_nodes_as_mpirun_starts_them(tmp_path: Path) -> None:
+    procs = mpi_nodes(3, tmp_path, SMALL)
+    assert wait_all(procs, 150) == [0, 0, 0], (tmp_path / "node0.err").read_text()[-3000:]
+    check_complete(load_results(tmp_path / "node0" / "cluster.json"), 3, "mpi")
 
 
 def check_commands(capsys, path: Path, tmp_path: Path) -> None:
