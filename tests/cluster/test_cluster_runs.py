@@ -197,7 +197,8 @@ def test_a_node_that_hangs_during_the_links_is_named_lost_and_its_figures_kept(t
     res = load_results(tmp_path / "node0" / "cluster.json")
     c = res.cluster
     assert c is not None and res.status == "partial"
-    assert [(x.name, x.status) for x in c.nodes] == [("node0", "ok"), ("node1", "ok"), ("node2", "lost")]
+    assert [(x.name, x.status) for x in c.nodes] == [("node0", "ok"), ("node1", "ok"), ("node2", "lost")], \
+        (c.problems, (tmp_path / "node1.err").read_text()[-2000:])
     assert c.nodes[2].results is not None  # what it measured before it hung is kept
     assert any("node2" in p and "lost" in p for p in c.problems)
     assert len(c.links) == 12
