@@ -9,6 +9,7 @@ import typer
 
 from gpuprobe.cli.output import Output
 from gpuprobe.cluster.launch import Launch, node_name
+from gpuprobe.errors import UsageError
 from gpuprobe.options import ProbeOptions
 
 
@@ -17,6 +18,8 @@ def probe_cluster(out: Output, launch: Launch, options: ProbeOptions, output: Pa
     """Run this node's part; rank 0 shows and writes the merged file (exit 4 when a node or a figure failed)."""
     from gpuprobe.cluster.run import run_cluster
 
+    if not timeout_s > 0:
+        raise UsageError(f"--cluster-timeout must be more than 0 seconds (got {timeout_s:g})")
     me = node_name()
 
     def progress(label: str) -> None:

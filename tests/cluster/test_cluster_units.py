@@ -279,3 +279,17 @@ def test_the_local_all_reduce_under_torchrun_ignores_the_agent_store(monkeypatch
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
     ms = run_allreduce_sweep([[0, 1]], "gloo", [64], iters=2, warmup=0, samples=1, timeout_s=60)
     assert [m.status for m in ms] == ["ok"] and ms[0].verified
+
+
+def test_probe_under_a_launcher_checks_its_timeout_and_mpi_needs_master_addr(monkeypatch, capsys) -> None:
+    from gpuprobe.cli.app import main
+
+    for k in [k for k in os.environ if k.startswith(("SLURM_", "TORCHELASTIC_"))]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    assert main(["probe", "--backend", "gloo"]) == 2
+    assert "mpi: MASTER_ADDR is not set" in capsys.readouterr().err
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    assert main(["probe", "--backend", "gloo", "--cluster-timeout", "0"]) == 2
+    assert "--cluster-timeout must be more than 0" in capsys.readouterr().err
