@@ -46,11 +46,15 @@ def probe(
     json_: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
     wide: bool = typer.Option(False, "--wide", help="Full-width tables, whatever the terminal's width."),
     all_: bool = typer.Option(False, "--all", help="Every row (default: the pairs' all-reduce at its largest size)."),
+    cluster_timeout: float = typer.Option(300.0, "--cluster-timeout", help="Under torchrun, srun or mpirun: seconds "
+                                          "a node may be late or silent before it is named missing."),
 ) -> None:
     """Measure host<->GPU and GPU<->GPU bandwidth and latency, local HBM copy and all-reduce.
 
     Exit code 0 when every selected probe ran (or was waived), 4 when some failed or did not verify,
     3 when there is no GPU (the recorded capture shipped with gpuprobe is shown instead).
+    Started by torchrun, srun or mpirun (one process per node), it probes every node and the links between
+    them, and rank 0 writes one merged file (see README, Clusters).
     """
     from gpuprobe.probes import run as _run
     from gpuprobe.probes.core.registry import REGISTRY, select
@@ -68,6 +72,14 @@ def probe(
     options = probe_options(tests, quick, gpus, buffer_mib, samples, verify=not no_verify,
                             collective_backend=backend, cpu_ranks=cpu_ranks, allreduce_max_bytes=ar_max)
 
+    from gpuprobe.cluster.launch import detect
+
+    launch = detect()
+    if launch is not None:
+        from gpuprobe.cli.probe_cluster import probe_cluster
+
+        probe_cluster(out, launch, options, output, cluster_timeout, all_)
+        return
     results, output = _run_with_progress(out, options, output, force)
     reason = results.cuda_skip_reason()
     ran_any = any(m.status != "waived" for m in results.measurements)
@@ -192,5 +204,10 @@ def _show(out: Output, results, every_row: bool = True) -> None:
         out.data(ar)
     if results.probe_seconds:
         out.data(terminal.timing_table(results))
+    if results.cluster is not None:
+        from gpuprobe.report.terminal_cluster import cluster_tables
+
+        for table in cluster_tables(results.cluster):
+            out.data(table)
     for n in results.notes:
         out.info(f"note: {n}")

@@ -73,6 +73,10 @@ def qualify(
     power, temperature, throttle reasons, PCIe replays, ECC, row remaps, XID events) and judges the timeline.
     A figure below its fail band is measured again before it is called FAIL (confirmed).
 
+    A cluster results file (probe under torchrun, srun or mpirun) is also judged node by node: a node 10 % or
+    more worse than the cluster median on any figure, missing, or with weak links to most peers is FAIL and
+    listed on the 'drain: node3,node7' line; a weak link alone is WARN.
+
     Exit codes: 0 PASS, 10 WARN, 11 FAIL; 1 a bad file, 2 bad usage, 3 no GPU (and no --input).
     --format slurm: 0 PASS or WARN, 11 FAIL (errors keep their codes). --format npd: 0 OK (PASS or WARN),
     1 problem (FAIL), 2 unknown (any error).
@@ -117,6 +121,10 @@ def qualify(
         source = str(output) if output else "live run"
         environment = {k: v for k, v in os.environ.items() if k.startswith("NCCL_")}
     q = judge(results, limits, source=source, environment=environment)
+    if results.cluster is not None:
+        from gpuprobe.qualify.cluster import add_cluster
+
+        add_cluster(q, results.cluster)
     q.level = "input" if input_ is not None else "single"
     _finish(out, fmt, q, junit, prometheus, qualification_out, output if input_ is None else None)
     if input_ is None:
@@ -153,6 +161,10 @@ def _finish(out: Output, fmt: str, q: Qualification, junit: Path | None, prometh
         if path is not None:
             out.info(f"{what} written to {path}")
     if fmt != "text":
+        if q.cluster is not None:
+            from gpuprobe.report.terminal_cluster import drain_line
+
+            out.info(drain_line(q.cluster))
         out.info(verdict_line(q))
 
 
@@ -174,6 +186,11 @@ def _show(out: Output, q: Qualification) -> None:
     table = outliers_table(q)
     if table is not None:
         out.data(table)
+    if q.cluster is not None:
+        from gpuprobe.report.terminal_cluster import cluster_findings_table, drain_line
+
+        out.data(cluster_findings_table(q.cluster))
+        out.data(Text(drain_line(q.cluster), style="bold red" if q.cluster.drain else "green"))
     for line in level_lines(q):
         out.data(Text(line, style="dim"))
     out.data(Text(verdict_line(q), style=COLOURS.get(q.verdict, "")))

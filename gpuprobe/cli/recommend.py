@@ -120,15 +120,23 @@ def recommend(
     serve_model: str | None = typer.Option(None, "--serve-model", metavar="PATH_OR_ID", help="What the printed "
                                            "'vllm serve' lines load: a Hugging Face id or a folder with the weights "
                                            "(default: the --model folder)."),
+    nodes: int | None = typer.Option(None, "--nodes", help="Identical nodes of the system (default: the nodes of "
+                                     "a cluster --system file, else 1): TP inside a node, PP and replicas across."),
+    inter_node_gbps: float | None = typer.Option(None, "--inter-node-gbps", help="GB/s between two nodes (default: "
+                                                 "the median node-to-node bandwidth of a cluster --system file)."),
+    master_addr: str = typer.Option("NODE0", "--master-addr", help="First node's address in multi-node vLLM lines."),
     all_: bool = typer.Option(False, "--all", help=f"Every layout that fits (default: the best {SHOW_LAYOUTS})."),
     wide: bool = typer.Option(False, "--wide", help="Full-width table, whatever the terminal's width."),
 ) -> None:
     """Predict KV capacity, TTFT, TPOT and throughput for every TP x PP x replicas layout and rank them."""
     out = Output(json_mode=json_mode, wide=wide)
+    cluster = None
     if system is not None:
         if gpu is not None or num_gpus is not None:
             raise UsageError("give either --system FILE or --gpu NAME --num-gpus N, not both")
-        profile = system_from_results(load_results(system), name=system.name)
+        loaded = load_results(system)
+        profile = system_from_results(loaded, name=system.name)
+        cluster = loaded.cluster
     elif gpu is not None and num_gpus is not None:
         profile = system_from_spec(gpu, num_gpus)
     elif probe_first or _offer_probe(out):
@@ -158,8 +166,13 @@ def recommend(
     )  # fmt: skip
     cal = load_calibration(calibration) if calibration else Calibration()
     model_ref, serve_note = serve_target(model, serve_model)
+    from gpuprobe.cli.recommend_nodes import across_nodes, node_lines
+
+    profile, keep, per_node = across_nodes(profile, cluster, nodes, inter_node_gbps)
     rec = run_recommend(spec, profile, serve, traffic, cal, objective, Slo(max_ttft_ms, max_tpot_ms),
-                        model_ref=model_ref)
+                        model_ref=model_ref, keep=keep)
+    if per_node is not None:
+        node_lines(rec, per_node, master_addr)
     rec.vllm_installed = installed_vllm()
     if serve_note:
         rec.notes.insert(0, serve_note)

@@ -23,7 +23,10 @@ def _qualify(results: Results) -> Any | None:
         module = importlib.import_module("gpuprobe.qualify")
     except ImportError:
         return None
-    return module.judge(results)
+    q = module.judge(results)
+    if results.cluster is not None:
+        importlib.import_module("gpuprobe.qualify.cluster").add_cluster(q, results.cluster)
+    return q
 
 
 def report(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Literal
@@ -163,14 +164,15 @@ def _sort_key(objective: Objective, slo: Slo, t: Traffic):
 
 def recommend(spec: ModelSpec, system: SystemProfile, serve: ServeOptions, traffic: Traffic, cal: Calibration,
               objective: Objective = "throughput", slo: Slo | None = None,
-              model_ref: str | None = None) -> Recommendation:
-    """Predict and rank every tp x pp x replicas layout of ``spec`` on ``system``."""
+              model_ref: str | None = None, keep: Callable[[Layout], bool] | None = None) -> Recommendation:
+    """Predict and rank every tp x pp x replicas layout of ``spec`` on ``system`` (those ``keep`` accepts)."""
     if objective not in ("throughput", "latency", "goodput"):
         raise UsageError(f"--objective must be throughput, latency or goodput, not {objective!r}")
     slo = slo or Slo()
     if objective == "goodput" and not slo.any:
         raise UsageError("--objective goodput needs an SLO: --max-ttft-ms and/or --max-tpot-ms")
     layouts = [assign_gpus(system, tp, pp, rep) for tp, pp, rep in enumerate_shapes(system.gpu_count)]
+    layouts = [lay for lay in layouts if keep is None or keep(lay)]
     results = [predict_layout(spec, system, lay, traffic, serve, cal, model_ref, slo=slo) for lay in layouts]
     results.sort(key=_sort_key(objective, slo, traffic))
     for r in results:

@@ -129,6 +129,7 @@ def _memory_cap_bytes(torch: Any, plan: WorkerPlan, device: Any) -> int:
 def _run(rank: int, plan: WorkerPlan, out: _Out) -> None:
     if plan.backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ and Path("/sys/class/net/lo").exists():
         os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # every rank is on this host
+    os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)  # under torchrun: this world has its own store
     import torch
     import torch.distributed as dist
 

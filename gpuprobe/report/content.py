@@ -393,6 +393,12 @@ def _summary(runs: Sequence[tuple[str, Results]], quals: Sequence[Any | None]) -
     return out
 
 
+def _cluster_section(runs: Sequence[tuple[str, Results]], quals: Sequence[Any | None]) -> Section | None:
+    from gpuprobe.report.cluster import cluster_section  # it builds on this module's tables
+
+    return cluster_section(runs, quals)
+
+
 def build_document(runs: Sequence[tuple[str, Results]], validations: Sequence[tuple[str, ValidationRuns]] = (),
                    qualifications: Sequence[Any | None] | None = None) -> Document:
     """The report of ``runs`` ((label, results) pairs), ``validations`` and one qualification per run (or None)."""
@@ -407,7 +413,8 @@ def build_document(runs: Sequence[tuple[str, Results]], validations: Sequence[tu
                ", ".join(sorted({r.run.started_utc[:10] for _, r in labelled}))
     sections = [_host_summary(labelled), _topology_section(labelled), _bandwidth_section(labelled)]
     for s in (_latency_section(labelled), _allreduce_section(labelled),
-              _qualification_section(labelled, quals), _validation_section(validations)):
+              _qualification_section(labelled, quals), _cluster_section(labelled, quals),
+              _validation_section(validations)):
         if s is not None:
             sections.append(s)
     notes = [f"{lbl}: {n}" if len(labelled) > 1 else n for lbl, r in labelled for n in (*r.problems, *r.notes)]

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gpuprobe.errors import GpuprobeError, OutputError, ResultsFileError
-from gpuprobe.results.model import MAX_DEVICES, RESULTS_KIND, SCHEMA_VERSION, Results
+from gpuprobe.results.model import (
+    CLUSTER_KIND,
+    CLUSTER_SCHEMA_VERSION,
+    MAX_DEVICES,
+    RESULTS_KIND,
+    SCHEMA_VERSION,
+    Results,
+)
 from gpuprobe.results.serde import SerdeError, from_data, to_data
 
 T = TypeVar("T")
@@ -218,6 +225,13 @@ def document_from_data(cls: type[T], data: Any, *, kind: str, schema_version: in
 
 
 def results_from_data(data: Any, origin: str = "results") -> Results:
+    cluster = data.get("cluster") if isinstance(data, dict) else None
+    if isinstance(cluster, dict):  # the cluster section has its own kind and version
+        k, v = cluster.get("kind"), cluster.get("schema_version")
+        if k != CLUSTER_KIND or not isinstance(v, int) or not 1 <= v <= CLUSTER_SCHEMA_VERSION:
+            raise ResultsFileError(f"{origin} has a cluster section of kind {k!r}, version {v!r}; this gpuprobe "
+                                   f"reads {CLUSTER_KIND} versions 1..{CLUSTER_SCHEMA_VERSION}",
+                                   hint="upgrade gpuprobe to read files written by a newer version")
     results = document_from_data(Results, data, kind=RESULTS_KIND, schema_version=SCHEMA_VERSION,
                                  what="results file", origin=origin)
     gpus = len(results.devices), results.topology.gpu_count if results.topology else 0

@@ -236,6 +236,9 @@ class Results:
     """Wall time of each probe (setup, timing and verification), by probe key."""
     setup_seconds: float | None = None
     """Time spent before the first probe (NVML inventory, CUDA context, kernel compilation)."""
+    cluster: Cluster | None = None
+    """A run over several nodes (``gpuprobe.cluster`` section): every node's results, the links between them and
+    the collectives over them; None for a one-node run (and in files written before it existed)."""
     kind: str = RESULTS_KIND
     schema_version: int = SCHEMA_VERSION
 
@@ -251,3 +254,70 @@ class Results:
         if self.cuda_unavailable is not None:
             return self.cuda_unavailable
         return next((p.removeprefix(CUDA_SKIPPED) for p in self.problems if p.startswith(CUDA_SKIPPED)), None)
+
+
+CLUSTER_KIND = "gpuprobe.cluster"
+CLUSTER_SCHEMA_VERSION = 1
+"""Version of the ``Results.cluster`` section (its own, so the one-node results schema stays unchanged)."""
+
+
+@dataclass
+class Nic:
+    """A network interface of a node (``/sys/class/net``, ``/sys/class/infiniband``). None: the system did not say."""
+
+    name: str
+    kind: str
+    """``ethernet``, ``infiniband`` (an RDMA device's port) or another ``/sys/class/net`` type."""
+    state: str | None = None
+    """``up``/``down`` (operstate) or the RDMA port's state (``ACTIVE``, ``DOWN``, ...)."""
+    link_rate_gbps: float | None = None
+    """Link rate in Gbit/s (10⁹ bit/s) as the driver reports it (not measured)."""
+    pci_bus_id: str | None = None
+    nearest_gpus: list[int] | None = None
+    """GPU indices sharing the deepest PCIe switch with the NIC; None when PCI paths are unknown."""
+    rdma_device: str | None = None
+    """The RDMA device behind a network interface (``mlx5_0``), or the net device of an RDMA port."""
+
+
+@dataclass
+class ClusterNode:
+    """One node of the cluster run (one process per node)."""
+
+    rank: int
+    name: str
+    status: Literal["ok", "missing", "lost"]
+    """ok: its results arrived and it stayed to the end; missing: its results never arrived (killed, hung or
+    crashed before its local probes ended); lost: its results arrived, then it stopped answering."""
+    reason: str | None = None
+    results: Results | None = None
+    """The node's own run (``cluster`` is None inside it)."""
+    nics: list[Nic] = field(default_factory=list)
+    gpudirect_rdma: bool | None = None
+    """True when the ``nvidia_peermem`` module is loaded (GPUDirect RDMA); None when that cannot be read."""
+
+
+@dataclass
+class Cluster:
+    """The cluster section: nodes, node-to-node links and collectives over the nodes."""
+
+    launcher: str
+    """``torchrun``, ``slurm``, ``mpi`` or ``env`` (RANK/WORLD_SIZE/MASTER_ADDR set by hand)."""
+    world_size: int
+    backend: str
+    """``gloo`` or ``nccl``: the process group of the cluster phase (one process per node)."""
+    master_addr: str
+    master_port: int
+    timeout_s: float
+    """How long a node may be late (or silent) before it is named missing or lost."""
+    nodes: list[ClusterNode] = field(default_factory=list)
+    links: list[Measurement] = field(default_factory=list)
+    """``node_p2p_bandwidth`` (GB/s) and ``node_p2p_latency`` (µs, half a round trip) per ordered node pair:
+    ``src`` sends, ``dst`` receives (names of ``nodes``)."""
+    collectives: list[Measurement] = field(default_factory=list)
+    """``all_reduce`` over the nodes; ``ranks`` are node ranks."""
+    problems: list[str] = field(default_factory=list)
+    kind: str = CLUSTER_KIND
+    schema_version: int = CLUSTER_SCHEMA_VERSION
+
+    def node_name(self, rank: int) -> str:
+        return next((n.name for n in self.nodes if n.rank == rank), f"rank{rank}")

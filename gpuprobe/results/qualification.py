@@ -244,6 +244,37 @@ class BurnIn:
 
 
 @dataclass
+class ClusterFinding:
+    """A node or a node-to-node link of a cluster results file that is worse than the cluster's median."""
+
+    subject: str
+    """A node name, or ``a->b`` for a link (a sends, b receives)."""
+    test: str
+    """The figure: a probe key with its route, ``node_p2p_bandwidth``, ``node_p2p_latency``, or ``node``
+    (missing or lost) and ``links`` (most of a node's links weak or failed)."""
+    verdict: Verdict
+    value: float | None = None
+    unit: str | None = None
+    median: float | None = None
+    ratio_to_median: float | None = None
+    """value / median for rates, median / value for times: below 1 = worse than the median."""
+    reason: str | None = None
+
+
+@dataclass
+class ClusterQualification:
+    """The cluster part of a qualification: nodes against the cluster median, weak links, the nodes to drain."""
+
+    verdict: Overall
+    nodes: list[str] = field(default_factory=list)
+    findings: list[ClusterFinding] = field(default_factory=list)
+    drain: list[str] = field(default_factory=list)
+    """Nodes to take out of service (Slurm: ``scontrol update nodename=... state=drain``)."""
+    below_median: float = 0.10
+    """A figure this fraction (or more) worse than the cluster median names its node or link."""
+
+
+@dataclass
 class Qualification:
     """The judgement of one results file."""
 
@@ -274,6 +305,8 @@ class Qualification:
     """Why no reference was matched (or what differs from the one matched)."""
     timeline: Timeline | None = None
     burn_in: BurnIn | None = None
+    cluster: ClusterQualification | None = None
+    """For a cluster results file: every node against the cluster median and the links between nodes."""
     kind: str = QUALIFICATION_KIND
     schema_version: int = QUALIFICATION_SCHEMA_VERSION
 

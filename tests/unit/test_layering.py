@@ -17,6 +17,7 @@ ALLOWED = {
     "report": {"results", "report"},
     "qualify": {"results", "system", "topology", "qualify"},
     "importers": {"results", "importers"},
+    "cluster": {"results", "system", "probes", "cluster"},
 }
 
 
@@ -83,6 +84,8 @@ ONLY = {
     # the sampler reads NVML only through the gateway and writes only the result model's timeline
     "system/sampler.py": {"gpuprobe.system.nvml", "gpuprobe.results.qualification"},
     "report/plots_health.py": {"gpuprobe.report.plots", "gpuprobe.results.qualification"},
+    "results/cluster_view.py": {"gpuprobe.results.model"},
+    "cluster/launch.py": {"gpuprobe.errors"},
 }
 
 
