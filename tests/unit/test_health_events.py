@@ -134,6 +134,20 @@ def test_clocks_set_by_the_power_limit_are_recorded_not_judged():
     assert "power limit" in c.cause and "690 W of the 700 W" in c.cause
 
 
+def test_clocks_at_the_power_limit_through_a_dip_at_a_phase_change():
+    # the H200's burn-in: 313 of 315 clock-down samples at the limit, two at a phase change (321 W, 655 W)
+    from gpuprobe.qualify.health_events import _at_power_limit
+    from gpuprobe.results.qualification import HealthSample
+
+    def sample(t: float, w: float, reasons: int = 0x4) -> HealthSample:
+        return HealthSample(t_s=t, gpu=0, sm_clock_mhz=1500, power_w=w, clocks_event_reasons=reasons)
+
+    down = [sample(t, 692.0) for t in range(28)] + [sample(28, 321.0), sample(29, 655.0)]
+    assert _at_power_limit(down, 700.0)
+    assert not _at_power_limit(down[:2] + [sample(30, 400.0)] * 5, 700.0)  # mostly below the limit
+    assert not _at_power_limit(down + [sample(31, 692.0, 0x4 | 0x40)], 700.0)  # HW thermal too
+
+
 def test_clocks_down_at_idle_are_not_judged():
     tl = sampled(sequence(at=0, fault={"nvmlDeviceGetClockInfo(gpu0,1)": {"value": 345},
                                        "nvmlDeviceGetUtilizationRates(gpu0)": {"value": {"gpu": 0, "memory": 0}}}),
@@ -173,3 +187,21 @@ def test_sampler_thread_runs_and_stops():
         import time
         time.sleep(0.1)
     assert len(s.timeline.samples) >= 3 and s.timeline.phases[0].end_s is not None
+
+
+def test_the_real_h200_burn_in_timeline_judged_again():
+    """The 5-minute burn-in recorded on one H200 (tests/data/qualify-h200-2026-12-01: 2026-12-01, driver
+    580.159.04, torch 2.11): the GPU held its 700 W limit at ~1,500 MHz (SW power cap alone) and nothing else
+    happened; judged with the power-limit rule, the clocks are recorded and every health check passes."""
+    from pathlib import Path
+
+    from gpuprobe.results.qualification import load_qualification
+
+    q = load_qualification(Path(__file__).parents[1] / "data" / "qualify-h200-2026-12-01" / "burn-in-qual.json")
+    assert q.timeline is not None and q.timeline.constructed is False and len(q.timeline.samples) > 300
+    checks = judge_timeline(q.timeline)
+    [clocks] = _only(checks, "clocks_under_load")
+    assert clocks.verdict == "INFO" and 1400 <= clocks.value <= 1600 and "power limit" in clocks.cause
+    assert {c.verdict for c in checks} <= {"PASS", "INFO"}, [(c.test, c.verdict) for c in checks]
+    assert q.burn_in is not None and q.burn_in.ran_s >= 300
+    assert all(m.ratio is not None and m.ratio >= 0.90 for m in q.burn_in.matmul)

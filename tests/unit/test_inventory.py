@@ -167,3 +167,12 @@ def test_no_gpu_from_a_zero_count():
     nvml = ReplayNvml({"kind": SNAPSHOT_KIND, "schema_version": 1, "calls": {"nvmlDeviceGetCount()": {"value": 0}}})
     with pytest.raises(NoGpu):
         device_count(nvml)
+
+
+def test_load_system_from_the_h200_snapshot():
+    """NVML recorded on one H200 in a virtual machine (2026-12-01, driver 580.159.04): one GPU on PCIe."""
+    snapshot = Path(__file__).parents[1] / "data" / "nvml-h200-2026-12-01.json"
+    facts = load_system(nvml_snapshot=snapshot)
+    [gpu] = facts.devices
+    assert gpu.name == "NVIDIA H200" and facts.driver["driver_version"] == "580.159.04"
+    assert facts.topology is not None and facts.topology.gpu_count == 1 and facts.topology.pairs == []
