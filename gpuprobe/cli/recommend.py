@@ -9,7 +9,7 @@ import typer
 
 from gpuprobe.cli.bounds import within
 from gpuprobe.cli.output import Output
-from gpuprobe.errors import ModelDoesNotFit, UsageError
+from gpuprobe.errors import ModelDoesNotFit, ResultsFileError, UsageError
 from gpuprobe.predict.calibration import Calibration, load_calibration
 from gpuprobe.predict.model_spec import load_model_spec
 from gpuprobe.predict.options import KvCacheDtype, ServeOptions
@@ -132,11 +132,22 @@ def recommend(
     out = Output(json_mode=json_mode, wide=wide)
     cluster = None
     if system is not None:
-        if gpu is not None or num_gpus is not None:
-            raise UsageError("give either --system FILE or --gpu NAME --num-gpus N, not both")
         loaded = load_results(system)
-        profile = system_from_results(loaded, name=system.name)
         cluster = loaded.cluster
+        if cluster is not None and gpu is not None and num_gpus is not None:
+            # the GPUs of each node described, the nodes and the links between them from the cluster file
+            profile = system_from_spec(gpu, num_gpus)
+        elif gpu is not None or num_gpus is not None:
+            raise UsageError("give either --system FILE or --gpu NAME --num-gpus N, not both (both only with a "
+                             "cluster file: --gpu/--num-gpus describe each node)")
+        else:
+            try:
+                profile = system_from_results(loaded, name=system.name)
+            except ResultsFileError as exc:
+                if cluster is not None:
+                    exc.hint = ("add --gpu NAME --num-gpus N to describe each node's GPUs; the nodes and the "
+                                "links between them are taken from this cluster file")
+                raise
     elif gpu is not None and num_gpus is not None:
         profile = system_from_spec(gpu, num_gpus)
     elif probe_first or _offer_probe(out):

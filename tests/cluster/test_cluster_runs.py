@@ -91,7 +91,17 @@ def check_commands(capsys, path: Path, tmp_path: Path) -> None:
     assert code == 0 and "All-reduce over nodes node0, node1" in out
     code, _, err = run_cli(capsys, "recommend", "--system", str(path), "--model",
                            str(CONFIGS / "llama-3.2-1b.json"))
-    assert code == 1 and "lists no GPUs" in err  # read, and refused in one line: measured without a GPU
+    assert code == 1 and "lists no GPUs" in err and "--gpu NAME --num-gpus N" in err  # measured without a GPU
+    # each node's GPUs described, the nodes and the measured links between them from the cluster file
+    code, out, err = run_cli(capsys, "recommend", "--system", str(path), "--gpu", "H100-SXM", "--num-gpus", "8",
+                             "--model", str(CONFIGS / "llama-3.2-1b.json"), "--json")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec["system"]["name"].startswith("2 nodes") and rec["system"]["gpu_count"] == 16
+    assert any("measured: median of 2 node-to-node links" in n for n in rec["notes"])
+    assert rec["layouts"] and all(r["tp"] <= 8 for r in rec["layouts"])  # TP stays inside a node
+    lines = [line for r in rec["layouts"] for line in r["vllm_command"]]
+    assert all(line.endswith(("# on node 0", "# on node 1")) for line in lines)
 
 
 @pytest.mark.slow
