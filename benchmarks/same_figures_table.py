@@ -42,7 +42,7 @@ def table(folder: Path) -> list[str]:
         route = "→".join(x for x in (k[1], k[2]) if x) or ",".join(map(str, k[4]))
         rows.append(f"| {k[0]} | {route} | {k[3]:,} | {o:.4g} | {n:.4g} | {n / o:.3f} | {100 * _spread(old):.1f} % "
                     f"| {100 * _spread(new):.1f} % |")
-    return rows + [""]
+    return [*rows, ""]
 
 
 if __name__ == "__main__":

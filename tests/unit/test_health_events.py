@@ -145,7 +145,7 @@ def test_clocks_at_the_power_limit_through_a_dip_at_a_phase_change():
     down = [sample(t, 692.0) for t in range(28)] + [sample(28, 321.0), sample(29, 655.0)]
     assert _at_power_limit(down, 700.0)
     assert not _at_power_limit(down[:2] + [sample(30, 400.0)] * 5, 700.0)  # mostly below the limit
-    assert not _at_power_limit(down + [sample(31, 692.0, 0x4 | 0x40)], 700.0)  # HW thermal too
+    assert not _at_power_limit([*down, sample(31, 692.0, 0x4 | 0x40)], 700.0)  # HW thermal too
 
 
 def test_clocks_down_at_idle_are_not_judged():
