@@ -44,7 +44,7 @@ from gpuprobe.qualify.judge_base import (
     PEER_WAIVED,
     subject_of,
 )
-from gpuprobe.qualify.peers import peer_outliers
+from gpuprobe.qualify.peers import mark_weaker, peer_outliers
 from gpuprobe.qualify.thresholds import Applied, Thresholds
 from gpuprobe.results.model import CUDA_SKIPPED, Measurement, Results, now_utc
 from gpuprobe.results.qualification import Check, Outlier, Qualification, exit_code, worst
@@ -193,13 +193,8 @@ class _Judge(Diagnosis, Health):
                                path_class=c.path_class))
             text = (f"outlier: {rel:.0%} of the median of {n} subjects ({med:.4g} {c.unit}) for the same test: "
                     "a weaker link, slot, riser or NUMA-remote path")
-            if c.verdict in ("PASS", "INFO"):
-                c.verdict = "WARN"
-                c.cause = text
-                c.next_step = ("compare this GPU's or pair's link state and NUMA placement with the others "
-                               "('nvidia-smi topo -m', 'nvidia-smi -q -d PCIE'); swap slots to see if it follows")
-            else:
-                c.detail = f"{c.detail + '; ' if c.detail else ''}{text}"
+            mark_weaker(c, text, "compare this GPU's or pair's link state and NUMA placement with the others "
+                                 "('nvidia-smi topo -m', 'nvidia-smi -q -d PCIE'); swap slots to see if it follows")
         return out
 
 

@@ -13,6 +13,17 @@ from collections import defaultdict
 
 from gpuprobe.results.qualification import Check, Outlier, Qualification
 
+
+def mark_weaker(c: Check, text: str, next_step: str) -> None:
+    """A check found weaker than its peers: a passing one becomes WARN with ``text`` as its cause, one already
+    worse keeps its verdict and cause and gains ``text`` in its detail."""
+    if c.verdict in ("PASS", "INFO"):
+        c.verdict = "WARN"
+        c.cause = text
+        c.next_step = next_step
+    else:
+        c.detail = f"{c.detail + '; ' if c.detail else ''}{text}"
+
 PEER_BELOW_BEST = 0.90
 
 
@@ -56,13 +67,9 @@ def peer_outliers(q: Qualification, below: float = PEER_BELOW_BEST) -> list[Outl
                            basis="best"))
         text = (f"{1 - rel:.0%} below the best of {n} peers on the same link class ({best:.4g} {c.unit}): a weaker "
                 "GPU, slot, riser or path than its peers")
-        if c.verdict in ("PASS", "INFO"):
-            c.verdict = "WARN"
-            c.cause = text
-            c.next_step = ("compare its link state, NUMA placement and clocks with the best peer ('nvidia-smi topo "
-                           "-m', 'nvidia-smi -q -d PCIE,CLOCK'); swap slots to see if it follows the GPU")
-        elif text not in (c.detail or ""):
-            c.detail = f"{c.detail + '; ' if c.detail else ''}{text}"
+        if text not in (c.detail or ""):
+            mark_weaker(c, text, "compare its link state, NUMA placement and clocks with the best peer ('nvidia-smi "
+                                 "topo -m', 'nvidia-smi -q -d PCIE,CLOCK'); swap slots to see if it follows the GPU")
     q.outliers.extend(new)
     for rank, o in enumerate(q.outliers, 1):
         o.rank = rank
