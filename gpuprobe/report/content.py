@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from gpuprobe.report import plots, plots_health
-from gpuprobe.report.fmt import NA, size_label
+from gpuprobe.report.fmt import NA, ranks_label, size_label
 from gpuprobe.results.model import Measurement, Results
 from gpuprobe.results.validation import ValidationRuns
 
@@ -243,7 +243,7 @@ def _allreduce_section(runs: Sequence[tuple[str, Results]]) -> Section | None:
         pick = [m for m in ms if (m.size_bytes or 0) in landmarks]
         rows = [[size_label(m.size_bytes), fmt(m.value, "us"), fmt(m.algbw_gbps, "GB/s"), fmt(m.busbw_gbps, "GB/s"),
                  str(m.wrong_elements) if m.wrong_elements is not None else NA] for m in pick]
-        cap = f"{label + ': ' if len(runs) > 1 else ''}{probe}, GPUs {','.join(map(str, group))}, " \
+        cap = f"{label + ': ' if len(runs) > 1 else ''}{probe}, GPUs {ranks_label(group)}, " \
               f"{ms[0].engine or '?'} ({len(ms)} sizes; selected rows)"
         sec.blocks.append(Table(["size", "time µs", "algbw GB/s", "busbw GB/s", "#wrong"], rows, caption=cap))
     return sec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from rich.markup import escape
 
@@ -35,3 +36,15 @@ def safe(value: object) -> str:
     """``plain(value)`` for a place rich reads as markup (a table cell, a title, an f-string with styles): its
     brackets are escaped, so a name such as ``[/x]`` or ``[bold]x[/bold]`` is printed as it is."""
     return escape(plain(value))
+
+
+def ranks_label(ranks: Sequence[int]) -> str:
+    """A group's ranks for a label: all of them up to 8 (``0,1,2,3``), else the span and the count
+    (``0-1023 (1,024 ranks)``, or the first four and the count when they are not consecutive)."""
+    ranks = list(ranks)
+    if len(ranks) <= 8:
+        return ",".join(map(str, ranks))
+    if ranks == list(range(ranks[0], ranks[0] + len(ranks))):
+        return f"{ranks[0]}-{ranks[-1]} ({len(ranks):,} ranks)"
+    return ",".join(map(str, ranks[:4])) + f",... ({len(ranks):,} ranks)"
+

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from gpuprobe.report.fmt import size_label
+from gpuprobe.report.fmt import ranks_label, size_label
 from gpuprobe.results.model import Measurement, Results, gpu_index
 from gpuprobe.results.validation import ValidationRuns
 
@@ -306,8 +306,8 @@ def allreduce_figure(runs: Sequence[tuple[str, Results]], anchors: bool = True) 
     lines = []
     for label, res in runs:
         for (probe, group), ms in allreduce_groups(res).items():
-            tag = f"{label} · {probe} · GPUs {','.join(map(str, group))}" if len(runs) > 1 else \
-                f"{probe} · GPUs {','.join(map(str, group))} ({ms[0].engine or '?'})"
+            tag = f"{label} · {probe} · GPUs {ranks_label(group)}" if len(runs) > 1 else \
+                f"{probe} · GPUs {ranks_label(group)} ({ms[0].engine or '?'})"
             lines.append((tag, ms))
     if not lines:
         return None

@@ -7,7 +7,7 @@ from collections import defaultdict
 from rich import box
 from rich.table import Table
 
-from gpuprobe.report.fmt import NA, plain, safe, size_label
+from gpuprobe.report.fmt import NA, plain, ranks_label, safe, size_label
 from gpuprobe.results.model import Measurement, Results
 
 
@@ -103,7 +103,7 @@ def allreduce_table(results: Results, every_size: bool = True) -> Table | None:
             if not (every_size or ranks == whole or m.size_bytes == largest or m.status != "ok" or m.wrong_elements):
                 hidden += 1
                 continue
-            t.add_row(",".join(map(str, ranks)), safe(m.engine or NA), size_label(m.size_bytes),
+            t.add_row(ranks_label(ranks), safe(m.engine or NA), size_label(m.size_bytes),
                       fmt_value(m.value, "us"), fmt_value(m.algbw_gbps, "GB/s"), fmt_value(m.busbw_gbps, "GB/s"),
                       str(m.wrong_elements) if m.wrong_elements is not None else safe(m.reason or NA))
     for m in failures:

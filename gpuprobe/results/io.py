@@ -18,6 +18,7 @@ from gpuprobe.results.model import (
     CLUSTER_KIND,
     CLUSTER_SCHEMA_VERSION,
     MAX_DEVICES,
+    MAX_RANKS,
     RESULTS_KIND,
     SCHEMA_VERSION,
     Results,
@@ -242,6 +243,11 @@ def results_from_data(data: Any, origin: str = "results") -> Results:
         raise ResultsFileError(f"{origin} is damaged: device index {bad} is not in 0..{MAX_DEVICES - 1}")
     if results.topology and len(results.topology.pairs) > MAX_DEVICES * MAX_DEVICES:
         raise ResultsFileError(f"{origin} is damaged: {len(results.topology.pairs)} GPU pairs")
+    for i, m in enumerate(results.measurements):
+        if m.ranks is not None and (len(m.ranks) > MAX_RANKS or len(set(m.ranks)) != len(m.ranks)
+                                    or any(r < 0 for r in m.ranks)):
+            raise ResultsFileError(f"{origin} is damaged: measurements[{i}] ({m.probe}) has {len(m.ranks):,} ranks; "
+                                   f"a group's ranks are distinct, >= 0 and at most {MAX_RANKS:,}")
     return results
 
 

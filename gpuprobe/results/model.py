@@ -22,6 +22,8 @@ RESULTS_KIND = "gpuprobe.results"
 MAX_DEVICES = 256
 """The most GPUs one results file (one host) may describe; a GPU index is below it. Larger counts in a file are
 damage, and refusing them keeps every per-pair step of the later stages bounded."""
+MAX_RANKS = 1 << 16
+"""The most ranks one collective's group may have (a cluster's GPUs or CPU processes)."""
 MAX_CPUS = 1 << 16
 """The most CPU cores an affinity list may name (CPU numbers are below it)."""
 

@@ -133,3 +133,11 @@ def test_topology_figure_without_devices_is_none() -> None:
     res.devices = [DeviceInfo(index=0, name="x"), DeviceInfo(index=1, name="x")]
     res.topology = Topology(gpu_count=2, pairs=[GpuPair(0, 1, "PHB")])
     assert plots.topology_figure(res) is not None
+
+
+def test_ranks_label_keeps_a_large_group_short():
+    from gpuprobe.report.fmt import ranks_label
+
+    assert ranks_label([0, 1, 2, 3]) == "0,1,2,3"
+    assert ranks_label(list(range(1024))) == "0-1023 (1,024 ranks)"
+    assert ranks_label([0, 8, 16, 24, 32, 40, 48, 56, 64]) == "0,8,16,24,... (9 ranks)"
