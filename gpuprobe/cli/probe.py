@@ -169,9 +169,23 @@ def _finish(out: Output, target: ResultsTarget | None) -> None:
 def _run_probes(out: Output, options: ProbeOptions, output: Path | None) -> Results:
     from gpuprobe.probes.run import run_probes
 
-
     if not out.interactive:
-        return run_probes(options, output=output)
+        if out.json_mode or out.quiet:
+            return run_probes(options, output=output)
+        # a pipe or a log (tee, a batch job): one plain line as each probe starts, no bar
+        started: list[str] = []
+        total = {"n": 0}
+
+        def announce(specs: list) -> None:
+            total["n"] = len(specs)
+
+        def line(label: str) -> None:
+            key = label.split()[0].rstrip(":") if label.strip() else ""
+            if key and key not in started:
+                started.append(key)
+                out.info(f"probing {len(started)}/{total['n'] or '?'}: {key}")
+
+        return run_probes(options, output=output, progress=line, on_start=announce)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("[bold]probing[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -183,7 +197,7 @@ def _run_probes(out: Output, options: ProbeOptions, output: Path | None) -> Resu
             bar.update(task, total=len(specs))
 
         def progress(label: str) -> None:
-            key = label.split()[0]
+            key = label.split()[0].rstrip(":")
             if state["key"] is not None and key != state["key"]:
                 bar.advance(task)
             state["key"] = key

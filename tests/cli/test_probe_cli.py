@@ -135,3 +135,15 @@ def test_sigterm_and_sighup_keep_what_was_measured(tmp_path: Path, sig: signal.S
 def _children(pid: int) -> list[str]:
     r = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return r.stdout.split()
+
+
+def test_a_piped_probe_says_which_probe_runs(tmp_path: Path) -> None:
+    """In a pipe (no terminal for a bar) each probe's start is one plain line on stderr; --json keeps it quiet."""
+    pytest.importorskip("torch")
+    args = [sys.executable, "-m", "gpuprobe", "probe", "--tests", "all_reduce", "--backend", "gloo", "--cpu-ranks",
+            "2", "--allreduce-max-bytes", "4096"]
+    r = subprocess.run([*args, "-o", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "probing 1/1: all_reduce" in r.stderr.splitlines()
+    r = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "probing" not in r.stderr
