@@ -166,6 +166,11 @@ def _finish(out: Output, target: ResultsTarget | None) -> None:
         out.warn(line)
 
 
+def _probe_key(label: str) -> str:
+    """The probe a progress label belongs to (``all_reduce: GPUs 0,1 8 B`` -> ``all_reduce``)."""
+    return label.split()[0].rstrip(":") if label.strip() else ""
+
+
 def _run_probes(out: Output, options: ProbeOptions, output: Path | None) -> Results:
     from gpuprobe.probes.run import run_probes
 
@@ -180,7 +185,7 @@ def _run_probes(out: Output, options: ProbeOptions, output: Path | None) -> Resu
             total["n"] = len(specs)
 
         def line(label: str) -> None:
-            key = label.split()[0].rstrip(":") if label.strip() else ""
+            key = _probe_key(label)
             if key and key not in started:
                 started.append(key)
                 out.info(f"probing {len(started)}/{total['n'] or '?'}: {key}")
@@ -197,7 +202,7 @@ def _run_probes(out: Output, options: ProbeOptions, output: Path | None) -> Resu
             bar.update(task, total=len(specs))
 
         def progress(label: str) -> None:
-            key = label.split()[0].rstrip(":")
+            key = _probe_key(label)
             if state["key"] is not None and key != state["key"]:
                 bar.advance(task)
             state["key"] = key
