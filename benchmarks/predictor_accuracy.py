@@ -12,9 +12,11 @@ The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; RE
                and CUDA graphs. The shipped defaults (``gpuprobe.predict.calibration.Calibration``) are the
                factors fitted to these runs and nothing else (``--fit``).
   held out     H200 machine 1: Qwen2.5-14B shape offline and served; H200 machine 3: Mixtral-8x7B (MoE) offline,
-               Qwen3-30B-A3B and Qwen3-8B-FP8 served; H100 machine 2: Llama-3.2-1B, Llama-3.2-3B, Qwen2.5-7B and
-               Llama-3.1-8B shapes, eager and graphs (other machines, models never seen, and serving never
-               fitted on those models).
+               Qwen3-30B-A3B and Qwen3-8B-FP8 served; H200 machine 5: the same two served again with four to
+               eight times the requests per load (64 to 1,024), and Qwen3-4B (a shape never seen) offline, eager
+               and CUDA graphs, each engine started three times; H100 machine 2: Llama-3.2-1B, Llama-3.2-3B,
+               Qwen2.5-7B and Llama-3.1-8B shapes, eager and graphs (other machines, models never seen, and
+               serving never fitted on those models).
   KV only      H200 machine 1: Llama-3.1-8B served through the synthetic tokenizer before its fix (a word split
                into about 1.7 tokens, so the API server's costs are not a working tokenizer's; measured again
                on machine 4). H200 machine 2: Qwen3-8B-FP8 (its engine never finished DeepGEMM's warm-up) and
@@ -24,7 +26,13 @@ The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; RE
 
 Every figure is the median of the requests of one workload (TTFT, TPOT, ITL) or the workload's output tokens
 per second, predicted at the engine's own settings (vLLM's defaults unless the run set one). KV tokens are
-compared for every engine that started, the FP8 one included.
+compared for every engine that started, the FP8 one included. An engine started N times (``validate --starts
+N``) is one point per workload and figure: the median of its starts, with its start-to-start spread (max / min
+- 1) beside it; the point counts as within tolerance when its error is within 10 % or within that spread,
+whichever is larger (a prediction cannot be held closer than the engine repeats).
+
+With ``--fit`` the uncertainty band is set leave-one-run-out (each fit run predicted by the factors fitted to
+the others), so it is the band a run the factors never saw can expect; that refit takes about five minutes.
 """
 
 from __future__ import annotations
@@ -66,6 +74,10 @@ HELD_OUT = [
     (H200 / "qwen3-30b-a3b-serve.json", H200 / "probe-machine3.json"),
     (H200 / "mixtral-8x7b-graphs-warm.json", H200 / "probe-machine3.json"),
     (H200 / "qwen3-8b-fp8-serve.json", H200 / "probe-machine3.json"),
+    (H200 / "qwen3-8b-fp8-serve-long.json", H200 / "probe-machine5.json"),
+    (H200 / "qwen3-30b-a3b-serve-long.json", H200 / "probe-machine5.json"),
+    (H200 / "qwen3-4b-eager-starts.json", H200 / "probe-machine5.json"),
+    (H200 / "qwen3-4b-graphs-starts.json", H200 / "probe-machine5.json"),
     *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
 ]
 KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),
@@ -73,10 +85,12 @@ KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),
            (H200 / "qwen3-30b-a3b-graphs.json", H200 / "probe-machine2.json")]
 SPREAD = [H200 / "llama-3.2-1b-graphs.json"]
 
+TOLERANCE = 0.10
 FIGURES = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "itl_ms")
 FITTED = [
     "hbm_efficiency", "prefill_compute_efficiency", "decode_compute_efficiency", "attention_efficiency",
-    "gemm_half_hidden", "fp8_gemm_efficiency", "gpu_per_layer_us", "fp8_per_layer_us", "moe_per_layer_us",
+    "gemm_half_hidden", "fp8_gemm_efficiency", "moe_half_intermediate", "gpu_per_layer_us", "fp8_per_layer_us",
+    "moe_per_layer_us",
     *HOST_FACTORS,
 ]
 """Factors fitted (the all-reduce and PP factors need multi-GPU runs, which these are not)."""
@@ -94,6 +108,9 @@ class Point:
     predicted: float | None
     low: float | None
     high: float | None
+    starts: int = 1
+    spread: float | None = None
+    """max / min - 1 of the measured figure over the engine's starts (two or more); None with one start."""
 
     @property
     def err(self) -> float | None:
@@ -105,6 +122,11 @@ class Point:
             return None
         lo, hi = sorted((self.low, self.high))
         return lo <= self.measured <= hi
+
+    @property
+    def tolerance(self) -> float:
+        """The issue's rule: within 10 %, or within the engine's own start-to-start spread when that is larger."""
+        return max(TOLERANCE, self.spread or 0.0)
 
 
 def _load(files: list[tuple[Path, Path]]) -> list[tuple[object, str]]:
@@ -130,9 +152,25 @@ def points(label: str, files: list[tuple[Path, Path]], cal: Calibration, kv_only
                 band = raw.get(f.workload or "", {}).get(rng, []) if rng else []
                 lo, hi = (band[0], band[1]) if len(band) == 2 else (None, None)
                 mode = "served" if run.layout.serve else ("eager" if run.layout.enforce_eager else "graphs")
-                out.append(Point(label, runs.model_name, f"{Path(runs.run.device or '').name}", mode,
+                out.append(Point(label, runs.model_name, f"{_device(runs)} {run.layout.config_name}", mode,
                                  f.workload or "", f.figure, f.measured, f.predicted, lo, hi))
-                out[-1].engine = f"{_device(runs)} {run.layout.name}"
+    return merge_starts(out)
+
+
+def merge_starts(pts: list[Point]) -> list[Point]:
+    """One point per engine configuration, workload and figure: an engine started N times (``--starts N``) is
+    scored on the median of its starts, and its start-to-start spread (max / min - 1) recorded beside it."""
+    groups: dict[tuple[str, str, str, str, str], list[Point]] = {}
+    for p in pts:
+        groups.setdefault((p.set, p.run, p.engine, p.workload, p.figure), []).append(p)
+    out = []
+    for same in groups.values():
+        if len(same) == 1:
+            out.append(same[0])
+            continue
+        vals = [p.measured for p in same]
+        out.append(dataclasses.replace(same[0], measured=statistics.median(vals), starts=len(same),
+                                       spread=max(vals) / min(vals) - 1 if min(vals) > 0 else None))
     return out
 
 
@@ -146,7 +184,8 @@ def _pct(x: float | None) -> str:
 
 
 def summary(pts: list[Point]) -> list[str]:
-    rows = ["| set | figure | points | median abs error | within 10 % | band covers |", "|---|---|---:|---:|---:|---:|"]
+    rows = ["| set | figure | points | median abs error | within 10 % | within 10 % or the start spread "
+            "| band covers |", "|---|---|---:|---:|---:|---:|---:|"]
     groups = (("fit", "fit", None), ("held out", "held out", None), ("held out, served", "held out", "served"))
     for name, label, mode in groups:
         for fig in ("kv_cache_tokens", *FIGURES):
@@ -157,17 +196,19 @@ def summary(pts: list[Point]) -> list[str]:
             errs = [abs(p.err) for p in sel if p.err is not None]
             cov = [p.covered for p in sel if p.covered is not None]
             rows.append(f"| {name} | {fig} | {len(sel)} | {100 * statistics.median(errs):.1f} % | "
-                        f"{sum(e <= 0.10 for e in errs)} / {len(errs)} | "
+                        f"{sum(e <= TOLERANCE for e in errs)} / {len(errs)} | "
+                        f"{sum(abs(p.err) <= p.tolerance for p in sel if p.err is not None)} / {len(errs)} | "
                         + (f"{sum(cov)} / {len(cov)}" if cov else "—") + " |")
     return rows
 
 
 def per_point(pts: list[Point]) -> list[str]:
-    rows = ["| set | engine | model | workload | figure | measured | predicted | error |",
-            "|---|---|---|---|---|---:|---:|---:|"]
+    rows = ["| set | engine | model | workload | figure | measured | starts (spread) | predicted | error |",
+            "|---|---|---|---|---|---:|---:|---:|---:|"]
     for p in pts:
+        starts = "1" if p.spread is None else f"{p.starts} ({100 * p.spread:.0f} %)"
         rows.append(f"| {p.set} | {p.engine} | {p.run} | {p.workload or '—'} | {p.figure} | {p.measured:,.1f} | "
-                    f"{'—' if p.predicted is None else f'{p.predicted:,.1f}'} | {_pct(p.err)} |")
+                    f"{starts} | {'—' if p.predicted is None else f'{p.predicted:,.1f}'} | {_pct(p.err)} |")
     return rows
 
 
@@ -188,7 +229,8 @@ def main() -> int:
     cal = Calibration()
     if args.fit:
         fit_runs = _load(FIT)
-        cal = calibrate.fit_factors([r for r, _ in fit_runs], [s for _, s in fit_runs], cal, names=FITTED)
+        cal = calibrate.fit_factors([r for r, _ in fit_runs], [s for _, s in fit_runs], cal, names=FITTED,
+                                   heldout_band=True)
         cal = dataclasses.replace(cal, source="reference fit (benchmarks/predictor_accuracy.py --fit)")
         args.fit.write_text(json.dumps({k: v for k, v in to_data(cal).items() if k != "memory"}, indent=1) + "\n")
         print(f"fitted calibration written to {args.fit}", file=sys.stderr)

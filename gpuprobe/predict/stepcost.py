@@ -99,6 +99,8 @@ class _Stage:
     dense_weight_bytes: float
     expert_bytes_per_expert: float
     """Bytes of one routed expert over all the stage's MoE layers (0 for dense models)."""
+    expert_flops_per_token: float
+    """The part of ``gemm_flops_per_token`` spent in routed experts (grouped GEMMs; 0 for dense models)."""
     moe_layers: int
     kv_bytes_per_token: float
     group: tuple[int, ...]
@@ -133,12 +135,14 @@ class StepCost:
         for i, rng in enumerate(pp_layer_ranges(spec.num_layers, self.pp)):
             active = 0.0
             expert_bytes = 0.0
+            expert_active = 0.0
             moe_layers = 0
             for j in rng:
                 sh = layer_shard(spec, j, self.tp)
                 active += sh.active_linear
                 if sh.expert_linear:
                     expert_bytes += sh.expert_linear * bpp / spec.num_experts
+                    expert_active += sh.expert_linear / spec.num_experts * spec.experts_per_token
                     moe_layers += 1
             last = i == self.pp - 1
             weights = mem.stages[i].weights_bytes
@@ -147,12 +151,15 @@ class StepCost:
                 head_flops_per_row=2 * vocab_rank * spec.hidden_size if last else 0.0,
                 attn_flops_coef=4 * len(rng) * (spec.num_heads / self.tp) * d,
                 dense_weight_bytes=weights - expert_bytes * spec.num_experts,
-                expert_bytes_per_expert=expert_bytes, moe_layers=moe_layers,
+                expert_bytes_per_expert=expert_bytes, expert_flops_per_token=2 * expert_active, moe_layers=moe_layers,
                 kv_bytes_per_token=kv_bytes_per_token_per_layer(spec, self.tp, s.kv_cache_bytes_per_element) * len(rng),
                 group=self.groups[i],
             ))  # fmt: skip
         self.moe_layers_per_stage = sum(st.moe_layers for st in self.stages) / self.pp
         self.moe_layer_s = cal.moe_per_layer_us * 1e-6
+        inter = spec.moe_intermediate_size / self.tp if spec.num_experts else 0.0
+        self.moe_gemm_rate = inter / (inter + cal.moe_half_intermediate) if inter else 1.0
+        """Expert GEMMs' FLOP/s over a dense GEMM's: narrow experts (intermediate size per rank) reach less."""
         self.backends_used: set[str] = set()
         self.ar_sources: set[str] = set()
         self._ar_cache: dict[tuple[tuple[int, ...], int], float] = {}
@@ -200,7 +207,9 @@ class StepCost:
         """(total, compute, HBM, comm) seconds of one stage for ``share`` of batch ``b`` at ``tokens`` tokens."""
         cal, spec = self.cal, self.spec
         rows = b.sampled * share
-        gemm = tokens * st.gemm_flops_per_token + rows * st.head_flops_per_row
+        # routed experts run as grouped GEMMs (fused-MoE kernels) at self.moe_gemm_rate of a dense GEMM's rate
+        gemm = tokens * (st.gemm_flops_per_token + st.expert_flops_per_token * (1.0 / self.moe_gemm_rate - 1.0)) \
+            + rows * st.head_flops_per_row
         attn = st.attn_flops_coef * b.attn_work * share
         t_c = gemm / (cal.decode_compute_efficiency if b.uniform_decode else cal.prefill_compute_efficiency) \
             / self.gemm_peak + attn / (cal.attention_efficiency * self.attn_peak)

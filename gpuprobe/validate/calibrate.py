@@ -214,15 +214,32 @@ def _fit(cases: list[_Case], base: Any, names: list[str], predictor: Predictor) 
 
 
 def fit_factors(all_runs: list[ValidationRuns], system: Systems, base: Any, names: list[str] | None = None,
-                predictor: Predictor | None = None) -> Any:
-    """The calibration fitted to every ok run of ``all_runs`` (no hold-out: see ``fit_calibration`` for the
-    honest report). ``names``: the factors to fit (default: those that change at least one prediction)."""
+                predictor: Predictor | None = None, heldout_band: bool = False) -> Any:
+    """The calibration fitted to every ok run of ``all_runs`` (see ``fit_calibration`` for the honest report).
+    ``names``: the factors to fit (default: those that change at least one prediction). The uncertainty band
+    comes from the fitted predictions (in-sample), or with ``heldout_band`` from each run predicted by the factors
+    fitted to the other runs (leave-one-run-out: what a run the factors never saw can expect)."""
     predictor = predictor or adapter.predict_run
     cases = _cases(all_runs, system)
     if not cases:
         raise UsageError("no validated run has measured speed figures to fit")
     names = names if names is not None else _sensitive(cases, base, _factor_names(base), predictor)
-    return fit_band(cases, _fit(cases, base, names, predictor) if names else base, predictor)
+    fitted = _fit(cases, base, names, predictor) if names else base
+    if heldout_band and len(cases) >= 2:
+        return dataclasses.replace(fitted, **_band(cases, heldout_predictions(cases, base, names, predictor, "run")))
+    return fit_band(cases, fitted, predictor)
+
+
+def heldout_predictions(cases: list[_Case], base: Any, names: list[str], predictor: Predictor,
+                        holdout: str = "auto") -> dict[tuple[str, str, str], float]:
+    """Every point predicted by the factors fitted without its group (``_holdout_groups``), from ``base``."""
+    out: dict[tuple[str, str, str], float] = {}
+    for held in _holdout_groups(cases, holdout):
+        train = [c for c in (_restrict(c, held, exclude=True) for c in cases) if c.measured]
+        test = [c for c in (_restrict(c, held, exclude=False) for c in cases) if c.measured]
+        cal = _fit(train, base, names, predictor) if names and train else base
+        out.update(_predict(test, cal, predictor))
+    return out
 
 
 def _sensitive(cases: list[_Case], base: Any, names: list[str], predictor: Predictor) -> list[str]:
@@ -242,16 +259,20 @@ BAND_QUANTILES = (2.5, 97.5)
 def fit_band(cases: list[_Case], cal: Any, predictor: Predictor) -> Any:
     """``cal`` with its uncertainty band set from these runs: per figure, the 2.5th and 97.5th percentiles of
     measured / predicted (so about 95 % of such runs fall inside it)."""
+    return dataclasses.replace(cal, **_band(cases, _predict(cases, cal, predictor)))
+
+
+def _band(cases: list[_Case], pred: dict[tuple[str, str, str], float]) -> dict[str, list[float]]:
+    """``band_FIGURE`` values from predictions ``pred`` of ``cases`` (figures with at least five points)."""
     from gpuprobe.predict.perf import percentile
 
-    pred = _predict(cases, cal, predictor)
     changes = {}
     for fig in BAND_FIGURES:
         ratios = sorted(v / pred[(c.key, lab, f)] for c in cases for (f, lab), v in c.measured.items()
                         if f == fig and (c.key, lab, f) in pred)
         if len(ratios) >= 5:
             changes[f"band_{fig}"] = [round(percentile(ratios, q, True), 4) for q in BAND_QUANTILES]
-    return dataclasses.replace(cal, **changes)
+    return changes
 
 
 def _median(xs: list[float]) -> float | None:
@@ -292,14 +313,9 @@ def fit_calibration(
     fitted = fit_band(cases, _fit(cases, base, names, predictor) if names else base, predictor)
     after = _predict(cases, fitted, predictor)
     groups = _holdout_groups(cases, holdout)
-    heldout: dict[tuple[str, str, str], float] = {}
-    for held in groups:
-        train = [_restrict(c, held, exclude=True) for c in cases]
-        train = [c for c in train if c.measured]
-        test = [_restrict(c, held, exclude=False) for c in cases]
-        test = [c for c in test if c.measured]
-        cal = _fit(train, base, names, predictor) if names and train else base
-        heldout.update(_predict(test, cal, predictor))
+    heldout = heldout_predictions(cases, base, names, predictor, holdout)
+    if heldout:  # the band a run (or workload) the factors never saw can expect, not the in-sample one
+        fitted = dataclasses.replace(fitted, **_band(cases, heldout))
     fit = CalibrationFit(
         method=METHOD,
         holdout=_holdout_name(groups, holdout, cases),

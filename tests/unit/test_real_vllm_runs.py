@@ -229,3 +229,62 @@ def test_refit_on_one_engine_lowers_its_error() -> None:
     assert loss(fitted) < 0.5 * loss(start)
     assert 0.75 < fitted.hbm_efficiency <= 1.0 and 0.4 < fitted.prefill_compute_efficiency <= 1.0
     assert fitted.band_output_tokens_per_s[0] <= 1.0 <= fitted.band_output_tokens_per_s[1]
+
+
+def test_heldout_band_is_what_a_run_never_fitted_on_can_expect() -> None:
+    """Fitted to two engines, the band set leave-one-run-out (each engine predicted by the factors fitted to the
+    other) is wider than the in-sample band, and is the 2.5th-97.5th percentile of those held-out ratios."""
+    from gpuprobe.validate import adapter, calibrate
+
+    runs = [load_runs(H200 / "llama-3.1-8b-graphs.json"), load_runs(H200 / "llama-3.2-1b-graphs.json")]
+    systems = [str(H200 / "probe-machine1.json")] * 2
+    names = ["hbm_efficiency", "prefill_compute_efficiency", "step_overhead_ms"]
+    inside = calibrate.fit_factors(runs, systems, Calibration(), names=names)
+    held = calibrate.fit_factors(runs, systems, Calibration(), names=names, heldout_band=True)
+    for fig in calibrate.BAND_FIGURES:
+        lo_in, hi_in = getattr(inside, f"band_{fig}")
+        lo, hi = getattr(held, f"band_{fig}")
+        assert hi - lo > hi_in - lo_in, fig
+    cases = calibrate._cases(runs, systems)
+    pred = calibrate.heldout_predictions(cases, Calibration(), names, adapter.predict_run, "run")
+    ratios = [v / pred[(c.key, lab, f)] for c in cases for (f, lab), v in c.measured.items()
+              if f == "output_tokens_per_s"]
+    lo, hi = held.band_output_tokens_per_s
+    assert min(ratios) <= lo <= hi <= max(ratios)
+    assert sum(lo <= r <= hi for r in ratios) >= 0.9 * len(ratios)
+
+
+@pytest.mark.parametrize(("name", "tp", "rate"), [
+    ("qwen3-30b-a3b", 1, (0.75, 0.85)),  # 128 experts of intermediate 768: small tiles
+    ("qwen3-30b-a3b", 2, (0.6, 0.75)),  # each rank holds half of every expert: narrower still
+    ("mixtral-8x7b-v0.1", 1, (0.98, 1.0)),  # 8 experts of 14,336: about a dense GEMM
+    ("llama-3.1-8b", 1, (1.0, 1.0)),  # dense: the term does not apply
+])
+def test_expert_gemms_run_at_the_rate_their_width_allows(name: str, tp: int, rate: tuple[float, float]) -> None:
+    """The routed experts' FLOPs of a prefill step cost 1 / rate of a dense GEMM's, rate = i / (i +
+    moe_half_intermediate) with i the expert intermediate size per TP rank; nothing else of the step moves."""
+    from dataclasses import replace
+
+    from gpuprobe.predict.layouts import assign_gpus
+    from gpuprobe.predict.model_spec import load_model_spec
+    from gpuprobe.predict.options import ServeOptions
+    from gpuprobe.predict.recommend import predict_layout_memory
+    from gpuprobe.predict.stepcost import Batch, StepCost
+    from gpuprobe.predict.system import system_from_spec
+
+    sysp = system_from_spec("H100-SXM", 8)
+    spec = load_model_spec(ROOT / "tests" / "data" / "configs" / f"{name}.json")
+    layout = assign_gpus(sysp, tp, 1, 1)
+    cal = Calibration()
+    mem = predict_layout_memory(spec, sysp, layout, ServeOptions(), cal)
+    cost = StepCost(spec, sysp, layout, 0, mem, cal)
+    assert rate[0] <= cost.moe_gemm_rate <= rate[1]
+    b = Batch(tokens=8192, seqs=8, context_tokens=0, prompt_tokens=8192, attn_work=8 * 1024 * 512, sampled=8)
+    slow = cost.step_time(b).compute_s
+    fast = StepCost(spec, sysp, layout, 0, mem, replace(cal, moe_half_intermediate=1e-9)).step_time(b).compute_s
+    st = cost.stages[0]
+    assert (spec.num_experts > 0) == (st.expert_flops_per_token > 0)
+    extra = b.tokens * st.expert_flops_per_token * (1 / cost.moe_gemm_rate - 1) / (
+        cal.prefill_compute_efficiency * cost.gemm_peak)
+    assert slow - fast == pytest.approx(extra, rel=1e-6, abs=1e-12)
+    assert (slow > 1.02 * fast) == (cost.moe_gemm_rate < 0.98)
