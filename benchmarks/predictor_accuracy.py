@@ -22,7 +22,8 @@ The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; RE
                on machine 4). H200 machine 2: Qwen3-8B-FP8 (its engine never finished DeepGEMM's warm-up) and
                Qwen3-30B-A3B (its batches JIT-compiled fused-MoE kernels while timed; measured again warm on
                machine 3).
-  spread       H200: the 1B offline engine started three times; H100 machine 3: the 1B started twice.
+  spread       H200: the 1B offline engine started three times (machine 1), Qwen3-4B eager and graphs three times
+               each (machine 5); H100 machine 3: the 1B started twice.
 
 Every figure is the median of the requests of one workload (TTFT, TPOT, ITL) or the workload's output tokens
 per second, predicted at the engine's own settings (vLLM's defaults unless the run set one). KV tokens are
@@ -83,7 +84,7 @@ HELD_OUT = [
 KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),
            (H200 / "qwen3-8b-fp8-graphs.json", H200 / "probe-machine2.json"),
            (H200 / "qwen3-30b-a3b-graphs.json", H200 / "probe-machine2.json")]
-SPREAD = [H200 / "llama-3.2-1b-graphs.json"]
+SPREAD = [H200 / "llama-3.2-1b-graphs.json", H200 / "qwen3-4b-eager-starts.json", H200 / "qwen3-4b-graphs-starts.json"]
 
 TOLERANCE = 0.10
 FIGURES = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "itl_ms")
@@ -202,6 +203,27 @@ def summary(pts: list[Point]) -> list[str]:
     return rows
 
 
+def by_run(pts: list[Point]) -> list[str]:
+    """Held-out median |error| per run (tok/s with its worst point and the points within tolerance)."""
+    rows = ["| held-out run | engine | points | output tok/s (max; within tolerance) | TTFT | TPOT | ITL |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    keys = dict.fromkeys((p.run, p.engine) for p in pts if p.set == "held out" and p.figure != "kv_cache_tokens")
+    for run, engine in keys:
+        sel = [p for p in pts if (p.run, p.engine) == (run, engine) and p.set == "held out" and p.err is not None]
+
+        def med(fig: str, sel: list[Point] = sel) -> str:
+            errs = [abs(p.err) for p in sel if p.figure == fig and p.err is not None]
+            return f"{100 * statistics.median(errs):.1f} %" if errs else "—"
+
+        tok = [p for p in sel if p.figure == "output_tokens_per_s"]
+        worst = max(abs(p.err) for p in tok if p.err is not None)
+        ok = sum(abs(p.err) <= p.tolerance for p in tok if p.err is not None)
+        name = run.rsplit("-", 1)[0] if run.count("-") > 2 and len(run.rsplit("-", 1)[1]) == 8 else run
+        rows.append(f"| {name} | {engine} | {len(tok)} | {med('output_tokens_per_s')} ({100 * worst:.0f} %; "
+                    f"{ok} / {len(tok)}) | {med('ttft_ms')} | {med('tpot_ms')} | {med('itl_ms')} |")
+    return rows
+
+
 def per_point(pts: list[Point]) -> list[str]:
     rows = ["| set | engine | model | workload | figure | measured | starts (spread) | predicted | error |",
             "|---|---|---|---|---|---:|---:|---:|---:|"]
@@ -215,10 +237,11 @@ def per_point(pts: list[Point]) -> list[str]:
 def spreads() -> list[str]:
     from gpuprobe.validate.spread import start_spreads
 
-    rows = ["| engine | figure | workload | starts | spread (max/min − 1) |", "|---|---|---|---:|---:|"]
+    rows = ["| run | engine | figure | workload | starts | spread (max/min − 1) |", "|---|---|---|---|---:|---:|"]
     for f in SPREAD:
         for s in start_spreads(load_runs(f)):
-            rows.append(f"| {s.config} | {s.figure} | {s.workload} | {len(s.values)} | {100 * s.spread:.1f} % |")
+            rows.append(f"| {f.stem} | {s.config} | {s.figure} | {s.workload} | {len(s.values)} | "
+                        f"{100 * s.spread:.1f} % |")
     return rows
 
 
@@ -237,6 +260,8 @@ def main() -> int:
     pts = points("fit", FIT, cal) + points("held out", HELD_OUT, cal) + points("held out", KV_ONLY, cal, kv_only=True)
     print("## Summary\n")
     print("\n".join(summary(pts)))
+    print("\n## Held out, run by run\n")
+    print("\n".join(by_run(pts)))
     print("\n## Start-to-start spread of the same engine\n")
     print("\n".join(spreads()))
     print("\n## Every point\n")
