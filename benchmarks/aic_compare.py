@@ -2,21 +2,22 @@
 
     python benchmarks/aic_compare.py
 
-The points are the closed-loop loads of the real `vllm serve` runs on the H200 (vLLM 0.26.0 at its defaults,
-TP1, tests/data/vllm-h200-2026-12-01/{llama-3.1-8b-serve-warm,qwen2.5-14b-serve,qwen3-30b-a3b-serve,
+The points are the closed-loop loads of the real `vllm serve` runs on the H200 (vLLM 0.26.0 at its defaults, TP1,
+tests/data/vllm-h200-2026-12-01/{llama-3.1-8b-serve-warm,qwen2.5-14b-serve,qwen3-30b-a3b-serve,
 qwen3-8b-fp8-serve}.json, and the MoE and FP8 engines again on machine 5 with four to eight times the requests,
-{qwen3-30b-a3b,qwen3-8b-fp8}-serve-long.json; all but the Qwen2.5-14B on later machines with the fixed
-one-token-a-word tokenizer, FP8 with VLLM_USE_DEEP_GEMM=0): concurrency 1 to 256 with ~1K-token prompts and 16
-with ~8K-token prompts, 128 output tokens. AIConfigurator 0.12.0's predictions for them are in
-reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was profiled on vLLM 0.24.0): once at
-the nominal prompt lengths the loads were sent with (1,024 / 8,192 words), once at the mean prompt lengths the
-server counted (the Qwen2.5-14B run's words were tokenized to fewer tokens, ~710 and ~5,684; for the other runs
-the two are the same). gpuprobe is given the lengths the server counted, per request. AIC has no arrival-rate
-mode, so the Poisson loads are left out.
+{qwen3-30b-a3b,qwen3-8b-fp8}-serve-long.json, and Qwen3-4B on machine 6, qwen3-4b-serve.json; all but the
+Qwen2.5-14B on later machines with the fixed one-token-a-word tokenizer, FP8 with VLLM_USE_DEEP_GEMM=0):
+concurrency 1 to 256 with ~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator
+0.12.0's predictions for them are in reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was
+profiled on vLLM 0.24.0): once at the nominal prompt lengths the loads were sent with (1,024 / 8,192 words), once
+at the mean prompt lengths the server counted (the Qwen2.5-14B run's words were tokenized to fewer tokens, ~710 and
+~5,684; for the other runs the two are the same). gpuprobe is given the lengths the server counted, per request.
+AIC has no arrival-rate mode, so the Poisson loads are left out.
 
 gpuprobe's reference calibration was fitted to the Llama-3.1-8B runs (among others), so its Llama column is
-in-sample; the Qwen2.5-14B, Qwen3-30B-A3B and Qwen3-8B-FP8 serving runs are held out (the two Qwen3 models'
-offline runs are in its fit set). AIC was fitted to none of them.
+in-sample; the Qwen2.5-14B, Qwen3-30B-A3B, Qwen3-8B-FP8 and Qwen3-4B serving runs are held out (the
+Qwen3-30B-A3B and Qwen3-8B-FP8 offline runs are in its fit set; Qwen3-4B is in none). AIC was fitted to none of
+them.
 """
 
 from __future__ import annotations
@@ -42,13 +43,16 @@ RUNS = [("Llama-3.1-8B", "Llama-3.1-8B", DATA / "llama-3.1-8b-serve-warm.json", 
         ("Qwen3-30B-A3B (m5)", "Qwen3-30B-A3B", DATA / "qwen3-30b-a3b-serve-long.json", DATA / "probe-machine5.json",
          "held out"),
         ("Qwen3-8B-FP8 (m5)", "Qwen3-8B-FP8", DATA / "qwen3-8b-fp8-serve-long.json", DATA / "probe-machine5.json",
-         "held out")]
+         "held out"),
+        ("Qwen3-4B", "Qwen3-4B", DATA / "qwen3-4b-serve.json", DATA / "probe-machine5.json", "held out")]
 """(label, model AIC was asked about, run, the probe of its machine, role). The machine-5 runs are the same engines
 served again with four to eight times the requests per load; AIC's answer does not depend on the request count
 (it estimates the steady state at the concurrency), so the same AIC points are compared with them."""
 AIC = {"AIC (nominal lengths)": REPORT / "aic-0.12.0.json",
        "AIC (counted lengths)": REPORT / "aic-0.12.0-recorded-lengths.json"}
 AIC_MACHINE3 = REPORT / "aic-0.12.0-machine3.json"
+AIC_MACHINE6 = REPORT / "aic-0.12.0-machine6.json"
+"""AIC for the Qwen3-4B run of machine 6 (one token a word, as machine 3's)."""
 """AIC for the MoE and FP8 runs (machine 3), sent with the tokenizer that counts one token a word: the nominal
 and the counted lengths are the same, so both AIC columns take these."""
 FIGURES = (("output_tokens_per_s", "output_tokens_per_s_all_tokens", "tok/s"), ("ttft_ms", "ttft_ms", "TTFT ms"),
@@ -68,7 +72,7 @@ def _aic(path: Path) -> dict[tuple[str, int, int], dict]:
 
 
 def rows() -> list[dict]:
-    aic = {name: {**_aic(path), **_aic(AIC_MACHINE3)} for name, path in AIC.items()}
+    aic = {name: {**_aic(path), **_aic(AIC_MACHINE3), **_aic(AIC_MACHINE6)} for name, path in AIC.items()}
     out = []
     for label, model, path, system, role in RUNS:
         runs = load_runs(path)
@@ -111,7 +115,7 @@ def main() -> int:
             for fig, _, _ in FIGURES:
                 errs = [abs(e) for r in sel if (e := _err(r[f"{pred} {fig}"], r[f"measured {fig}"])) is not None]
                 cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
-            label = "Qwen2.5-14B, Qwen3-30B-A3B, Qwen3-8B-FP8 (held out)" if role == "held out" else "all"
+            label = "held out (all but Llama-3.1-8B)" if role == "held out" else "all"
             print(f"| {pred} | {label} | " + " | ".join(cells) + " |")
     print("\n## Every point (measured, then each prediction with its error)\n")
     head = "| model | c | prompt (sent → counted) |"

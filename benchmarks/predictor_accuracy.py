@@ -14,7 +14,8 @@ The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; RE
   held out     H200 machine 1: Qwen2.5-14B shape offline and served; H200 machine 3: Mixtral-8x7B (MoE) offline,
                Qwen3-30B-A3B and Qwen3-8B-FP8 served; H200 machine 5: the same two served again with four to
                eight times the requests per load (64 to 1,024), and Qwen3-4B (a shape never seen) offline, eager
-               and CUDA graphs, each engine started three times; H100 machine 2: Llama-3.2-1B, Llama-3.2-3B,
+               and CUDA graphs, each engine started three times; H200 machine 6: Qwen3-4B served (predicted on
+               machine 5's probe; machine 6 was not probed); H100 machine 2: Llama-3.2-1B, Llama-3.2-3B,
                Qwen2.5-7B and Llama-3.1-8B shapes, eager and graphs (other machines, models never seen, and
                serving never fitted on those models).
   KV only      H200 machine 1: Llama-3.1-8B served through the synthetic tokenizer before its fix (a word split
@@ -79,6 +80,7 @@ HELD_OUT = [
     (H200 / "qwen3-30b-a3b-serve-long.json", H200 / "probe-machine5.json"),
     (H200 / "qwen3-4b-eager-starts.json", H200 / "probe-machine5.json"),
     (H200 / "qwen3-4b-graphs-starts.json", H200 / "probe-machine5.json"),
+    (H200 / "qwen3-4b-serve.json", H200 / "probe-machine5.json"),
     *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
 ]
 KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),

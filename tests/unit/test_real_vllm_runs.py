@@ -131,9 +131,9 @@ def test_held_out_accuracy_of_the_shipped_defaults() -> None:
     """Runs the reference calibration never saw (other models, other machines, the other GPU kind, an MoE model
     and a dense shape never seen, MoE and FP8 serving): median |error| of output tokens/s within 6.5 %, TPOT within
     8 %, TTFT within 17 %, the served loads' tokens/s within 4.5 % and TPOT within 7 %, and the band covers at least
-    88 % of measured points (the benchmark reports the exact figures: 5.7 %, 7.0 %, 14.8 %, 3.6 %, 5.9 %, 95 %)."""
+    88 % of measured points (the benchmark reports the exact figures: 5.8 %, 7.7 %, 14.0 %, 3.7 %, 6.6 %, 94 %)."""
     pts = [p for p in bench.points("held out", bench.HELD_OUT, Calibration()) if p.figure != "kv_cache_tokens"]
-    assert len(pts) >= 270
+    assert len(pts) >= 300
 
     def med(fig: str) -> float:
         return statistics.median(abs(p.err) for p in pts if p.figure == fig and p.err is not None)
@@ -145,7 +145,7 @@ def test_held_out_accuracy_of_the_shipped_defaults() -> None:
     assert statistics.median(abs(p.err) for p in served if p.figure == "output_tokens_per_s") <= 0.045
     assert statistics.median(abs(p.err) for p in served if p.figure == "tpot_ms") <= 0.07
     covered = [p.covered for p in pts if p.covered is not None]
-    assert len(covered) >= 270 and sum(covered) / len(covered) >= 0.88
+    assert len(covered) >= 280 and sum(covered) / len(covered) >= 0.88
 
 
 def _tpot(path: Path, label: str) -> tuple[float, float]:
