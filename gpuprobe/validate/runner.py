@@ -41,7 +41,7 @@ from gpuprobe.validate.options import Progress, ValidateOptions
 from gpuprobe.validate.process import PreloadedInterpreter, PreloadPool, child_env
 from gpuprobe.validate.served import run_served, served_engine_facts
 from gpuprobe.validate.store import load_runs, save_runs
-from gpuprobe.validate.vllm_env import find_vllm, read_model_config, run_env, write_model_dir
+from gpuprobe.validate.vllm_env import find_vllm, model_dir_path, read_model_config, run_env, write_model_dir
 
 PRELOAD_PER_RUN = ("VLLM_LOGGING_LEVEL",)
 """Variables a forked run can change after vLLM was imported (the preloaded interpreter applies them)."""
@@ -200,13 +200,14 @@ def run_validation(
     runs.run.host_gflops, runs.run.host_memory_gbps = info.host_gflops, info.host_memory_gbps
     assert opts.outdir is not None
     opts.outdir.mkdir(parents=True, exist_ok=True)
-    model_dir = write_model_dir(config, opts.outdir)
-    if any(lay.serve for lay in opts.layouts):
-        serve.write_tokenizer(model_dir, int(config["vocab_size"]))
-    runs.status = "running"
-    save_runs(runs, opts.output)
+    model_dir = model_dir_path(opts.outdir)  # named first: ``finally`` removes it whenever an interrupt lands
     pool = opts.pool or PreloadPool()
     try:
+        write_model_dir(config, model_dir)
+        if any(lay.serve for lay in opts.layouts):
+            serve.write_tokenizer(model_dir, int(config["vocab_size"]))
+        runs.status = "running"
+        save_runs(runs, opts.output)
         for i, layout in enumerate(opts.layouts, 1):
             tag = f"[{i}/{len(opts.layouts)}] {layout.name}"
             old = runs.find(layout.name)

@@ -7,7 +7,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,9 +56,15 @@ def read_model_config(model: str) -> tuple[str, dict[str, Any]]:
     return str(name), config
 
 
-def write_model_dir(config: dict[str, Any], parent: Path) -> Path:
-    """A fresh directory holding only ``config.json`` (all dummy-weight vLLM needs); absolute path."""
-    d = Path(tempfile.mkdtemp(prefix="gpuprobe-model-", dir=parent)).absolute()
+def model_dir_path(parent: Path) -> Path:
+    """The absolute path of a model directory not there yet under ``parent``: named before it is made, so that a
+    caller can remove it in ``finally`` whenever an interrupt lands (even between making it and returning it)."""
+    return (parent / f"gpuprobe-model-{os.getpid()}-{secrets.token_hex(6)}").absolute()
+
+
+def write_model_dir(config: dict[str, Any], d: Path) -> Path:
+    """Make directory ``d`` (``model_dir_path``) holding only ``config.json`` (all dummy-weight vLLM needs)."""
+    d.mkdir(mode=0o700)
     (d / "config.json").write_text(json.dumps(config, indent=1))
     return d
 

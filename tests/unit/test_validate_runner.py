@@ -149,3 +149,30 @@ def test_cpu_bind_list() -> None:
     assert vllm_env.cpu_bind_list(2, [0, 1]) == "0|1"
     assert vllm_env.cpu_bind_list(2, [0, 1, 2, 3, 4, 5, 6, 7]) == "0-3|4-7"
     assert vllm_env.cpu_bind_list(2, [0]) == "0|0"
+
+
+@pytest.mark.parametrize("where", ["making the model folder", "writing the tokenizer"])
+def test_interrupt_while_the_model_folder_is_made_leaves_no_folder(tmp_path: Path, fake_python: str,
+                                                                   monkeypatch, where: str) -> None:
+    """An interrupt (Ctrl-C, or SIGTERM/SIGHUP turned into one) landing while validate makes its temporary model
+    folder, even between making it and returning it, removes it and records the run as interrupted."""
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    if where == "making the model folder":
+        made = runner.write_model_dir
+
+        def write(config: dict, d: Path) -> Path:
+            made(config, d)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(runner, "write_model_dir", write)
+    else:
+        monkeypatch.setattr(runner.serve, "write_tokenizer", interrupted)
+    opts = _opts(tmp_path, fake_python, layouts=[ValidationLayout(tp=1, serve=True)])
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_validation(opts)
+    assert opts.outdir is not None and opts.outdir.is_dir()
+    assert not list(opts.outdir.glob("gpuprobe-model-*"))
+    runs = load_runs(tmp_path / "runs.json")
+    assert runs.status == "interrupted" and runs.problems
