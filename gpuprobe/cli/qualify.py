@@ -104,6 +104,8 @@ def qualify(
     if from_qualification is not None:
         q = load_qualification(from_qualification)
         _finish(out, fmt, q, junit, prometheus, qualification_out)
+        if q.exit_code and fmt != "quiet":  # the saved verdict's exit code, as when it was judged
+            raise typer.Exit(q.exit_code)
         return q
     if level is not None:
         q, results, output = run_level_cli(out, level, duration, limits, tests, gpus, buffer_mib, samples, output,

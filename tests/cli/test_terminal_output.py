@@ -303,3 +303,57 @@ def test_text_from_files_is_not_markup(capsys, monkeypatch, tmp_path) -> None:
     for command in (["probe", "--input", str(path)], ["qualify", "--input", str(path)]):
         code, out, _ = run(capsys, monkeypatch, "200", *command)
         assert code == 0 and "[red]rack-1[/red] [bold]" in out
+
+
+BURN_IN = DATA / "qualify-h200-2026-12-01" / "burn-in-qual.json"
+
+
+@pytest.mark.parametrize("columns", NARROW)
+def test_qualify_level_output(capsys, monkeypatch, columns) -> None:
+    """A saved burn-in qualification (real H200 run): each check's figure, ratio and expectation, the level, the
+    burn-in's matmul ratio and the verdict line whole at 80 columns and in a pipe; the exit code is the verdict's."""
+    from gpuprobe.report.terminal_qualify import _fmt
+
+    code, js, _ = run(capsys, monkeypatch, columns, "qualify", "--from-qualification", str(BURN_IN), "--json")
+    doc = json.loads(js)
+    code, out, _ = run(capsys, monkeypatch, columns, "qualify", "--from-qualification", str(BURN_IN))
+    assert code == doc["exit_code"] == 10
+    figures = []
+    for c in doc["checks"]:
+        if c["verdict"] == "SKIP":
+            continue
+        figures += [_fmt(v, c["unit"]).split(" ")[0] for v in (c["value"], c["expected"]) if v is not None]
+        figures += [f"{c['ratio']:.0%}"] if c["ratio"] is not None else []
+    figures += [f"{m['ratio']:.2f}" for m in doc["burn_in"]["matmul"]]
+    assert_whole(out, figures)
+    text = flat(out)
+    assert f"level: {doc['level']}" in text
+    assert f"verdict: {doc['verdict']} (" in text and "exit code 10" in text
+    assert all(len(line) <= 80 for line in out.splitlines()) or columns is None
+
+
+CLUSTER = DATA / "gloo" / "cluster-2nodes-srun-cpu.json"
+
+
+@pytest.mark.parametrize("columns", NARROW)
+def test_cluster_file(capsys, monkeypatch, columns) -> None:
+    """A real two-node cluster file (gloo on loopback): probe shows every node-to-node figure and every all-reduce
+    time whole, qualify its cluster section and drain line; nothing wider than 80 columns at 80 columns."""
+    doc = json.loads(CLUSTER.read_text())
+    c = doc["cluster"]
+    code, out, _ = run(capsys, monkeypatch, columns, "probe", "--input", str(CLUSTER))
+    assert code == 0
+    figures = []
+    for m in c["links"]:
+        v = m["stat"]["median"]
+        figures.append(f"{v:,.2f}" if m["unit"] == "GB/s" else f"{v:,.1f}")
+    figures += [f"{m['stat']['median']:,.1f}" for m in c["collectives"]]
+    assert_whole(out, figures)
+    assert "All-reduce over nodes node0, node1" in flat(out)
+    code, js, err = run(capsys, monkeypatch, columns, "qualify", "--input", str(CLUSTER), "--json")
+    q = json.loads(js)
+    assert q["cluster"]["nodes"] == ["node0", "node1"] and "drain: " in err
+    code, out, _ = run(capsys, monkeypatch, columns, "qualify", "--input", str(CLUSTER))
+    assert code == q["exit_code"] and "drain: " in out and "Cluster: 2 nodes against the median" in flat(out)
+    if columns == "80":
+        assert max(len(line) for line in out.splitlines()) <= 80
