@@ -181,12 +181,8 @@ class TorchBurnIn:
         out: dict[int, float] = {}
         problems: list[str] = []
         stop = threading.Event()
-        threads = [threading.Thread(target=self._matmul, args=(g, seconds, stop, out, problems), daemon=True)
-                   for g in self.indices]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_all([threading.Thread(target=self._matmul, args=(g, seconds, stop, out, problems), daemon=True)
+                 for g in self.indices], stop)
         return out, problems
 
     # -- load -------------------------------------------------------------------------------------------------
@@ -247,19 +243,28 @@ class TorchBurnIn:
             threads.append(threading.Thread(target=self._allreduce, args=(seconds, stop, figures), daemon=True))
         else:
             figures.notes.append("one GPU: no all-reduce in the load (copies and matmul only)")
-        for t in threads:
-            t.start()
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(timeout=0.5)
+            run_all(threads, stop)
         except KeyboardInterrupt:
-            stop.set()
-            for t in threads:
-                t.join(timeout=30)
             figures.problems.append("interrupted")
         figures.ran_s = round(time.monotonic() - t0, 1)
         return figures
+
+
+def run_all(threads: list[threading.Thread], stop: threading.Event) -> None:
+    """Start ``threads`` and wait for them all. Ctrl-C (or SIGTERM/SIGHUP, turned into it) sets ``stop``, gives
+    them 30 s to end and is raised again: no part of the load runs on while the caller saves and exits."""
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.5)
+    except KeyboardInterrupt:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        raise
 
 
 def make_backend(indices: list[int] | None = None) -> Any:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprobe.predict.perf import percentile
+from gpuprobe.results.io import write_atomic
 from gpuprobe.results.serde import from_data, to_data
 from gpuprobe.results.validation import (
     KvCacheCapacity,
@@ -107,9 +108,7 @@ class Worker:
     # --- output --------------------------------------------------------------------------------
     def write(self) -> None:
         data = {"measured": to_data(self.measured), "error": self.error}
-        tmp = self.result_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
-        os.replace(tmp, self.result_path)
+        write_atomic(self.result_path, json.dumps(data, indent=1, allow_nan=False), "the run's result file")
 
     # --- engine --------------------------------------------------------------------------------
     def engine_kwargs(self, platform: str) -> dict[str, Any]:

@@ -212,3 +212,28 @@ def test_peers_within_ten_percent_are_not_named():
     q = judge(r)
     assert not [o for o in q.outliers if o.subject == "host->gpu2"]
     assert peer_outliers(q) == []
+
+
+def test_burn_in_threads_stop_on_ctrl_c_before_it_is_raised_again() -> None:
+    """Ctrl-C (SIGINT here; SIGTERM and SIGHUP become the same) while the load's threads run: every thread is told
+    to stop and has ended before the interrupt reaches the caller, which then saves and exits."""
+    import os
+    import signal
+    import threading
+
+    from gpuprobe.qualify.burnin import run_all
+
+    stop = threading.Event()
+    ran: list[int] = []
+
+    def work(i: int) -> None:
+        while not stop.wait(0.01):
+            pass
+        ran.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(3)]
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_all(threads, stop)
+    assert stop.is_set() and sorted(ran) == [0, 1, 2] and not any(t.is_alive() for t in threads)
