@@ -89,9 +89,9 @@ class Calibration:
     """GEMMs of small models reach less of the peak: both compute efficiencies are scaled by h / (h + this),
     h the hidden size (1.0 for a very wide model)."""
     attention_efficiency: float = 0.76794
-    """Prompt attention FLOP/s over the bf16 peak (FlashAttention on long prompts). An effective factor: the
-    reference fit lands above 1, i.e. long prompts cost less than the causal FLOP count (4 x layers x heads x
-    head_dim x n(n + 1)/2) at the peak rate; the model's other prefill terms absorb part of their cost."""
+    """Prompt attention FLOP/s over the bf16 peak (FlashAttention on long prompts), for the causal FLOP count
+    (4 x layers x heads x head_dim x n(n + 1)/2). An effective factor: the model's other prefill terms absorb
+    part of the cost of long prompts."""
     roofline_sharpness: float = 4.0
     """How compute and memory time join: (a^k + b^k)^(1/k); large k is the plain max."""
     fp8_gemm_efficiency: float = 0.65496
