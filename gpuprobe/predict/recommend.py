@@ -211,8 +211,21 @@ def recommend(spec: ModelSpec, system: SystemProfile, serve: ServeOptions, traff
         },
         objective=objective, layouts=results, vllm_version=VLLM_VERSION, gpuprobe_version=__version__,
         created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), calibration=cal.source,
-        notes=list(dict.fromkeys(system.notes)),
+        notes=list(dict.fromkeys([*system.notes, *model_caveats(spec)])),
     )
+
+
+def model_caveats(spec: ModelSpec) -> list[str]:
+    """What the measurements behind the predictor say about this kind of model (README, reports/h200-2026-12-01)."""
+    out = []
+    if spec.weights.kind == "fp8" and spec.weights.block_size:
+        out.append("block-scaled FP8: measured on an H200 with vLLM's CUTLASS kernels (VLLM_USE_DEEP_GEMM=0), 8 to "
+                   "32 clients ran up to 36 % below the predicted tokens/s with TTFT about 3x longer; vLLM's "
+                   "default DeepGEMM path was not measured: check with 'gpuprobe validate --serve --warm-each'")
+    if spec.num_experts:
+        out.append("MoE: vLLM compiles fused-MoE kernels the first time it sees a batch size (a cold server was "
+                   "measured at under half the warm speed); the figures are for a warm server")
+    return out
 
 
 def fits_nowhere_message(rec: Recommendation) -> str:

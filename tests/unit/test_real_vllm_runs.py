@@ -291,3 +291,28 @@ def test_expert_gemms_run_at_the_rate_their_width_allows(name: str, tp: int, rat
         cal.prefill_compute_efficiency * cost.gemm_peak)
     assert slow - fast == pytest.approx(extra, rel=1e-6, abs=1e-12)
     assert (slow > 1.02 * fast) == (cost.moe_gemm_rate < 0.98)
+
+
+def test_recommend_carries_what_the_runs_say_of_fp8_and_moe() -> None:
+    """The measured weak spots reach the user: a block-FP8 model's recommendation says its middle loads ran slower
+    than predicted (the served runs here), an MoE model's that its figures are a warm server's; a dense BF16 model
+    gets neither."""
+    from gpuprobe.predict.model_spec import load_model_spec
+    from gpuprobe.predict.recommend import model_caveats
+
+    def caveats(name: str) -> list[str]:
+        return model_caveats(load_model_spec(ROOT / "tests" / "data" / "configs" / f"{name}.json"))
+
+    (fp8,) = caveats("qwen3-8b-fp8")
+    assert "block-scaled FP8" in fp8 and "DeepGEMM" in fp8
+    (moe,) = caveats("qwen3-30b-a3b")
+    assert "MoE" in moe and "warm server" in moe
+    assert caveats("llama-3.1-8b") == []
+    # the figures the FP8 note quotes are the served runs' own (machine 3 and machine 5, 8 clients)
+    worst = 0.0
+    for name, machine in (("qwen3-8b-fp8-serve.json", 3), ("qwen3-8b-fp8-serve-long.json", 5)):
+        pts = [p for p in bench.points("held out", [(H200 / name, H200 / f"probe-machine{machine}.json")],
+                                       Calibration())
+               if p.figure == "output_tokens_per_s" and "c=8" in p.workload]
+        worst = max(worst, *(1 - p.measured / p.predicted for p in pts if p.predicted))
+    assert round(100 * worst) == 36
