@@ -3,6 +3,9 @@
 Matching: a measurement of A matches one of B with the same probe key, source, destination, traffic kind,
 message size and GPU group (``ranks``). When a file does not record the size (nvbandwidth's outputs do not
 print their buffer size) a test that is otherwise equal and unique matches across sizes, and the row says so.
+A cluster file (``probe`` under torchrun, srun or mpirun) is compared node by node: each node's own figures are
+scoped by its name (node ``a`` of one file against node ``a`` of the other), the node-to-node links and the
+all-reduce over the nodes by ``cluster``; a single-node file's figures have no scope.
 
 Change: ``change_pct = (B − A) / A × 100`` on the medians. ``better`` follows the unit: higher is better for
 GB/s, lower is better for times (µs, ns).
@@ -29,7 +32,10 @@ from gpuprobe.report.fmt import safe, size_label
 from gpuprobe.results.model import Measurement, Results
 
 COMPARISON_KIND = "gpuprobe.comparison"
-Key = tuple[str, str | None, str | None, str, int | None, tuple[int, ...]]
+CLUSTER_SCOPE = "cluster"
+"""The scope of a cluster file's node-to-node links and all-reduce over its nodes."""
+Key = tuple[str | None, str, str | None, str | None, str, int | None, tuple[int, ...]]
+"""(scope, probe, src, dst, traffic, size in bytes, ranks)."""
 
 
 @dataclass
@@ -63,14 +69,23 @@ class Row:
     """How ``exceeds_spread`` was decided (or why it could not be)."""
     size_matched: bool = True
     """False when matched across sizes because one file does not record its size."""
+    scope: str | None = None
+    """The node a figure belongs to in a cluster file, ``cluster`` for its links and all-reduce over the nodes,
+    None in a single-node file."""
 
     @property
     def route(self) -> str:
-        if self.ranks is not None:
-            return "GPUs " + ",".join(map(str, self.ranks))
-        if self.src is None and self.dst is None:
-            return "—"
-        return f"{self.src} → {self.dst}"
+        return _route(self.scope, self.src, self.dst, self.ranks)
+
+
+def _route(scope: str | None, src: str | None, dst: str | None, ranks: list[int] | None) -> str:
+    if ranks:
+        where = ("nodes " if scope == CLUSTER_SCOPE else "GPUs ") + ",".join(map(str, ranks))
+    elif src is None and dst is None:
+        where = "—"
+    else:
+        where = f"{src} → {dst}"
+    return where if scope in (None, CLUSTER_SCOPE) else f"{scope}: {where}"
 
 
 @dataclass
@@ -89,17 +104,30 @@ class Comparison:
         return [r for r in self.rows if r.exceeds_spread]
 
 
-def _key(m: Measurement) -> Key:
-    return (m.probe, m.src, m.dst, m.traffic, m.size_bytes, tuple(m.ranks or ()))
+def _key(scope: str | None, m: Measurement) -> Key:
+    return (scope, m.probe, m.src, m.dst, m.traffic, m.size_bytes, tuple(m.ranks or ()))
+
+
+def _scoped(res: Results) -> list[tuple[str | None, Measurement]]:
+    """Every measurement of a file with its scope: a single-node file's have none; a cluster file's are each
+    node's own (scoped by the node's name) and the node-to-node links and all-reduce (scoped ``cluster``)."""
+    if res.cluster is None:
+        return [(None, m) for m in res.measurements]
+    out: list[tuple[str | None, Measurement]] = []
+    for node in res.cluster.nodes:
+        if node.results is not None:
+            out += [(node.name, m) for m in node.results.measurements]
+    out += [(CLUSTER_SCOPE, m) for m in (*res.cluster.links, *res.cluster.collectives)]
+    return out
 
 
 def _describe(k: Key) -> str:
-    probe, src, dst, traffic, size, ranks = k
+    scope, probe, src, dst, traffic, size, ranks = k
     parts = [probe]
-    if ranks:
-        parts.append("GPUs " + ",".join(map(str, ranks)))
-    elif src or dst:
-        parts.append(f"{src} → {dst}")
+    if ranks or src or dst:
+        parts.append(_route(scope, src, dst, list(ranks) or None))
+    elif scope not in (None, CLUSTER_SCOPE):
+        parts.append(f"{scope}:")
     if traffic == "bidirectional" and "bidirectional" not in probe:
         parts.append("bidirectional")
     if size is not None:
@@ -135,16 +163,16 @@ def compare_results(a: Results, b: Results, a_label: str = "A", b_label: str = "
     """Match every measurement of ``a`` with ``b`` and judge each change (see the module docstring)."""
     cmp = Comparison(a_label, b_label, k, floor_pct)
     bmap: dict[Key, Measurement] = {}
-    for m in b.measurements:
-        bmap.setdefault(_key(m), m)
+    for scope, m in _scoped(b):
+        bmap.setdefault(_key(scope, m), m)
     used: set[Key] = set()
-    for m in a.measurements:
-        key = _key(m)
+    for scope, m in _scoped(a):
+        key = _key(scope, m)
         other, size_matched = bmap.get(key), True
         if other is None or key in used:
             other = None
-            cands = [(k2, m2) for k2, m2 in bmap.items() if k2[:4] == key[:4] and k2[5] == key[5]
-                     and k2 not in used and (k2[4] is None or key[4] is None)]
+            cands = [(k2, m2) for k2, m2 in bmap.items() if k2[:5] == key[:5] and k2[6] == key[6]
+                     and k2 not in used and (k2[5] is None or key[5] is None)]
             if len(cands) == 1:
                 key2, other = cands[0]
                 size_matched = False
@@ -161,7 +189,7 @@ def compare_results(a: Results, b: Results, a_label: str = "A", b_label: str = "
         better = None if change is None or change == 0 else ((change > 0) == higher)
         cmp.rows.append(Row(m.probe, m.src, m.dst, m.traffic, m.size_bytes if size_matched else
                             (m.size_bytes or other.size_bytes), m.ranks, m.unit, sa, sb, change, better,
-                            exceeds, basis, size_matched))
+                            exceeds, basis, size_matched, scope))
     for key, m in bmap.items():
         if key not in used and (m.status == "ok" or m.src is not None or m.ranks is not None):
             cmp.only_b.append(_describe(key))

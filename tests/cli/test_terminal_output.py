@@ -357,3 +357,21 @@ def test_cluster_file(capsys, monkeypatch, columns) -> None:
     assert code == q["exit_code"] and "drain: " in out and "Cluster: 2 nodes against the median" in flat(out)
     if columns == "80":
         assert max(len(line) for line in out.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("columns", NARROW)
+def test_compare_two_cluster_files(capsys, monkeypatch, columns) -> None:
+    """Two real cluster runs compared: every changed row (node links, all-reduce over the nodes, each node's own
+    figures) shows its route, both figures and the change whole."""
+    from gpuprobe.report.compare import _fmt
+
+    run2 = DATA / "gloo" / "cluster-2nodes-srun-cpu-run2.json"
+    code, js, _ = run(capsys, monkeypatch, columns, "compare", str(CLUSTER), str(run2), "--json")
+    rows = [r for r in json.loads(js)["rows"] if r["exceeds_spread"]]
+    code, out, _ = run(capsys, monkeypatch, columns, "compare", str(CLUSTER), str(run2))
+    assert code == 0 and rows
+    text = flat(out)
+    for r in rows:
+        assert r["route"] in text
+    assert_whole(out, [f for r in rows for f in (_fmt(r["a"]["value"], r["unit"]), _fmt(r["b"]["value"], r["unit"]),
+                                                  f"{r['change_pct']:+.1f}")])

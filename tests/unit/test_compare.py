@@ -6,6 +6,8 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
+
 from gpuprobe.importers import import_file
 from gpuprobe.report.compare import compare_results, comparison_data
 from gpuprobe.results import load_results
@@ -72,3 +74,30 @@ def test_imported_nvbandwidth_matches_across_the_unrecorded_size() -> None:
     sm = got["host_to_device_memcpy_sm"]  # 30.65 vs 50.87: far beyond the floor
     assert sm.exceeds_spread and sm.better is True and "floor" in sm.basis
     assert any("device_to_device" not in x for x in cmp.only_b)
+
+
+GLOO = Path(__file__).resolve().parents[1] / "data" / "gloo"
+
+
+def test_two_cluster_runs_compare_node_by_node_and_link_by_link() -> None:
+    """Two real two-node cluster runs (gloo on loopback): each node's own figures against the same node's, every
+    node-to-node link and every all-reduce size over the nodes matched, the changes the files' medians give."""
+    a = load_results(GLOO / "cluster-2nodes-srun-cpu.json")
+    b = load_results(GLOO / "cluster-2nodes-srun-cpu-run2.json")
+    assert a.cluster is not None and b.cluster is not None
+    cmp = compare_results(a, b)
+    assert not cmp.only_a and not cmp.only_b
+    rows = {(r.scope, r.probe, r.route, r.size_bytes): r for r in cmp.rows}
+    local = sum(len(n.results.measurements) for n in a.cluster.nodes if n.results is not None)
+    cluster = len(a.cluster.links) + len(a.cluster.collectives)
+    assert len(cmp.rows) == len(rows) == local + cluster
+    assert {r.scope for r in cmp.rows} == {"node0", "node1", "cluster"}
+    assert all(r.route.startswith(f"{r.scope}: ") for r in cmp.rows if r.scope != "cluster")
+    for ma in a.cluster.links:
+        mb = next(m for m in b.cluster.links if (m.probe, m.src, m.dst) == (ma.probe, ma.src, ma.dst))
+        r = rows[("cluster", ma.probe, f"{ma.src} → {ma.dst}", ma.size_bytes)]
+        assert ma.value is not None and mb.value is not None
+        assert r.change_pct == pytest.approx((mb.value - ma.value) / ma.value * 100)
+        assert r.better == ((mb.value > ma.value) == (ma.unit == "GB/s"))
+    sizes = sorted(r.size_bytes or 0 for r in cmp.rows if r.route == "nodes 0,1")
+    assert sizes == sorted(m.size_bytes or 0 for m in a.cluster.collectives) and len(sizes) == 10
