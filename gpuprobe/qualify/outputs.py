@@ -9,11 +9,15 @@ history lines them up. FAIL is a ``<failure>`` (message: the cause; text: figure
 next step). WARN is a passing testcase whose ``<system-out>`` starts with ``WARN``: CI systems show it
 without failing the pipeline (the exit code 10 decides that). SKIP is ``<skipped>`` with the reason. Every
 testcase that ran carries its one-line figure, expectation and basis in ``<system-out>`` (PASS and INFO too).
-Only elements of the common JUnit schema are used (properties on the testsuite, not on testcases).
+Only elements of the common JUnit schema are used (properties on the testsuite, not on testcases). A cluster
+file adds a ``gpuprobe.qualify.cluster`` suite: one testcase per node (``<failure>`` for a node to drain, its
+findings in the text) and one per node-to-node link found worse than the cluster median.
 
 Prometheus: the text exposition format (HELP and TYPE per metric, label values escaped), for the
 node_exporter textfile collector. Latencies are in seconds (Prometheus base unit), bandwidth in GB/s as in
-the metric name; ``gpuprobe_verdict`` is 0 PASS, 1 WARN, 2 FAIL.
+the metric name; ``gpuprobe_verdict`` is 0 PASS, 1 WARN, 2 FAIL. A cluster file adds
+``gpuprobe_cluster_verdict``, ``gpuprobe_cluster_node_drain{node}`` (1: take the node out of service) and
+``gpuprobe_cluster_ratio_to_median{subject,test}`` for every node or link worse than the cluster median.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import math
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from gpuprobe.results.qualification import Check, Qualification, severity
+from gpuprobe.results.qualification import Check, ClusterFinding, ClusterQualification, Qualification, severity
 from gpuprobe.results.serde import to_data
 
 CATEGORIES = ("bandwidth", "latency", "collective", "health", "data", "run")
@@ -89,8 +93,41 @@ def to_junit(q: Qualification) -> str:
                 ET.SubElement(case, "skipped", message=c.cause or "not measured")
             if c.verdict != "SKIP":
                 ET.SubElement(case, "system-out").text = body
+    if q.cluster is not None:
+        _junit_cluster(root, q, q.cluster)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _finding_line(f: ClusterFinding) -> str:
+    figure = f" {_fmt(f.value, f.unit)} (cluster median {_fmt(f.median, f.unit)})" if f.value is not None else ""
+    ratio = f", {f.ratio_to_median:.2f} of the median" if f.ratio_to_median is not None else ""
+    return f"{f.verdict} {f.test} {f.subject}:{figure}{ratio}" + (f"; {f.reason}" if f.reason else "")
+
+
+def _junit_cluster(root: ET.Element, q: Qualification, c: ClusterQualification) -> None:
+    """One testcase per node (a failure when it is to be drained) and one per weak node-to-node link."""
+    links = sorted({f.subject for f in c.findings if "->" in f.subject})
+    cases = [(n, [f for f in c.findings if f.subject == n], n in c.drain) for n in c.nodes]
+    cases += [(link, [f for f in c.findings if f.subject == link], False) for link in links]
+    suite = ET.SubElement(root, "testsuite", name="gpuprobe.qualify.cluster", tests=str(len(cases)),
+                          failures=str(sum(drain for _, _, drain in cases)), errors="0", skipped="0", time="0",
+                          hostname=q.host or "unknown", timestamp=(q.judged_utc or "")[:19])
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("verdict", c.verdict), ("nodes", " ".join(c.nodes)), ("drain", " ".join(c.drain)),
+                        ("below_median", f"{c.below_median:g}")):
+        ET.SubElement(props, "property", name=name, value=value)
+    for subject, findings, drain in cases:
+        kind = "link" if "->" in subject else "node"
+        case = ET.SubElement(suite, "testcase", classname=f"gpuprobe.cluster.{kind}", name=subject, time="0")
+        body = "\n".join(_finding_line(f) for f in findings) or f"PASS {kind} {subject}: within the cluster median"
+        if drain:
+            failure = ET.SubElement(case, "failure", message=f"drain {subject}: worse than the cluster median",
+                                    type="FAIL")
+            failure.text = body
+        ET.SubElement(case, "system-out").text = body
+    root.set("tests", str(int(root.get("tests", "0")) + len(cases)))
+    root.set("failures", str(int(root.get("failures", "0")) + sum(drain for _, _, drain in cases)))
 
 
 # -- Prometheus ---------------------------------------------------------------------------------------------
@@ -175,6 +212,18 @@ def to_prometheus(q: Qualification) -> str:
     for o in q.outliers:
         m.add("gpuprobe_outlier_ratio_to_median", {"test": o.test, "subject": o.subject, "rank": o.rank},
               o.ratio_to_median)
+    if q.cluster is not None:
+        cq = q.cluster
+        m.declare("gpuprobe_cluster_verdict", "Cluster verdict (nodes and links against the median): 0 PASS, 1 WARN, "
+                  "2 FAIL.")
+        m.add("gpuprobe_cluster_verdict", {}, severity(cq.verdict))
+        m.declare("gpuprobe_cluster_node_drain", "1 when the node is to be taken out of service, else 0.")
+        for node in cq.nodes:
+            m.add("gpuprobe_cluster_node_drain", {"node": node}, 1 if node in cq.drain else 0)
+        m.declare("gpuprobe_cluster_ratio_to_median", "Figure of a node or link relative to the cluster median "
+                  "(below 1 = worse).")
+        for f in cq.findings:
+            m.add("gpuprobe_cluster_ratio_to_median", {"subject": f.subject, "test": f.test}, f.ratio_to_median)
     m.declare("gpuprobe_qualify_timestamp_seconds", "Unix time the qualification was judged.")
     if q.judged_utc:
         with contextlib.suppress(ValueError):

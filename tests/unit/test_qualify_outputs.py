@@ -214,3 +214,46 @@ def test_prometheus_escapes_label_values() -> None:
 def test_the_exposition_checker_is_strict(bad: str) -> None:
     with pytest.raises((AssertionError, ValueError)):
         parse_exposition(bad)
+
+
+CLUSTER = Path(__file__).resolve().parents[1] / "data" / "gloo" / "cluster-2nodes-srun-cpu.json"
+
+
+def _cluster_qualification():
+    from gpuprobe.qualify.cluster import add_cluster
+    from gpuprobe.results import load_results
+
+    res = load_results(CLUSTER)
+    q = judge(res)
+    assert res.cluster is not None
+    add_cluster(q, res.cluster)
+    assert q.cluster is not None
+    return q
+
+
+def test_cluster_nodes_and_weak_links_in_junit_and_prometheus() -> None:
+    """A real two-node cluster file (gloo): JUnit gets a cluster suite with one testcase per node and per link found
+    worse than the median (its figure and the median in the text); Prometheus a drain gauge per node and the
+    ratio to the median of each finding; a node marked for draining becomes a failure and a 1."""
+    q = _cluster_qualification()
+    cq = q.cluster
+    root = ET.fromstring(to_junit(q))
+    (suite,) = [s for s in root if s.get("name") == "gpuprobe.qualify.cluster"]
+    links = sorted({f.subject for f in cq.findings if "->" in f.subject})
+    assert [c.get("name") for c in suite.findall("testcase")] == [*cq.nodes, *links]
+    assert int(root.get("tests")) == len(q.checks) + len(cq.nodes) + len(links)
+    for case in suite.findall("testcase"):
+        text = case.find("system-out").text
+        for f in (f for f in cq.findings if f.subject == case.get("name")):
+            assert f.test in text and f"{f.ratio_to_median:.2f} of the median" in text
+    metrics = parse_exposition(to_prometheus(q))
+    assert {lab["node"]: v for lab, v in metrics["gpuprobe_cluster_node_drain"]} == {n: 0.0 for n in cq.nodes}
+    ratios = {(lab["subject"], lab["test"]): v for lab, v in metrics["gpuprobe_cluster_ratio_to_median"]}
+    assert ratios == {(f.subject, f.test): f.ratio_to_median for f in cq.findings if f.ratio_to_median is not None}
+    cq.drain = [cq.nodes[1]]  # DERIVED: the same judgement with node1 to be drained
+    root = ET.fromstring(to_junit(q))
+    (suite,) = [s for s in root if s.get("name") == "gpuprobe.qualify.cluster"]
+    failed = [c.get("name") for c in suite.findall("testcase") if c.find("failure") is not None]
+    assert failed == [cq.nodes[1]] and suite.get("failures") == "1"
+    drain = {lab["node"]: v for lab, v in parse_exposition(to_prometheus(q))["gpuprobe_cluster_node_drain"]}
+    assert drain == {cq.nodes[0]: 0.0, cq.nodes[1]: 1.0}
