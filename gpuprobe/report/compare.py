@@ -5,7 +5,8 @@ message size and GPU group (``ranks``). When a file does not record the size (nv
 print their buffer size) a test that is otherwise equal and unique matches across sizes, and the row says so.
 A cluster file (``probe`` under torchrun, srun or mpirun) is compared node by node: each node's own figures are
 scoped by its name (node ``a`` of one file against node ``a`` of the other), the node-to-node links and the
-all-reduce over the nodes by ``cluster``; a single-node file's figures have no scope.
+all-reduce over the nodes by ``cluster``. A cluster file against a single-node file compares the single node with
+the cluster file's own figures (those of its rank 0, as in any results file).
 
 Change: ``change_pct = (B − A) / A × 100`` on the medians. ``better`` follows the unit: higher is better for
 GB/s, lower is better for times (µs, ns).
@@ -108,10 +109,11 @@ def _key(scope: str | None, m: Measurement) -> Key:
     return (scope, m.probe, m.src, m.dst, m.traffic, m.size_bytes, tuple(m.ranks or ()))
 
 
-def _scoped(res: Results) -> list[tuple[str | None, Measurement]]:
-    """Every measurement of a file with its scope: a single-node file's have none; a cluster file's are each
-    node's own (scoped by the node's name) and the node-to-node links and all-reduce (scoped ``cluster``)."""
-    if res.cluster is None:
+def _scoped(res: Results, by_node: bool) -> list[tuple[str | None, Measurement]]:
+    """Every measurement of a file with its scope: none for the file's own (rank 0's in a cluster file); with
+    ``by_node`` (two cluster files) each node's own, scoped by the node's name, and the node-to-node links and
+    all-reduce over the nodes, scoped ``cluster``."""
+    if res.cluster is None or not by_node:
         return [(None, m) for m in res.measurements]
     out: list[tuple[str | None, Measurement]] = []
     for node in res.cluster.nodes:
@@ -163,10 +165,11 @@ def compare_results(a: Results, b: Results, a_label: str = "A", b_label: str = "
     """Match every measurement of ``a`` with ``b`` and judge each change (see the module docstring)."""
     cmp = Comparison(a_label, b_label, k, floor_pct)
     bmap: dict[Key, Measurement] = {}
-    for scope, m in _scoped(b):
+    by_node = a.cluster is not None and b.cluster is not None
+    for scope, m in _scoped(b, by_node):
         bmap.setdefault(_key(scope, m), m)
     used: set[Key] = set()
-    for scope, m in _scoped(a):
+    for scope, m in _scoped(a, by_node):
         key = _key(scope, m)
         other, size_matched = bmap.get(key), True
         if other is None or key in used:

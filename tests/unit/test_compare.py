@@ -101,3 +101,14 @@ def test_two_cluster_runs_compare_node_by_node_and_link_by_link() -> None:
         assert r.better == ((mb.value > ma.value) == (ma.unit == "GB/s"))
     sizes = sorted(r.size_bytes or 0 for r in cmp.rows if r.route == "nodes 0,1")
     assert sizes == sorted(m.size_bytes or 0 for m in a.cluster.collectives) and len(sizes) == 10
+
+
+def test_a_cluster_file_against_a_single_node_file_compares_its_own_figures() -> None:
+    """One cluster file and one single-node file: the cluster file's own figures (rank 0's) against the single
+    node's, as for any two results files; no node scope, no links."""
+    a = load_results(GLOO / "cluster-2nodes-srun-cpu.json")
+    single = copy.deepcopy(a)
+    single.cluster = None  # DERIVED: the same figures as a single-node file
+    cmp = compare_results(a, single)
+    assert len(cmp.rows) == len(a.measurements) and all(r.scope is None for r in cmp.rows)
+    assert not cmp.only_a and not cmp.only_b
