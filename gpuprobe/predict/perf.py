@@ -21,7 +21,8 @@ from gpuprobe.predict.calibration import Calibration
 from gpuprobe.predict.layouts import Layout
 from gpuprobe.predict.memory import MemoryPrediction
 from gpuprobe.predict.model_spec import ModelSpec
-from gpuprobe.predict.simulate import EngineLimits, SimResult, StepTotals, simulate
+from gpuprobe.predict.simresult import EngineLimits, SimResult, StepTotals
+from gpuprobe.predict.simulate import simulate
 from gpuprobe.predict.stepcost import StepCost
 from gpuprobe.predict.system import SystemProfile
 from gpuprobe.predict.traffic import Traffic

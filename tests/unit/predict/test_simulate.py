@@ -23,7 +23,8 @@ from gpuprobe.predict.model_spec import load_model_spec
 from gpuprobe.predict.options import ServeOptions
 from gpuprobe.predict.perf import _limits
 from gpuprobe.predict.recommend import predict_layout_memory
-from gpuprobe.predict.simulate import EngineLimits, SimResult, simulate
+from gpuprobe.predict.simresult import EngineLimits, SimResult
+from gpuprobe.predict.simulate import simulate
 from gpuprobe.predict.stepcost import Batch, StepCost, StepTime
 from gpuprobe.predict.system import system_from_results
 from gpuprobe.predict.traffic import Traffic
