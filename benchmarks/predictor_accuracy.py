@@ -114,6 +114,8 @@ class Point:
     starts: int = 1
     spread: float | None = None
     """max / min - 1 of the measured figure over the engine's starts (two or more); None with one start."""
+    file: str = ""
+    """The validation file's name (without .json) the point comes from."""
 
     @property
     def err(self) -> float | None:
@@ -140,7 +142,7 @@ def points(label: str, files: list[tuple[Path, Path]], cal: Calibration, kv_only
     from gpuprobe.validate import adapter
 
     out = []
-    for runs, system in _load(files):
+    for (runs, system), (path, _) in zip(_load(files), files, strict=True):
         for run in runs.layouts:
             if run.measured is None:
                 continue
@@ -156,7 +158,7 @@ def points(label: str, files: list[tuple[Path, Path]], cal: Calibration, kv_only
                 lo, hi = (band[0], band[1]) if len(band) == 2 else (None, None)
                 mode = "served" if run.layout.serve else ("eager" if run.layout.enforce_eager else "graphs")
                 out.append(Point(label, runs.model_name, f"{_device(runs)} {run.layout.config_name}", mode,
-                                 f.workload or "", f.figure, f.measured, f.predicted, lo, hi))
+                                 f.workload or "", f.figure, f.measured, f.predicted, lo, hi, file=path.stem))
     return merge_starts(out)
 
 
@@ -209,9 +211,9 @@ def by_run(pts: list[Point]) -> list[str]:
     """Held-out median |error| per run (tok/s with its worst point and the points within tolerance)."""
     rows = ["| held-out run | engine | points | output tok/s (max; within tolerance) | TTFT | TPOT | ITL |",
             "|---|---|---:|---:|---:|---:|---:|"]
-    keys = dict.fromkeys((p.run, p.engine) for p in pts if p.set == "held out" and p.figure != "kv_cache_tokens")
-    for run, engine in keys:
-        sel = [p for p in pts if (p.run, p.engine) == (run, engine) and p.set == "held out" and p.err is not None]
+    keys = dict.fromkeys((p.file, p.engine) for p in pts if p.set == "held out" and p.figure != "kv_cache_tokens")
+    for file, engine in keys:
+        sel = [p for p in pts if (p.file, p.engine) == (file, engine) and p.set == "held out" and p.err is not None]
 
         def med(fig: str, sel: list[Point] = sel) -> str:
             errs = [abs(p.err) for p in sel if p.figure == fig and p.err is not None]
@@ -220,8 +222,7 @@ def by_run(pts: list[Point]) -> list[str]:
         tok = [p for p in sel if p.figure == "output_tokens_per_s"]
         worst = max(abs(p.err) for p in tok if p.err is not None)
         ok = sum(abs(p.err) <= p.tolerance for p in tok if p.err is not None)
-        name = run.rsplit("-", 1)[0] if run.count("-") > 2 and len(run.rsplit("-", 1)[1]) == 8 else run
-        rows.append(f"| {name} | {engine} | {len(tok)} | {med('output_tokens_per_s')} ({100 * worst:.0f} %; "
+        rows.append(f"| {file} | {engine} | {len(tok)} | {med('output_tokens_per_s')} ({100 * worst:.0f} %; "
                     f"{ok} / {len(tok)}) | {med('ttft_ms')} | {med('tpot_ms')} | {med('itl_ms')} |")
     return rows
 
