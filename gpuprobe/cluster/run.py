@@ -9,13 +9,14 @@
 4. The all-reduce sweep over the live nodes (``allreduce_worker._sweep_group``: the same timing, the same check).
 5. Rank 0 gathers everything from the store and writes one results file with a ``cluster`` section.
 
-No step waits for a node for ever: before the links, before each round, before the all-reduce and at the end,
-every live node checks in at the store and rank 0 waits at most ``timeout_s`` for it after its own local suite,
-then 2 × ``timeout_s`` + 5 s at each later check-in (a healthy node whose partner hung is up to one transfer
-timeout late and is not taken for the hung one). A node that does not check in is named (``missing``: its results
-never came; ``lost``: they came, then it stopped answering), what it measured is kept, and the others carry on
-without it. Every pair, and the all-reduce, has a process group of its own made by its members alone through the
-store (a timeout poisons only that group), and every send and receive has the same timeout.
+No step waits for a node for ever: before the links, before each round, before the all-reduce and at the end, every
+live node checks in at the store and rank 0 waits at most ``timeout_s`` for it after its own local suite, then 3 ×
+``timeout_s`` + 10 s at each later check-in (a healthy node whose partner hung can be two timeouts late, making the
+pair's group and then one transfer, more on a loaded machine, and is not taken for the hung one). A node that does
+not check in is named (``missing``: its results never came; ``lost``: they came, then it stopped answering), what it
+measured is kept, and the others carry on without it. Every pair, and the all-reduce, has a process group of its own
+made by its members alone through the store (a timeout poisons only that group), and every send and receive has the
+same timeout.
 """
 
 from __future__ import annotations
@@ -87,9 +88,10 @@ class Coordinator:
 
     def __init__(self, store: Any, rank: int, world: int, timeout_s: float) -> None:
         self.store, self.rank, self.world, self.timeout_s = store, rank, world, timeout_s
-        self.step_wait_s = 2 * timeout_s + 5
+        self.step_wait_s = 3 * timeout_s + 10
         """How long rank 0 waits at a check-in after the local suites: a healthy node paired with a hung one
-        arrives up to one transfer timeout late, and must not be taken for the hung one."""
+        arrives up to two timeouts late (making the pair's group, then one transfer; more on a loaded machine)
+        and must not be taken for the hung one."""
 
     def put(self, key: str, value: Any) -> None:
         self.store.set(key, json.dumps(value))
