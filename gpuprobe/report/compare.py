@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import JustifyMethod
 from rich.table import Table as RichTable
 
-from gpuprobe.report.fmt import safe, size_label
+from gpuprobe.report.fmt import ranks_label, safe, size_label
 from gpuprobe.results.model import Measurement, Results
 
 COMPARISON_KIND = "gpuprobe.comparison"
@@ -81,7 +81,7 @@ class Row:
 
 def _route(scope: str | None, src: str | None, dst: str | None, ranks: list[int] | None) -> str:
     if ranks:
-        where = ("nodes " if scope == CLUSTER_SCOPE else "GPUs ") + ",".join(map(str, ranks))
+        where = ("nodes " if scope == CLUSTER_SCOPE else "GPUs ") + ranks_label(ranks)
     elif src is None and dst is None:
         where = "—"
     else:

@@ -112,3 +112,12 @@ def test_a_cluster_file_against_a_single_node_file_compares_its_own_figures() ->
     cmp = compare_results(a, single)
     assert len(cmp.rows) == len(a.measurements) and all(r.scope is None for r in cmp.rows)
     assert not cmp.only_a and not cmp.only_b
+
+
+def test_route_of_a_large_group_reads_as_the_report_writes_it() -> None:
+    """A group of more than eight ranks is its span and count, as in the report and plots; small groups list all."""
+    from gpuprobe.report.compare import _route
+
+    assert _route(None, None, None, list(range(16))) == "GPUs 0-15 (16 ranks)"
+    assert _route("cluster", None, None, [0, 1]) == "nodes 0,1"
+    assert _route("node1", None, None, [0, 2, 4, 6, 8, 10, 12, 14, 16]) == "node1: GPUs 0,2,4,6,... (9 ranks)"
