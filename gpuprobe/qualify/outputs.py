@@ -63,8 +63,10 @@ def describe(c: Check) -> str:
 
 def to_junit(q: Qualification) -> str:
     """JUnit XML text: one testcase per check (see the module docstring for how verdicts map)."""
-    root = ET.Element("testsuites", name="gpuprobe qualify", tests=str(len(q.checks)),
-                      failures=str(q.counts.get("FAIL", 0)), errors="0", skipped=str(q.counts.get("SKIP", 0)))
+    cluster = _cluster_cases(q.cluster) if q.cluster is not None else []
+    root = ET.Element("testsuites", name="gpuprobe qualify", tests=str(len(q.checks) + len(cluster)),
+                      failures=str(q.counts.get("FAIL", 0) + sum(drain for _, _, drain in cluster)), errors="0",
+                      skipped=str(q.counts.get("SKIP", 0)))
     for cat in CATEGORIES:
         checks = [c for c in q.checks if c.category == cat]
         if not checks:
@@ -94,7 +96,7 @@ def to_junit(q: Qualification) -> str:
             if c.verdict != "SKIP":
                 ET.SubElement(case, "system-out").text = body
     if q.cluster is not None:
-        _junit_cluster(root, q, q.cluster)
+        _junit_cluster(root, q, q.cluster, cluster)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -105,11 +107,18 @@ def _finding_line(f: ClusterFinding) -> str:
     return f"{f.verdict} {f.test} {f.subject}:{figure}{ratio}" + (f"; {f.reason}" if f.reason else "")
 
 
-def _junit_cluster(root: ET.Element, q: Qualification, c: ClusterQualification) -> None:
-    """One testcase per node (a failure when it is to be drained) and one per weak node-to-node link."""
+_Case = tuple[str, list[ClusterFinding], bool]
+
+
+def _cluster_cases(c: ClusterQualification) -> list[_Case]:
+    """(subject, its findings, drain it) for every node and every weak node-to-node link."""
     links = sorted({f.subject for f in c.findings if "->" in f.subject})
     cases = [(n, [f for f in c.findings if f.subject == n], n in c.drain) for n in c.nodes]
-    cases += [(link, [f for f in c.findings if f.subject == link], False) for link in links]
+    return cases + [(link, [f for f in c.findings if f.subject == link], False) for link in links]
+
+
+def _junit_cluster(root: ET.Element, q: Qualification, c: ClusterQualification, cases: list[_Case]) -> None:
+    """One testcase per node (a failure when it is to be drained) and one per weak node-to-node link."""
     suite = ET.SubElement(root, "testsuite", name="gpuprobe.qualify.cluster", tests=str(len(cases)),
                           failures=str(sum(drain for _, _, drain in cases)), errors="0", skipped="0", time="0",
                           hostname=q.host or "unknown", timestamp=(q.judged_utc or "")[:19])
@@ -126,8 +135,6 @@ def _junit_cluster(root: ET.Element, q: Qualification, c: ClusterQualification) 
                                     type="FAIL")
             failure.text = body
         ET.SubElement(case, "system-out").text = body
-    root.set("tests", str(int(root.get("tests", "0")) + len(cases)))
-    root.set("failures", str(int(root.get("failures", "0")) + sum(drain for _, _, drain in cases)))
 
 
 # -- Prometheus ---------------------------------------------------------------------------------------------
