@@ -186,6 +186,10 @@ class Iteration:
     """vLLM's iteration elapsed time: with asynchronous scheduling, how long the engine waited for this step's
     output after launching the next one; without it, the step's execution."""
     kv_usage_pct: float | None = None
+    time_s: float | None = None
+    """When the line was logged, in seconds from the start of its month (None unless the log's times carry
+    milliseconds, as ``--log-steps`` asks for): the difference between two steps' times is what the engine
+    took between their outputs."""
 
 
 _ITERATION = re.compile(
@@ -195,16 +199,23 @@ _ITERATION = re.compile(
 )
 
 
+_LINE_TIME = re.compile(r"\b\d{2}-(?P<d>\d{2}) (?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2}\.\d{3})\b")
+
+
 def parse_iterations(log: str) -> list[Iteration]:
     """Every engine step vLLM logged (``Iteration(N): ...`` lines; dummy steps of data parallelism left out), in
     log order. A restarted engine starts again at index 0."""
     out = []
-    for m in _ITERATION.finditer(log):
-        if m.group("dummy"):
+    for line in log.splitlines():
+        m = _ITERATION.search(line)
+        if m is None or m.group("dummy"):
             continue
         kv = m.group("kv")
+        t = _LINE_TIME.search(line[: m.start()])
+        when = None if t is None else ((int(t.group("d")) * 24 + int(t.group("h"))) * 60 + int(t.group("m"))) * 60 \
+            + float(t.group("s"))
         out.append(Iteration(int(m.group("i")), int(m.group("cr")), int(m.group("ct")), int(m.group("gr")),
-                             int(m.group("gt")), float(m.group("ms")), float(kv) if kv is not None else None))
+                             int(m.group("gt")), float(m.group("ms")), float(kv) if kv is not None else None, when))
     return out
 
 

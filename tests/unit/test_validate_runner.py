@@ -197,3 +197,18 @@ def test_log_steps_asks_vllm_to_log_every_step(tmp_path: Path, fake_python: str,
     assert layout["extra_engine_args"] == {"enable_logging_iteration_details": True}
     args = serve.serve_args(ValidationLayout(tp=1, extra_engine_args=layout["extra_engine_args"]), tmp_path, 8000)
     assert "--enable-logging-iteration-details" in args
+    env = json.loads((tmp_path / "runs.json").read_text())["layouts"][0]["env"]
+    config = json.loads(Path(env["VLLM_LOGGING_CONFIG_PATH"]).read_text())
+    # vLLM's own line format, with milliseconds: the log parser reads the time between steps from it
+    assert "%(asctime)s.%(msecs)03d" in config["formatters"]["vllm"]["format"]
+    assert config["loggers"]["vllm"]["handlers"] == ["vllm"]
+
+
+def test_logging_config_left_alone_without_log_steps(monkeypatch) -> None:
+    """Without --log-steps vLLM logs in its own format; a logging config the user set is never replaced."""
+    from gpuprobe.validate.vllm_env import run_env
+
+    assert "VLLM_LOGGING_CONFIG_PATH" not in run_env(ValidationLayout(tp=1), "cpu", {})
+    monkeypatch.setenv("VLLM_LOGGING_CONFIG_PATH", "/etc/mine.json")
+    steps = ValidationLayout(tp=1, extra_engine_args={"enable_logging_iteration_details": True})
+    assert "VLLM_LOGGING_CONFIG_PATH" not in run_env(steps, "cpu", {})

@@ -71,6 +71,7 @@ def test_tp1_and_tp2_measured_and_compared(tmp_path: Path, model_dir: Path) -> N
         steps = parse_iterations(Path(run["log_path"]).read_text())  # --log-steps: every engine step logged
         assert sum(s.decode_tokens for s in steps) >= 1 * 15 + 8 * 31  # each request's tokens after its first
         assert sum(s.prompt_tokens for s in steps) >= 1 * 64 + 8 * 128
+        assert all(s.time_s is not None for s in steps)  # stamped to the millisecond
         m = run["measured"]
         assert m["platform"] == "cpu" and m["engine_start_s"] > 0
         kv = m["kv_cache"]
