@@ -79,70 +79,71 @@ class Calibration:
     version can fit its own (``validate --fit-calibration``, then ``recommend --calibration``).
     """
 
-    hbm_efficiency: float = 0.95615
+    hbm_efficiency: float = 0.95875
     """Achieved bytes/s of a step over the achievable HBM bandwidth (measured copy, or 0.89 x datasheet)."""
-    prefill_compute_efficiency: float = 0.86463
+    prefill_compute_efficiency: float = 0.85126
     """GEMM FLOP/s over the datasheet peak in steps that carry prompt tokens."""
-    decode_compute_efficiency: float = 0.44732
+    decode_compute_efficiency: float = 0.44109
     """GEMM FLOP/s over the peak in decode-only steps (small, skinny GEMMs)."""
-    gemm_half_hidden: float = 1555.8
+    gemm_half_hidden: float = 1460.3
     """GEMMs of small models reach less of the peak: both compute efficiencies are scaled by h / (h + this),
     h the hidden size (1.0 for a very wide model)."""
-    attention_efficiency: float = 0.76794
+    attention_efficiency: float = 0.77418
     """Prompt attention FLOP/s over the bf16 peak (FlashAttention on long prompts), for the causal FLOP count
     (4 x layers x heads x head_dim x n(n + 1)/2). An effective factor: the model's other prefill terms absorb
     part of the cost of long prompts."""
     roofline_sharpness: float = 4.0
     """How compute and memory time join: (a^k + b^k)^(1/k); large k is the plain max."""
-    fp8_gemm_efficiency: float = 0.65496
+    fp8_gemm_efficiency: float = 0.65605
     """FP8 GEMM FLOP/s over (the FP8 peak x the compute efficiencies above): what FP8 weights really gain."""
-    gpu_per_layer_us: float = 23.224
-    """GPU time per layer per step that scales with neither bytes nor FLOPs (kernel gaps and tails)."""
-    fp8_per_layer_us: float = 40.214
+    gpu_per_layer_us: float = 22.892
+    """GPU time per Llama-style layer (ten kernels) per step that scales with neither bytes nor FLOPs (kernel gaps
+    and tails); a layer with more kernels (q/k norms) takes its share more (``stepcost.layer_kernels``)."""
+    fp8_per_layer_us: float = 38.487
     """Extra GPU time per layer with FP8 weights (the activation-quantization kernels before each GEMM)."""
-    moe_half_intermediate: float = 182.07
+    moe_half_intermediate: float = 212.39
     """The routed experts' grouped GEMMs (vLLM's fused-MoE kernels) reach i / (i + this) of a dense GEMM's
     FLOP/s, i the expert intermediate size per TP rank: narrow experts (Qwen3-30B-A3B: 768) run small tiles,
     wide ones (Mixtral: 14,336) about as fast as a dense GEMM."""
-    moe_per_layer_us: float = 22.401
+    moe_per_layer_us: float = 18.251
     """Extra GPU time per MoE layer (routing, token alignment, combine; grouped GEMMs below the roofline)."""
-    step_overhead_ms: float = 1.6664
+    step_overhead_ms: float = 1.6457
     """Host time per step: scheduling, input preparation, sampler launch, output (overlaps the GPU)."""
-    seq_overhead_us: float = 21.432
+    seq_overhead_us: float = 21.47
     """Host time per request in the step (block tables, inputs, outputs)."""
-    prompt_token_overhead_us: float = 0.051703
+    prompt_token_overhead_us: float = 0.051277
     """Host time per prompt token in the step (token ids, positions, block hashes)."""
-    step_serial_ms: float = 0.19052
+    step_serial_ms: float = 0.21206
     """Per-step time that never overlaps (sampled tokens back to the scheduler)."""
-    prompt_step_serial_ms: float = 4.7282
+    prompt_step_serial_ms: float = 5.0854
     """Extra time of a step that carries prompt tokens that does not overlap the GPU (input preparation that
     waits on it)."""
-    request_latency_ms: float = 4.9704
+    request_latency_ms: float = 4.6345
     """Latency between the front end handing a request over and the scheduler seeing it (engine IPC, request
     set-up); it delays the request but occupies nothing."""
-    graph_launch_us: float = 50.709
+    graph_launch_us: float = 54.314
     """Host time to replay a step's full CUDA graph."""
-    piecewise_launch_per_layer_us: float = 10.382
+    piecewise_launch_per_layer_us: float = 9.5656
     """Host time per layer of a piecewise-graph step (attention launched between the graph pieces)."""
-    eager_launch_per_layer_us: float = 544.75
+    eager_launch_per_layer_us: float = 544.36
     """Host time per layer of a step without graphs (every kernel launched from Python)."""
-    moe_launch_per_layer_us: float = 1012.5
+    moe_launch_per_layer_us: float = 1008.8
     """Extra host time per MoE layer of a step without graphs (router top-k, token alignment, the two grouped
     GEMMs and the combine, dispatched from Python)."""
-    compiled_launch_ratio: float = 0.76515
+    compiled_launch_ratio: float = 0.76424
     """Host launch time of a step above the largest capture size (vLLM's torch.compile'd code, no graph) over
     that of the same step in eager mode (fused kernels: fewer launches)."""
-    batch_intake_us: float = 41.492
+    batch_intake_us: float = 43.161
     """Offline ``LLM.generate``: time to hand one request to the engine."""
-    batch_output_seq_us: float = 8.3585
+    batch_output_seq_us: float = 9.7343
     """Offline: time per request per step to take its new token (no detokenizing)."""
-    serve_intake_us: float = 565.32
+    serve_intake_us: float = 533.55
     """``vllm serve``: the API server's time per request before the engine sees it (HTTP, validation)."""
-    serve_intake_per_token_us: float = 1.2316
+    serve_intake_per_token_us: float = 1.1346
     """``vllm serve``: the API server's time per prompt token (tokenizing)."""
-    serve_output_seq_us: float = 82.434
+    serve_output_seq_us: float = 82.397
     """``vllm serve``: the API server's time per request per step (detokenizing, streaming the chunk)."""
-    output_step_us: float = 211.48
+    output_step_us: float = 212.68
     """The front end's time per step output (receiving it from the engine process)."""
     allreduce_efficiency: float = 1.0
     """Multiplier on measured all-reduce times (> 1: slower inside vLLM than in the microbenchmark)."""
@@ -150,12 +151,12 @@ class Calibration:
     """NCCL send/recv bandwidth over copy-engine P2P bandwidth (PP stage boundaries)."""
     p2p_alpha_us: float = 10.0
     """Fixed cost of one PP send/recv (AIC p2p_latency 10 us)."""
-    band_output_tokens_per_s: list[float] = field(default_factory=lambda: [0.6194, 1.3128])
+    band_output_tokens_per_s: list[float] = field(default_factory=lambda: [0.6203, 1.3159])
     """The uncertainty band of output tokens/s, as [low, high] ratios of measured to predicted: the 2.5th and
     97.5th percentiles of that ratio over the runs the factors were fitted to, each run predicted by the factors
     fitted to the others (leave-one-run-out: the band a run the factors never saw can expect)."""
-    band_ttft_ms: list[float] = field(default_factory=lambda: [0.676, 1.9931])
-    band_tpot_ms: list[float] = field(default_factory=lambda: [0.7202, 1.6083])
+    band_ttft_ms: list[float] = field(default_factory=lambda: [0.6728, 1.9874])
+    band_tpot_ms: list[float] = field(default_factory=lambda: [0.7142, 1.6051])
     memory: MemoryCalibration = field(default_factory=MemoryCalibration)
     source: str = "defaults"
     """Where these factors came from: ``defaults`` or the file they were loaded from."""
