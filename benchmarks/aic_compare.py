@@ -5,7 +5,9 @@
 The points are the closed-loop loads of the real `vllm serve` runs on the H200 (vLLM 0.26.0 at its defaults, TP1,
 tests/data/vllm-h200-2026-12-01/{llama-3.1-8b-serve-warm,qwen2.5-14b-serve,qwen3-30b-a3b-serve,
 qwen3-8b-fp8-serve}.json, and the MoE and FP8 engines again on machine 5 with four to eight times the requests,
-{qwen3-30b-a3b,qwen3-8b-fp8}-serve-long.json, and Qwen3-4B on machine 6, qwen3-4b-serve.json; all but the
+{qwen3-30b-a3b,qwen3-8b-fp8}-serve-long.json, Qwen3-4B on machine 6, qwen3-4b-serve.json, four engines again on
+machine 7 (*-serve-steps.json, 1 and 8 clients) and Qwen3-4B on machine 8 started three times
+(qwen3-4b-serve-starts.json); all but the
 Qwen2.5-14B on later machines with the fixed one-token-a-word tokenizer, FP8 with VLLM_USE_DEEP_GEMM=0):
 concurrency 1 to 256 with ~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator
 0.12.0's predictions for them are in reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was
@@ -44,10 +46,21 @@ RUNS = [("Llama-3.1-8B", "Llama-3.1-8B", DATA / "llama-3.1-8b-serve-warm.json", 
          "held out"),
         ("Qwen3-8B-FP8 (m5)", "Qwen3-8B-FP8", DATA / "qwen3-8b-fp8-serve-long.json", DATA / "probe-machine5.json",
          "held out"),
-        ("Qwen3-4B", "Qwen3-4B", DATA / "qwen3-4b-serve.json", DATA / "probe-machine5.json", "held out")]
-"""(label, model AIC was asked about, run, the probe of its machine, role). The machine-5 runs are the same engines
-served again with four to eight times the requests per load; AIC's answer does not depend on the request count
-(it estimates the steady state at the concurrency), so the same AIC points are compared with them."""
+        ("Qwen3-4B", "Qwen3-4B", DATA / "qwen3-4b-serve.json", DATA / "probe-machine5.json", "held out"),
+        ("Llama-3.1-8B (m7)", "Llama-3.1-8B", DATA / "llama-3.1-8b-serve-steps.json", DATA / "probe-machine7.json",
+         "fit"),
+        ("Qwen2.5-14B (m7)", "Qwen2.5-14B", DATA / "qwen2.5-14b-serve-steps.json", DATA / "probe-machine7.json",
+         "held out"),
+        ("Qwen3-8B-FP8 (m7)", "Qwen3-8B-FP8", DATA / "qwen3-8b-fp8-serve-steps.json", DATA / "probe-machine7.json",
+         "held out"),
+        ("Qwen3-4B (m7)", "Qwen3-4B", DATA / "qwen3-4b-serve-steps.json", DATA / "probe-machine7.json", "held out"),
+        ("Qwen3-4B (m8, 3 starts)", "Qwen3-4B", DATA / "qwen3-4b-serve-starts.json", DATA / "probe-machine8.json",
+         "held out")]
+"""(label, model AIC was asked about, run, the probe of its machine, role). The machine-5, -7 and -8 runs are the
+same engines served again (with other request counts per load, and on machine 7 with every step logged); AIC's
+answer does not depend on the request count (it estimates the steady state at the concurrency), so the same AIC
+points are compared with them. Llama-3.1-8B is the model the calibration was fitted on, on any machine. An engine
+started several times is one point per load: the median of its starts."""
 AIC = {"AIC (nominal lengths)": REPORT / "aic-0.12.0.json",
        "AIC (counted lengths)": REPORT / "aic-0.12.0-recorded-lengths.json"}
 AIC_MACHINE3 = REPORT / "aic-0.12.0-machine3.json"
@@ -77,7 +90,8 @@ def rows() -> list[dict]:
     for label, model, path, system, role in RUNS:
         runs = load_runs(path)
         run = runs.layouts[0]
-        cmp = {(f.figure, f.workload): f for f in compare_run(runs, run, system=system).figures}
+        starts = [r for r in runs.layouts if r.measured is not None]
+        cmps = [{(f.figure, f.workload): f for f in compare_run(runs, r, system=system).figures} for r in starts]
         assert run.measured is not None
         for w in run.measured.workloads:
             wl = w.workload
@@ -86,8 +100,9 @@ def rows() -> list[dict]:
             row = {"model": label, "role": role, "c": wl.concurrency, "in": wl.input_len, "out": wl.output_len,
                    "counted_in": round(statistics.mean(w.requests.input_tokens)) if w.requests else None}
             for fig, aic_key, _ in FIGURES:
-                f = cmp[(fig, wl.label)]
-                row[f"measured {fig}"] = f.measured
+                f = cmps[0][(fig, wl.label)]
+                row[f"measured {fig}"] = statistics.median(
+                    m for c in cmps if (m := c[(fig, wl.label)].measured) is not None)
                 row[f"gpuprobe {fig}"] = f.predicted
                 for name, pts in aic.items():
                     if row["counted_in"] == wl.input_len:  # one token a word: the nominal answer is the counted one
