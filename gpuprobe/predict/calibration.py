@@ -79,71 +79,71 @@ class Calibration:
     version can fit its own (``validate --fit-calibration``, then ``recommend --calibration``).
     """
 
-    hbm_efficiency: float = 0.95875
+    hbm_efficiency: float = 0.9399
     """Achieved bytes/s of a step over the achievable HBM bandwidth (measured copy, or 0.89 x datasheet)."""
-    prefill_compute_efficiency: float = 0.85126
+    prefill_compute_efficiency: float = 0.83509
     """GEMM FLOP/s over the datasheet peak in steps that carry prompt tokens."""
-    decode_compute_efficiency: float = 0.44109
+    decode_compute_efficiency: float = 0.43481
     """GEMM FLOP/s over the peak in decode-only steps (small, skinny GEMMs)."""
-    gemm_half_hidden: float = 1460.3
+    gemm_half_hidden: float = 1360.2
     """GEMMs of small models reach less of the peak: both compute efficiencies are scaled by h / (h + this),
     h the hidden size (1.0 for a very wide model)."""
-    attention_efficiency: float = 0.77418
+    attention_efficiency: float = 0.78932
     """Prompt attention FLOP/s over the bf16 peak (FlashAttention on long prompts), for the causal FLOP count
     (4 x layers x heads x head_dim x n(n + 1)/2). An effective factor: the model's other prefill terms absorb
     part of the cost of long prompts."""
     roofline_sharpness: float = 4.0
     """How compute and memory time join: (a^k + b^k)^(1/k); large k is the plain max."""
-    fp8_gemm_efficiency: float = 0.65605
+    fp8_gemm_efficiency: float = 0.65475
     """FP8 GEMM FLOP/s over (the FP8 peak x the compute efficiencies above): what FP8 weights really gain."""
-    gpu_per_layer_us: float = 22.892
+    gpu_per_layer_us: float = 26.493
     """GPU time per Llama-style layer (ten kernels) per step that scales with neither bytes nor FLOPs (kernel gaps
     and tails); a layer with more kernels (q/k norms) takes its share more (``stepcost.layer_kernels``)."""
-    fp8_per_layer_us: float = 38.487
+    fp8_per_layer_us: float = 36.349
     """Extra GPU time per layer with FP8 weights (the activation-quantization kernels before each GEMM)."""
-    moe_half_intermediate: float = 212.39
+    moe_half_intermediate: float = 228.63
     """The routed experts' grouped GEMMs (vLLM's fused-MoE kernels) reach i / (i + this) of a dense GEMM's
     FLOP/s, i the expert intermediate size per TP rank: narrow experts (Qwen3-30B-A3B: 768) run small tiles,
     wide ones (Mixtral: 14,336) about as fast as a dense GEMM."""
-    moe_per_layer_us: float = 18.251
+    moe_per_layer_us: float = 14.962
     """Extra GPU time per MoE layer (routing, token alignment, combine; grouped GEMMs below the roofline)."""
-    step_overhead_ms: float = 1.6457
+    step_overhead_ms: float = 1.5898
     """Host time per step: scheduling, input preparation, sampler launch, output (overlaps the GPU)."""
-    seq_overhead_us: float = 21.47
+    seq_overhead_us: float = 21.533
     """Host time per request in the step (block tables, inputs, outputs)."""
-    prompt_token_overhead_us: float = 0.051277
+    prompt_token_overhead_us: float = 0.052343
     """Host time per prompt token in the step (token ids, positions, block hashes)."""
-    step_serial_ms: float = 0.21206
+    step_serial_ms: float = 0.27042
     """Per-step time that never overlaps (sampled tokens back to the scheduler)."""
-    prompt_step_serial_ms: float = 5.0854
+    prompt_step_serial_ms: float = 5.1173
     """Extra time of a step that carries prompt tokens that does not overlap the GPU (input preparation that
     waits on it)."""
-    request_latency_ms: float = 4.6345
+    request_latency_ms: float = 4.6233
     """Latency between the front end handing a request over and the scheduler seeing it (engine IPC, request
     set-up); it delays the request but occupies nothing."""
-    graph_launch_us: float = 54.314
+    graph_launch_us: float = 60.368
     """Host time to replay a step's full CUDA graph."""
-    piecewise_launch_per_layer_us: float = 9.5656
+    piecewise_launch_per_layer_us: float = 8.9856
     """Host time per layer of a piecewise-graph step (attention launched between the graph pieces)."""
-    eager_launch_per_layer_us: float = 544.36
+    eager_launch_per_layer_us: float = 543.84
     """Host time per layer of a step without graphs (every kernel launched from Python)."""
-    moe_launch_per_layer_us: float = 1008.8
+    moe_launch_per_layer_us: float = 1009
     """Extra host time per MoE layer of a step without graphs (router top-k, token alignment, the two grouped
     GEMMs and the combine, dispatched from Python)."""
-    compiled_launch_ratio: float = 0.76424
+    compiled_launch_ratio: float = 0.76261
     """Host launch time of a step above the largest capture size (vLLM's torch.compile'd code, no graph) over
     that of the same step in eager mode (fused kernels: fewer launches)."""
-    batch_intake_us: float = 43.161
+    batch_intake_us: float = 44.386
     """Offline ``LLM.generate``: time to hand one request to the engine."""
-    batch_output_seq_us: float = 9.7343
+    batch_output_seq_us: float = 11.527
     """Offline: time per request per step to take its new token (no detokenizing)."""
-    serve_intake_us: float = 533.55
+    serve_intake_us: float = 488.2
     """``vllm serve``: the API server's time per request before the engine sees it (HTTP, validation)."""
-    serve_intake_per_token_us: float = 1.1346
+    serve_intake_per_token_us: float = 0.97822
     """``vllm serve``: the API server's time per prompt token (tokenizing)."""
-    serve_output_seq_us: float = 82.397
+    serve_output_seq_us: float = 82.226
     """``vllm serve``: the API server's time per request per step (detokenizing, streaming the chunk)."""
-    output_step_us: float = 212.68
+    output_step_us: float = 211.97
     """The front end's time per step output (receiving it from the engine process)."""
     allreduce_efficiency: float = 1.0
     """Multiplier on measured all-reduce times (> 1: slower inside vLLM than in the microbenchmark)."""
@@ -151,12 +151,12 @@ class Calibration:
     """NCCL send/recv bandwidth over copy-engine P2P bandwidth (PP stage boundaries)."""
     p2p_alpha_us: float = 10.0
     """Fixed cost of one PP send/recv (AIC p2p_latency 10 us)."""
-    band_output_tokens_per_s: list[float] = field(default_factory=lambda: [0.6203, 1.3159])
+    band_output_tokens_per_s: list[float] = field(default_factory=lambda: [0.6256, 1.3084])
     """The uncertainty band of output tokens/s, as [low, high] ratios of measured to predicted: the 2.5th and
     97.5th percentiles of that ratio over the runs the factors were fitted to, each run predicted by the factors
     fitted to the others (leave-one-run-out: the band a run the factors never saw can expect)."""
-    band_ttft_ms: list[float] = field(default_factory=lambda: [0.6728, 1.9874])
-    band_tpot_ms: list[float] = field(default_factory=lambda: [0.7142, 1.6051])
+    band_ttft_ms: list[float] = field(default_factory=lambda: [0.6751, 1.9677])
+    band_tpot_ms: list[float] = field(default_factory=lambda: [0.7143, 1.5843])
     memory: MemoryCalibration = field(default_factory=MemoryCalibration)
     source: str = "defaults"
     """Where these factors came from: ``defaults`` or the file they were loaded from."""

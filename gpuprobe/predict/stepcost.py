@@ -8,7 +8,9 @@ whether every request is decoding (a uniform decode batch). Per pipeline stage a
   GEMM FLOPs   = 2 x tokens x linear parameters of the stage's layers (MoE: dense part + top-k experts)
                  + 2 x sampled rows x vocab / tp x hidden (LM head, last stage)
   attention    = 4 x layers x heads / tp x head_dim x sum over prompt chunks of new x (context + new / 2)
-  HBM bytes    = weights of the stage (MoE: the experts the step touches) + context tokens x KV bytes per token
+  HBM bytes    = weights of the stage (MoE: the experts the step touches; not the tables a step only indexes:
+                 the input embedding unless it is also the LM head, the rotary cache) + context tokens x KV
+                 bytes per token
   GPU time     = roofline of (GEMM / (compute efficiency x peak) + attention / (attention efficiency x peak),
                  bytes / (HBM efficiency x measured HBM bandwidth)) joined smoothly (``roofline_sharpness``:
                  (a^k + b^k)^(1/k), the max as k grows), + layers x ``gpu_per_layer_us`` (launch gaps and
@@ -47,7 +49,13 @@ from gpuprobe.predict.memory import (
     pp_layer_ranges,
 )
 from gpuprobe.predict.model_spec import ModelSpec
-from gpuprobe.predict.params import layer_shard, padded_vocab, quantized_bytes_per_param
+from gpuprobe.predict.params import (
+    embedding_params_per_rank,
+    layer_shard,
+    padded_vocab,
+    quantized_bytes_per_param,
+    rope_cache_bytes,
+)
 from gpuprobe.predict.system import CUSTOM_AR_ALPHA_US, SystemProfile
 
 CUSTOM_AR_MAX_BYTES = 8 << 20
@@ -108,6 +116,7 @@ class _Stage:
     head_flops_per_row: float
     attn_flops_coef: float
     dense_weight_bytes: float
+    """Weights a step reads in full: the stage's, less the tables it only indexes (input embedding, rotary cache)."""
     expert_bytes_per_expert: float
     """Bytes of one routed expert over all the stage's MoE layers (0 for dense models)."""
     expert_flops_per_token: float
@@ -115,6 +124,14 @@ class _Stage:
     moe_layers: int
     kv_bytes_per_token: float
     group: tuple[int, ...]
+
+
+def indexed_bytes(spec: ModelSpec, tp: int, first: bool, last: bool) -> int:
+    """Weight bytes of a stage that a step reads only a few rows of: the rotary cos/sin cache, and on the first stage
+    the input embedding table (unless it is also the LM head a single-stage tied model reads in full)."""
+    emb = embedding_params_per_rank(spec, tp) * spec.dtype_bytes if first and not (last and spec.tie_word_embeddings) \
+        else 0
+    return emb + rope_cache_bytes(spec)
 
 
 class StepCost:
@@ -165,7 +182,8 @@ class StepCost:
                 layers=len(rng), first=i == 0, last=last, gemm_flops_per_token=2 * active,
                 head_flops_per_row=2 * vocab_rank * spec.hidden_size if last else 0.0,
                 attn_flops_coef=4 * len(rng) * (spec.num_heads / self.tp) * d,
-                dense_weight_bytes=weights - expert_bytes * spec.num_experts,
+                dense_weight_bytes=weights - expert_bytes * spec.num_experts
+                - indexed_bytes(spec, self.tp, i == 0, last),
                 expert_bytes_per_expert=expert_bytes, expert_flops_per_token=2 * expert_active, moe_layers=moe_layers,
                 kv_bytes_per_token=kv_bytes_per_token_per_layer(spec, self.tp, s.kv_cache_bytes_per_element) * len(rng),
                 group=self.groups[i],

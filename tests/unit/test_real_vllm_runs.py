@@ -131,7 +131,7 @@ def test_held_out_accuracy_of_the_shipped_defaults() -> None:
     """Runs the reference calibration never saw (other models, other machines, the other GPU kind, an MoE model
     and a dense shape never seen, MoE and FP8 serving): median |error| of output tokens/s within 6.5 %, TPOT within
     8 %, TTFT within 17 %, the served loads' tokens/s within 4.5 % and TPOT within 7.5 %, and the band covers at
-    least 88 % of measured points (the benchmark reports the exact figures: 5.4 %, 7.4 %, 13.0 %, 3.6 %, 7.1 %,
+    least 88 % of measured points (the benchmark reports the exact figures: 4.2 %, 5.8 %, 16.7 %, 3.1 %, 5.0 %,
     94 %; the served TPOT bound was 7 % before the Poisson loads of machines 7 and 8 joined the set)."""
     pts = [p for p in bench.points("held out", bench.HELD_OUT, Calibration()) if p.figure != "kv_cache_tokens"]
     assert len(pts) >= 300
@@ -317,4 +317,4 @@ def test_recommend_carries_what_the_runs_say_of_fp8_and_moe() -> None:
                                        Calibration())
                if p.figure == "output_tokens_per_s" and "c=8" in p.workload]
         worst = max(worst, *(1 - p.measured / p.predicted for p in pts if p.predicted))
-    assert round(100 * worst) == 35
+    assert round(100 * worst) == 36

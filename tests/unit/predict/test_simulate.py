@@ -400,3 +400,24 @@ def test_recorded_lengths_and_send_times_are_replayed() -> None:
     assert res.send_s == sends
     assert res.ttft_s[1] == pytest.approx(STEP)  # arrives to an idle engine: one step
     assert res.output_tokens == [7, 1, 40] and len(finished(res)) == 3
+
+
+def test_a_step_reads_the_weights_but_only_indexes_the_embedding_and_rotary_tables() -> None:
+    """vLLM looks up a token's embedding row and its rotary row; it multiplies through every other weight. A decode
+    step's weight bytes are the stage's weights less the input embedding (an untied model's, or the first stage's
+    when pipelined) and the rotary cache; a single-stage tied model reads its embedding in full as the LM head."""
+    from gpuprobe.predict.params import embedding_params_per_rank, rope_cache_bytes, stage_weight_bytes
+    from gpuprobe.predict.stepcost import indexed_bytes
+
+    untied = load_model_spec(DATA / "configs" / "llama-3.1-8b.json")
+    tied = load_model_spec(DATA / "configs" / "qwen3-4b.json")
+    assert not untied.tie_word_embeddings and tied.tie_word_embeddings
+    for spec in (untied, tied):
+        emb = embedding_params_per_rank(spec, 1) * spec.dtype_bytes
+        rope = rope_cache_bytes(spec)
+        assert indexed_bytes(spec, 1, True, False) == emb + rope  # first of several stages
+        assert indexed_bytes(spec, 1, False, True) == rope  # the last stage's LM head is read in full
+        assert indexed_bytes(spec, 1, True, True) == (rope if spec.tie_word_embeddings else emb + rope)
+    # one stage of Llama-3.1-8B: 1.05 GB of its 16 GB is the input embedding a decode step never reads in full
+    whole = stage_weight_bytes(untied, 1, range(untied.num_layers), True, True)
+    assert 0.06 < indexed_bytes(untied, 1, True, True) / whole < 0.07
