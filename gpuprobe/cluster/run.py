@@ -11,8 +11,9 @@
 
 No step waits for a node for ever: before the links, before each round, before the all-reduce and at the end, every
 live node checks in at the store and rank 0 waits at most ``timeout_s`` for it after its own local suite, then 3 ×
-``timeout_s`` + 10 s at each later check-in (a healthy node whose partner hung can be two timeouts late, making the
-pair's group and then one transfer, more on a loaded machine, and is not taken for the hung one). A node that does
+``timeout_s`` + 10 s at each later check-in, and as long again while both members of a pair of the round before
+are out (a healthy node whose partner hung is stuck in their transfers for some timeouts, more on a loaded machine,
+and is not taken for the hung one; once it checks in, its partner is the hung one). A node that does
 not check in is named (``missing``: its results never came; ``lost``: they came, then it stopped answering), what it
 measured is kept, and the others carry on without it. Every pair, and the all-reduce, has a process group of its own
 made by its members alone through the store (a timeout poisons only that group), and every send and receive has the
@@ -25,7 +26,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -89,9 +90,10 @@ class Coordinator:
     def __init__(self, store: Any, rank: int, world: int, timeout_s: float) -> None:
         self.store, self.rank, self.world, self.timeout_s = store, rank, world, timeout_s
         self.step_wait_s = 3 * timeout_s + 10
-        """How long rank 0 waits at a check-in after the local suites: a healthy node paired with a hung one
-        arrives up to two timeouts late (making the pair's group, then one transfer; more on a loaded machine)
-        and must not be taken for the hung one."""
+        """How long rank 0 waits at a check-in after the local suites (and waits again while both members of a
+        pair of the step before are out): a healthy node paired with a hung one arrives some timeouts late
+        (making the pair's group, then one transfer; more on a loaded machine) and must not be taken for the hung
+        one."""
 
     def put(self, key: str, value: Any) -> None:
         self.store.set(key, json.dumps(value))
@@ -102,22 +104,29 @@ class Coordinator:
         return json.loads(self.store.get(key))
 
     def sync(self, tag: str, alive: list[int], wait_s: float | None = None,
-             patience_s: float | None = None) -> list[int]:
-        """Check in at ``tag``; rank 0 waits ``wait_s`` for the others and publishes who came. A non-zero rank
-        waits ``patience_s`` for that answer (rank 0 may still be busy) and stops if it was left out."""
+             patience_s: float | None = None, pairs: Sequence[tuple[int, int]] = ()) -> list[int]:
+        """Check in at ``tag``; rank 0 waits ``wait_s`` for the others and publishes who came. While both members
+        of one of ``pairs`` (the pairs of the step before) are still out, it waits ``step_wait_s`` more: one of
+        them may be hung and the other still stuck in their transfers; once one of the two checks in, the other
+        is the hung one. A non-zero rank waits ``patience_s`` for that answer (rank 0 may still be busy) and
+        stops if it was left out."""
         wait_s = self.step_wait_s if wait_s is None else wait_s
         self.store.set(f"{tag}/in/{self.rank}", "1")
         if self.rank == 0:
             end = time.monotonic() + wait_s
+            grace = end + self.step_wait_s
             waiting = [r for r in alive if r != 0]
-            while waiting and time.monotonic() < end:
+            while waiting:
+                t = time.monotonic()
+                if t >= end and not (t < grace and any(a in waiting and b in waiting for a, b in pairs)):
+                    break
                 waiting = [r for r in waiting if not self.store.check([f"{tag}/in/{r}"])]
                 if waiting:
                     time.sleep(_POLL_S)
             now = [r for r in alive if r not in waiting]
             self.put(f"{tag}/alive", now)
             return now
-        patience = patience_s if patience_s is not None else wait_s + self.timeout_s + 30
+        patience = patience_s if patience_s is not None else wait_s + self.step_wait_s + self.timeout_s + 30
         end = time.monotonic() + patience
         while not self.store.check([f"{tag}/alive"]):
             if time.monotonic() > end:
@@ -238,7 +247,7 @@ def _run(torch: Any, dist: Any, launch: Launch, options: ProbeOptions, backend: 
                     verify=options.verify)
     schedule = rounds(alive)
     for i, pairs in enumerate(schedule):
-        now = coord.sync(f"round{i}", alive)
+        now = coord.sync(f"round{i}", alive, pairs=schedule[i - 1] if i else ())
         for r in alive:
             if r not in now:
                 gone.setdefault(r, f"stopped answering before link round {i + 1}")
@@ -266,7 +275,7 @@ def _run(torch: Any, dist: Any, launch: Launch, options: ProbeOptions, backend: 
                 break  # the pair's messages are out of step: the other direction is not tried
         coord.put(f"links/{rank}/{i}", [to_data(m) for m in got])
 
-    now = coord.sync("allreduce", alive)
+    now = coord.sync("allreduce", alive, pairs=schedule[-1] if schedule else ())
     for r in alive:
         if r not in now:
             gone.setdefault(r, "stopped answering before the all-reduce")

@@ -293,3 +293,40 @@ def test_probe_under_a_launcher_checks_its_timeout_and_mpi_needs_master_addr(mon
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     assert main(["probe", "--backend", "gloo", "--cluster-timeout", "0"]) == 2
     assert "--cluster-timeout must be more than 0" in capsys.readouterr().err
+
+
+def _late_check_in(store, tag: str, rank: int, after_s: float) -> None:
+    import threading
+    import time
+
+    def go() -> None:
+        time.sleep(after_s)
+        store.set(f"{tag}/in/{rank}", "1")
+
+    threading.Thread(target=go, daemon=True).start()
+
+
+def test_rank0_waits_longer_while_both_members_of_a_pair_are_out() -> None:
+    """Rank 0 at a check-in, on a real torch store: node 1 comes 1.3 s late, node 2 never (hung). With no pair
+    named, the 1 s wait leaves node 1 out too; when nodes 1 and 2 were the last round's pair, rank 0 waits on while
+    both are out, takes node 1 when it comes, and stops waiting for node 2 at once (its partner got free of it)."""
+    import time
+
+    import torch.distributed as dist
+
+    from gpuprobe.cluster.run import Coordinator
+
+    def check_in(tag: str, pairs: list[tuple[int, int]]) -> tuple[list[int], float]:
+        store = dist.HashStore()
+        coord = Coordinator(store, 0, 3, timeout_s=0.1)
+        coord.step_wait_s = 1.0
+        _late_check_in(store, tag, 1, 1.3)
+        t0 = time.monotonic()
+        alive = coord.sync(tag, [0, 1, 2], pairs=pairs)
+        assert json.loads(store.get(f"{tag}/alive")) == alive
+        return alive, time.monotonic() - t0
+
+    alone, took = check_in("round1", [])
+    assert alone == [0] and took < 1.3
+    paired, took = check_in("round1", [(1, 2)])
+    assert paired == [0, 1] and 1.3 <= took < 1.9
