@@ -187,7 +187,7 @@ class _Engine:
         default) the engine schedules a step as soon as it has launched the one before, so while it is busy a
         step holds only the requests that reached the scheduler before the previous step began; an idle engine
         schedules a request as it arrives."""
-        busy = self.step_end == now and self.n_running
+        busy = self.step_end == now and (self.n_dec or self.prefilling)
         return self.step_start if busy and self.limits.async_scheduling else now
 
     def release_sends(self, now: float) -> None:
@@ -201,7 +201,10 @@ class _Engine:
     def intake(self, now: float) -> None:
         """The front end takes in the client sends up to ``now`` (before any later work: it serves in time order)."""
         sends = self.sends
-        if sends is not None:
+        if sends is None:
+            if not self.send_heap or self.send_heap[0][0] > now:
+                return
+        else:
             while self.p_next < self.n and sends[self.p_next] <= now:
                 self.poisson_queue.append(self.p_next)
                 self.p_next += 1
@@ -532,24 +535,29 @@ def simulate(cost: StepCost, limits: EngineLimits, traffic: Traffic, served: boo
     t = 0.0
     while eng.done + eng.dropped < eng.n and eng.step_no < MAX_STEPS:
         eng.release_sends(t)
-        if not eng.n_running and not eng.waiting:
+        running = eng.n_dec + len(eng.prefilling)
+        if not running and not eng.waiting:
             nxt = eng.next_event()
             if nxt == math.inf:
                 break
             t = max(t, nxt)
             continue
-        if len(eng.order) > 2 * eng.n_running + 64:
+        if len(eng.order) > 2 * running + 64:
             eng.order = [r for r in eng.order if r.state in (PREFILL, DECODE)]
         chunks, _, preempted = eng.schedule()
+        running = eng.n_dec + len(eng.prefilling)
         if not chunks and not eng.n_dec:
-            if not preempted and eng.waiting and not eng.n_running:
+            if not preempted and eng.waiting and not running:
                 # the first waiting request does not fit in an empty cache: it can never run
                 eng.drop(eng.waiting.popleft(), t)
             elif not preempted:
                 t = max(t, eng.next_event())
             continue
-        res.peak_kv_blocks = max(res.peak_kv_blocks, limits.num_blocks - eng.free_blocks)
-        res.running_max = max(res.running_max, eng.n_running)
+        used = limits.num_blocks - eng.free_blocks
+        if used > res.peak_kv_blocks:
+            res.peak_kv_blocks = used
+        if running > res.running_max:
+            res.running_max = running
         if not chunks and not (eng.waiting and eng.can_admit()):
             first = eng.cost.step_time(Batch(tokens=eng.n_dec, seqs=eng.n_dec, context_tokens=float(eng.ctx_dec),
                                              sampled=eng.n_dec), micro=min(limits.pp, eng.n_dec))

@@ -287,9 +287,19 @@ def figures(res: SimResult) -> dict[str, float]:
     }  # fmt: skip
 
 
-def assert_close(a: dict[str, float], b: dict[str, float], rel: float = 0.01) -> None:
-    off = {k: (a[k], b[k]) for k in a if not math.isclose(a[k], b[k], rel_tol=rel, abs_tol=1e-12)}
+def assert_close(a: dict[str, float], b: dict[str, float], rel: float = 0.01,
+                 loose: dict[str, float] | None = None) -> None:
+    tol = {k: (loose or {}).get(k, rel) for k in a}
+    off = {k: (a[k], b[k]) for k in a if not math.isclose(a[k], b[k], rel_tol=tol[k], abs_tol=1e-12)}
     assert not off, f"jumped vs stepped differ by more than {rel:.0%}: {off}"
+
+
+LOOSE = {"poisson-8b": {"mean ttft": 0.03}}
+"""Under Poisson arrivals a jumped run prices 32 decode steps at once (at their middle step), so an arrival can fall
+on the other side of a step boundary than when stepping; with asynchronous scheduling that request then waits a
+step more or less (a ~10 ms step against a ~66 ms mean TTFT), and the timing of the later prompts shifts with it:
+the mean TTFT of this case is 67.8 ms jumped, 65.9 ms stepped (jumping one step at a time gives the stepped run
+exactly)."""
 
 
 JUMP_CASES = {
@@ -306,13 +316,15 @@ JUMP_CASES = {
 @pytest.mark.parametrize("case", list(JUMP_CASES))
 def test_decode_jump_matches_stepping_on_a_real_engine(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Default jumping, JUMP_SEGMENT = 1 and no jumping at all agree within 1 % on times, steps and
-    preemptions (the inter-token gaps are checked below; KV blocks exactly on the constant-cost case above)."""
+    preemptions (``LOOSE`` says where and why more), jumping one step at a time exactly (the inter-token gaps are
+    checked below; KV blocks exactly on the constant-cost case above)."""
     model, traffic, seqs = JUMP_CASES[case]
     jumped = figures(real_run(model, traffic, seqs))
     monkeypatch.setattr(sim, "JUMP_SEGMENT", 1)
-    assert_close(jumped, figures(real_run(model, traffic, seqs)))
+    one_by_one = figures(real_run(model, traffic, seqs))
+    assert_close(jumped, one_by_one, loose=LOOSE.get(case))
     no_jumping(monkeypatch)
-    assert_close(jumped, figures(real_run(model, traffic, seqs)))
+    assert figures(real_run(model, traffic, seqs)) == pytest.approx(one_by_one, rel=1e-9)
 
 
 def test_decode_jump_matches_stepping_when_the_engine_is_full_under_poisson(monkeypatch: pytest.MonkeyPatch) -> None:
