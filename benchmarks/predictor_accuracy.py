@@ -60,6 +60,7 @@ from gpuprobe.validate.store import load_runs  # noqa: E402
 H200 = ROOT / "tests" / "data" / "vllm-h200-2026-12-01"
 H100 = ROOT / "tests" / "data" / "vllm-h100-2026-11-25"
 H100_M1_SYSTEM = ROOT / "tests" / "data" / "h100-probe-2026-11-25.json"
+H200_9 = ROOT / "tests" / "data" / "vllm-h200-2026-12-02"
 
 FIT = [
     (H200 / "llama-3.1-8b-graphs.json", H200 / "probe-machine1.json"),
@@ -71,6 +72,7 @@ FIT = [
     (H200 / "qwen3-30b-a3b-eager.json", H200 / "probe-machine3.json"),
     (H200 / "qwen3-8b-fp8-graphs-warm.json", H200 / "probe-machine3.json"),
     (H200 / "qwen3-30b-a3b-graphs-warm.json", H200 / "probe-machine3.json"),
+    (H200_9 / "llama-3.2-1b-serve-steps.json", H200_9 / "probe-machine9.json"),
 ]
 HELD_OUT = [
     (H200 / "qwen2.5-14b-graphs.json", H200 / "probe-machine1.json"),
@@ -86,13 +88,15 @@ HELD_OUT = [
     *[(H200 / f"{m}-serve-steps.json", H200 / "probe-machine7.json")
       for m in ("qwen3-4b", "llama-3.1-8b", "qwen3-8b-fp8", "qwen2.5-14b")],
     (H200 / "qwen3-4b-serve-starts.json", H200 / "probe-machine8.json"),
+    *[(H200_9 / f"{m}-serve-rates.json", H200_9 / "probe-machine9.json")
+      for m in ("llama-3.1-8b", "qwen3-4b", "qwen2.5-14b")],
     *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
 ]
 KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),
            (H200 / "qwen3-8b-fp8-graphs.json", H200 / "probe-machine2.json"),
            (H200 / "qwen3-30b-a3b-graphs.json", H200 / "probe-machine2.json")]
 SPREAD = [H200 / "llama-3.2-1b-graphs.json", H200 / "qwen3-4b-eager-starts.json", H200 / "qwen3-4b-graphs-starts.json",
-          H200 / "qwen3-4b-serve-starts.json"]
+          H200 / "qwen3-4b-serve-starts.json", H200_9 / "llama-3.2-1b-serve-steps.json"]
 
 TOLERANCE = 0.10
 FIGURES = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "itl_ms")

@@ -220,7 +220,7 @@ def model_caveats(spec: ModelSpec) -> list[str]:
     out = []
     if spec.weights.kind == "fp8" and spec.weights.block_size:
         out.append("block-scaled FP8: measured on an H200 with vLLM's CUTLASS kernels (VLLM_USE_DEEP_GEMM=0), 8 to "
-                   "32 clients ran up to 36 % below the predicted tokens/s with TTFT about 3x longer (an engine "
+                   "32 clients ran up to 34 % below the predicted tokens/s with TTFT about 3x longer (an engine "
                    "step of 7K prompt tokens took 3.4x its predicted time); vLLM's default DeepGEMM path was not "
                    "measured: check with 'gpuprobe validate --serve --warm-each'")
     if spec.num_experts:

@@ -23,7 +23,9 @@ whether every request is decoding (a uniform decode batch). Per pipeline stage a
                  (``piecewise_launch_per_layer_us`` x layers), or every kernel from the host
                  (``eager_launch_per_layer_us`` x layers, + ``moe_launch_per_layer_us`` x MoE layers for the
                  fused-MoE dispatch: ``--enforce-eager``; steps above the largest capture size run vLLM's
-                 torch.compile'd code without graphs, at ``compiled_launch_ratio`` of that)
+                 torch.compile'd code without graphs, at ``compiled_launch_ratio`` of that), +
+                 ``prompt_launch_per_layer_us`` x layers when a step without graphs carries prompt tokens (the
+                 prefill attention path)
 Step time (``step_time``) = max(GPU time, host time) + ``step_serial_ms`` (+ ``prompt_step_serial_ms`` when
 the step carries prompt tokens): with asynchronous scheduling the host prepares and launches the next step
 while the GPU runs this one, and kernels launched eagerly overlap the kernels already queued; the serial part
@@ -281,6 +283,8 @@ class StepCost:
             moe = self.moe_layers_per_stage * cal.moe_launch_per_layer_us
             ratio = 1.0 if self.eager else cal.compiled_launch_ratio  # torch.compile'd code above the capture sizes
             t += (layers * cal.eager_launch_per_layer_us + moe) * ratio * 1e-6
+            if b.prompt_tokens:
+                t += layers * cal.prompt_launch_per_layer_us * 1e-6
         return t
 
     # --- the step ----------------------------------------------------------------------------------------

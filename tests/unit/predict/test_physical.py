@@ -113,9 +113,10 @@ KV_RECOMPUTE_MOE = ("throughput falls once the KV cache runs out, for the MoE sh
                     "the host's per-layer fused-MoE dispatch sets the step time (the real engine: 82 ms TPOT at 1,024 "
                     "requests, 22 ms at 128)")
 
-LOCK_STEP = ("median TPOT falls from 16 to 32 clients (10.20 -> 10.13 ms, -0.7 %; it did not with the factors fitted "
-             "before the embedding table left a step's bytes): identical requests move in lock-step waves and the "
-             "median of the few-valued per-request TPOT flips between the values")
+QUEUE_GAP = ("1B shape, --max-num-seqs 64, 128/128 tokens: 9,170 tok/s at 128 clients, 9,461 at 256 (+3.2 %; "
+             "+1.0 % with asynchronous scheduling off): with two clients a slot, the queue is empty for a moment "
+             "after a wave of requests ends, and a slot freed then waits the two steps a new request takes to "
+             "reach a step under asynchronous scheduling; with four clients a slot it never waits")
 
 
 @pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({
@@ -132,8 +133,7 @@ def test_throughput_never_falls_as_concurrency_rises(name: str, sysname: str, sh
     assert runs[-1].output_tokens_per_s > 2 * runs[0].output_tokens_per_s
 
 
-@pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({
-    ("llama-3.1-70b", "8xH100", (128, 128)): LOCK_STEP}))
+@pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({}))
 def test_median_tpot_never_falls_as_concurrency_rises(name: str, sysname: str, shape: tuple[int, int, int], il: int,
                                                       ol: int) -> None:
     """Once the KV cache is full the batch stops growing and TPOT is flat (within PLATEAU: preemptions move it)."""
@@ -144,7 +144,8 @@ def test_median_tpot_never_falls_as_concurrency_rises(name: str, sysname: str, s
         assert p.tpot_ms == pytest.approx(runs[full].tpot_ms, rel=PLATEAU)
 
 
-@pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({}))
+@pytest.mark.parametrize(("name", "sysname", "shape", "il", "ol"), sweep_params({
+    ("llama-3.2-1b", "H200", (128, 128)): QUEUE_GAP}))
 def test_throughput_goes_flat_once_max_num_seqs_binds(name: str, sysname: str, shape: tuple[int, int, int], il: int,
                                                       ol: int) -> None:
     """--max-num-seqs 64: with 64 clients per replica every slot is taken but sits idle while its client turns
