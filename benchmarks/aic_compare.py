@@ -6,8 +6,9 @@ The points are the closed-loop loads of the real `vllm serve` runs on the H200 (
 tests/data/vllm-h200-2026-12-01/{llama-3.1-8b-serve-warm,qwen2.5-14b-serve,qwen3-30b-a3b-serve,
 qwen3-8b-fp8-serve}.json, and the MoE and FP8 engines again on machine 5 with four to eight times the requests,
 {qwen3-30b-a3b,qwen3-8b-fp8}-serve-long.json, Qwen3-4B on machine 6, qwen3-4b-serve.json, four engines again on
-machine 7 (*-serve-steps.json, 1 and 8 clients) and Qwen3-4B on machine 8 started three times
-(qwen3-4b-serve-starts.json); all but the
+machine 7 (*-serve-steps.json, 1 and 8 clients), Qwen3-4B on machine 8 started three times
+(qwen3-4b-serve-starts.json) and three engines on machine 9 (tests/data/vllm-h200-2026-12-02/*-serve-rates.json,
+1 and 32 clients, 16 with ~8K prompts); all but the
 Qwen2.5-14B on later machines with the fixed one-token-a-word tokenizer, FP8 with VLLM_USE_DEEP_GEMM=0):
 concurrency 1 to 256 with ~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator
 0.12.0's predictions for them are in reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was
@@ -36,6 +37,7 @@ from gpuprobe.validate.compare import compare_run  # noqa: E402
 from gpuprobe.validate.store import load_runs  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "vllm-h200-2026-12-01"
+DATA9 = ROOT / "tests" / "data" / "vllm-h200-2026-12-02"
 REPORT = ROOT / "reports" / "h200-2026-12-01"
 SYSTEM = DATA / "probe-machine1.json"
 RUNS = [("Llama-3.1-8B", "Llama-3.1-8B", DATA / "llama-3.1-8b-serve-warm.json", DATA / "probe-machine3.json", "fit"),
@@ -55,6 +57,11 @@ RUNS = [("Llama-3.1-8B", "Llama-3.1-8B", DATA / "llama-3.1-8b-serve-warm.json", 
          "held out"),
         ("Qwen3-4B (m7)", "Qwen3-4B", DATA / "qwen3-4b-serve-steps.json", DATA / "probe-machine7.json", "held out"),
         ("Qwen3-4B (m8, 3 starts)", "Qwen3-4B", DATA / "qwen3-4b-serve-starts.json", DATA / "probe-machine8.json",
+         "held out"),
+        ("Llama-3.1-8B (m9)", "Llama-3.1-8B", DATA9 / "llama-3.1-8b-serve-rates.json", DATA9 / "probe-machine9.json",
+         "fit"),
+        ("Qwen3-4B (m9)", "Qwen3-4B", DATA9 / "qwen3-4b-serve-rates.json", DATA9 / "probe-machine9.json", "held out"),
+        ("Qwen2.5-14B (m9)", "Qwen2.5-14B", DATA9 / "qwen2.5-14b-serve-rates.json", DATA9 / "probe-machine9.json",
          "held out")]
 """(label, model AIC was asked about, run, the probe of its machine, role). The machine-5, -7 and -8 runs are the
 same engines served again (with other request counts per load, and on machine 7 with every step logged); AIC's
