@@ -187,7 +187,7 @@ class _Engine:
         default) the engine schedules a step as soon as it has launched the one before, so while it is busy a
         step holds only the requests that reached the scheduler before the previous step began; an idle engine
         schedules a request as it arrives."""
-        busy = self.step_end == now and (self.n_dec or self.prefilling)
+        busy = self.step_end == now and self.n_running
         return self.step_start if busy and self.limits.async_scheduling else now
 
     def release_sends(self, now: float) -> None:
@@ -201,10 +201,7 @@ class _Engine:
     def intake(self, now: float) -> None:
         """The front end takes in the client sends up to ``now`` (before any later work: it serves in time order)."""
         sends = self.sends
-        if sends is None:
-            if not self.send_heap or self.send_heap[0][0] > now:
-                return
-        else:
+        if sends is not None:
             while self.p_next < self.n and sends[self.p_next] <= now:
                 self.poisson_queue.append(self.p_next)
                 self.p_next += 1
@@ -535,7 +532,7 @@ def simulate(cost: StepCost, limits: EngineLimits, traffic: Traffic, served: boo
     t = 0.0
     while eng.done + eng.dropped < eng.n and eng.step_no < MAX_STEPS:
         eng.release_sends(t)
-        running = eng.n_dec + len(eng.prefilling)
+        running = eng.n_running
         if not running and not eng.waiting:
             nxt = eng.next_event()
             if nxt == math.inf:
@@ -545,7 +542,7 @@ def simulate(cost: StepCost, limits: EngineLimits, traffic: Traffic, served: boo
         if len(eng.order) > 2 * running + 64:
             eng.order = [r for r in eng.order if r.state in (PREFILL, DECODE)]
         chunks, _, preempted = eng.schedule()
-        running = eng.n_dec + len(eng.prefilling)
+        running = eng.n_running
         if not chunks and not eng.n_dec:
             if not preempted and eng.waiting and not running:
                 # the first waiting request does not fit in an empty cache: it can never run
