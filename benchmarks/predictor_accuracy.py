@@ -90,13 +90,16 @@ HELD_OUT = [
     (H200 / "qwen3-4b-serve-starts.json", H200 / "probe-machine8.json"),
     *[(H200_9 / f"{m}-serve-rates.json", H200_9 / "probe-machine9.json")
       for m in ("llama-3.1-8b", "qwen3-4b", "qwen2.5-14b")],
+    (H200_9 / "qwen3-8b-fp8-serve-align.json", H200_9 / "probe-machine10.json"),
+    (H200_9 / "qwen3-4b-serve-rates-machine10.json", H200_9 / "probe-machine10.json"),
     *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
 ]
 KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),
            (H200 / "qwen3-8b-fp8-graphs.json", H200 / "probe-machine2.json"),
            (H200 / "qwen3-30b-a3b-graphs.json", H200 / "probe-machine2.json")]
 SPREAD = [H200 / "llama-3.2-1b-graphs.json", H200 / "qwen3-4b-eager-starts.json", H200 / "qwen3-4b-graphs-starts.json",
-          H200 / "qwen3-4b-serve-starts.json", H200_9 / "llama-3.2-1b-serve-steps.json"]
+          H200 / "qwen3-4b-serve-starts.json", H200_9 / "llama-3.2-1b-serve-steps.json",
+          H200_9 / "qwen3-8b-fp8-serve-align.json"]
 
 TOLERANCE = 0.10
 FIGURES = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "itl_ms")

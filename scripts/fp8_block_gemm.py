@@ -65,7 +65,7 @@ def main() -> int:
     doc: dict = {
         "kind": "fp8-block-gemm", "device_name": torch.cuda.get_device_name(0), "driver": driver,
         "torch_version": torch.__version__, "vllm_version": vllm.__version__, "cuda": torch.version.cuda,
-        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "shapes": args.shapes, "reps": args.reps, "rows": [], "problems": [],
     }
     fp8 = torch.float8_e4m3fn
@@ -82,10 +82,10 @@ def main() -> int:
                 ref = (q.float().reshape(m, k // 128, 128) * s[:, :, None]).reshape(m, k) @ \
                     (wq.float().reshape(n // 128, 128, k // 128, 128) * ws[:, None, :, None]).reshape(n, k).t()
                 err = float((out.float() - ref).norm() / ref.norm().clamp(min=1e-12))
-                quant_ms = _time_ms(lambda: per_token_group_quant_fp8(x, 128, column_major_scales=True), args.reps)
-                gemm_ms = _time_ms(lambda: ops.cutlass_scaled_mm(q, wq.t(), out_dtype=torch.bfloat16, scale_a=s,
-                                                                 scale_b=ws.t()), args.reps)
-                bf16_ms = _time_ms(lambda: torch.mm(x, w16.t()), args.reps)
+                quant_ms = _time_ms(lambda x=x: per_token_group_quant_fp8(x, 128, column_major_scales=True), args.reps)
+                gemm_ms = _time_ms(lambda q=q, s=s, wq=wq, ws=ws: ops.cutlass_scaled_mm(
+                    q, wq.t(), out_dtype=torch.bfloat16, scale_a=s, scale_b=ws.t()), args.reps)
+                bf16_ms = _time_ms(lambda x=x, w16=w16: torch.mm(x, w16.t()), args.reps)
                 doc["rows"].append({"layer": name, "n": n, "k": k, "tokens": m, "quant_ms": round(quant_ms, 5),
                                     "fp8_gemm_ms": round(gemm_ms, 5), "bf16_gemm_ms": round(bf16_ms, 5),
                                     "rel_error": round(err, 6), "scale_a_strides": list(s.stride())})
@@ -96,7 +96,7 @@ def main() -> int:
                 print(f"{name:8s} M={m:6d} FAILED {type(e).__name__}: {str(e)[:120]}", flush=True)
             with open(args.out, "w") as f:
                 json.dump(doc, f, indent=1)
-    doc["ended_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    doc["ended_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)
     return 0 if doc["rows"] else 1

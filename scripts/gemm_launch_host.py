@@ -31,7 +31,7 @@ def main() -> int:
     dev = torch.device("cuda")
     doc: dict = {"kind": "gemm-launch-host", "device_name": torch.cuda.get_device_name(0),
                  "torch_version": torch.__version__, "cuda": torch.version.cuda,
-                 "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                  "calls": args.calls, "rows": []}
     base = 1024
     for name, n, k in LAYERS:
@@ -68,7 +68,7 @@ def main() -> int:
         first, rest = [], []
         torch.cuda.synchronize()
         for layer in range(36):
-            for j, (_, n, k) in enumerate(LAYERS):
+            for j, (_, _n, k) in enumerate(LAYERS):
                 t0 = time.perf_counter()
                 F.linear(xs[k][:m], ws[j][layer])
                 (first if layer == 0 else rest).append((time.perf_counter() - t0) * 1e6)

@@ -219,10 +219,11 @@ def model_caveats(spec: ModelSpec) -> list[str]:
     """What the measurements behind the predictor say about this kind of model (README, reports/h200-2026-12-01)."""
     out = []
     if spec.weights.kind == "fp8" and spec.weights.block_size:
-        out.append("block-scaled FP8: measured on an H200 with vLLM's CUTLASS kernels (VLLM_USE_DEEP_GEMM=0), 8 to "
-                   "32 clients ran up to 34 % below the predicted tokens/s with TTFT about 3x longer (an engine "
-                   "step of 7K prompt tokens took 3.4x its predicted time); vLLM's default DeepGEMM path was not "
-                   "measured: check with 'gpuprobe validate --serve --warm-each'")
+        out.append("block-scaled FP8: modelled on vLLM's CUTLASS kernels as measured on an H200 "
+                   "(VLLM_USE_DEEP_GEMM=0): a step whose token count is not a multiple of 4 runs its GEMMs about "
+                   "4x slower (7,168 prompt tokens + 1 decode: 440 ms; 7,175 + 1: 110 ms), so TTFT swings with "
+                   "prompt lengths; vLLM's default DeepGEMM path was not measured: check with 'gpuprobe validate "
+                   "--serve --warm-each'")
     if spec.num_experts:
         out.append("MoE: vLLM compiles fused-MoE kernels the first time it sees a batch size (a cold server was "
                    "measured at under half the warm speed); the figures are for a warm server")

@@ -33,8 +33,10 @@ while the GPU runs this one, and kernels launched eagerly overlap the kernels al
 h / (h + ``gemm_half_hidden``): a small model's GEMMs reach less of the peak. FP8 weights on a GPU with FP8
 tensor cores run at the FP8 peak times ``fp8_gemm_efficiency`` and add ``fp8_per_layer_us`` of GPU time per
 layer (block-scaled FP8 GEMMs quantize their activations per group of 128 in kernels of their own and rescale
-per block, which the BF16 terms do not cover); MoE layers add ``moe_per_layer_us`` (routing, token alignment
-and combine kernels; grouped GEMMs that reach little of the roofline at small batches).
+per block, which the BF16 terms do not cover); on Hopper a block-scaled FP8 step whose token count (after graph
+padding) is not a multiple of 4 runs its dense GEMMs at ``fp8_unaligned_gemm_efficiency`` of the FP8 peak; MoE
+layers add ``moe_per_layer_us`` (routing, token alignment and combine kernels; grouped GEMMs that reach little of
+the roofline at small batches).
 """
 
 from __future__ import annotations
@@ -154,6 +156,11 @@ class StepCost:
         # too, or them alone, worsened the fit set: 3.9 % -> 4.6-4.7 % tok/s median error)
         self.per_layer_s = (cal.gpu_per_layer_us * layer_kernels(spec) / BASE_LAYER_KERNELS
                             + (cal.fp8_per_layer_us if use_fp8 else 0.0)) * 1e-6
+        # vLLM 0.26 runs block-scaled FP8 linears on Hopper with a CUTLASS kernel that slows down about fivefold
+        # when the step's token count is not a multiple of 4 (the 1 x 128 activation scales lose their alignment)
+        self.fp8_unaligned_rate = cal.fp8_unaligned_gemm_efficiency * peak_fig.value * 1e12 \
+            if use_fp8 and spec.weights.block_size is not None and gpu.spec is not None \
+            and gpu.spec.sm.startswith("9.") else 0.0
         self.attn_peak = gpu.bf16_tflops.value * 1e12
         self.peak_source = peak_fig.source
         self.hbm = min(system.gpus[g].hbm_gbps.value for st in self.groups for g in st) * 1e9
@@ -243,11 +250,14 @@ class StepCost:
         cal, spec = self.cal, self.spec
         rows = b.sampled * share
         # routed experts run as grouped GEMMs (fused-MoE kernels) at self.moe_gemm_rate of a dense GEMM's rate
-        gemm = tokens * (st.gemm_flops_per_token + st.expert_flops_per_token * (1.0 / self.moe_gemm_rate - 1.0)) \
-            + rows * st.head_flops_per_row
+        dense = tokens * (st.gemm_flops_per_token - st.expert_flops_per_token)
+        unaligned = 0.0
+        if self.fp8_unaligned_rate and round(tokens) % 4:
+            dense, unaligned = 0.0, dense / self.fp8_unaligned_rate
+        gemm = dense + tokens * st.expert_flops_per_token / self.moe_gemm_rate + rows * st.head_flops_per_row
         attn = st.attn_flops_coef * b.attn_work * share
         t_c = gemm / (cal.decode_compute_efficiency if b.uniform_decode else cal.prefill_compute_efficiency) \
-            / self.gemm_peak + attn / (cal.attention_efficiency * self.attn_peak)
+            / self.gemm_peak + unaligned + attn / (cal.attention_efficiency * self.attn_peak)
         weights = st.dense_weight_bytes
         if st.expert_bytes_per_expert:
             topk, e = spec.experts_per_token, spec.num_experts
