@@ -257,14 +257,19 @@ def run_all(threads: list[threading.Thread], stop: threading.Event) -> None:
     for t in threads:
         t.start()
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.5)
+        _wait_ended(threads, None)
     except KeyboardInterrupt:
         stop.set()
-        for t in threads:
-            t.join(timeout=30)
+        _wait_ended(threads, time.monotonic() + 30)
         raise
+
+
+def _wait_ended(threads: list[threading.Thread], deadline: float | None) -> None:
+    """Poll until ``threads`` have ended (or ``deadline`` passed). Not ``Thread.join``: an interrupt that lands inside
+    a blocking join makes Python before 3.12 mark a running thread as ended (bpo-45274), so a join after Ctrl-C could
+    return while the load still runs; a signal here interrupts only the sleep."""
+    while any(t.is_alive() for t in threads) and (deadline is None or time.monotonic() < deadline):
+        time.sleep(0.05)
 
 
 def make_backend(indices: list[int] | None = None) -> Any:
