@@ -16,6 +16,7 @@ from typing import Literal
 from gpuprobe import __version__
 from gpuprobe.errors import UsageError
 from gpuprobe.predict.calibration import Calibration
+from gpuprobe.predict.fanout import fan_out
 from gpuprobe.predict.layouts import Layout, assign_gpus, check_layout, enumerate_shapes
 from gpuprobe.predict.memory import GiB, MemoryPrediction, kv_bytes_per_token_per_layer, predict_memory
 from gpuprobe.predict.model_spec import ModelSpec
@@ -28,6 +29,9 @@ from gpuprobe.results.recommendation import LayoutResult, Predicted, Recommendat
 
 Objective = Literal["throughput", "latency", "goodput"]
 BASE_PORT = 8000
+PARALLEL_MIN_REQUESTS = 4000
+"""Simulated requests (layouts x requests per layout) from which the search runs in worker processes: below it,
+forking costs more than it saves."""
 
 
 def slo_met(slo: Slo, p: Predicted | None) -> bool | None:
@@ -173,7 +177,8 @@ def recommend(spec: ModelSpec, system: SystemProfile, serve: ServeOptions, traff
         raise UsageError("--objective goodput needs an SLO: --max-ttft-ms and/or --max-tpot-ms")
     layouts = [assign_gpus(system, tp, pp, rep) for tp, pp, rep in enumerate_shapes(system.gpu_count)]
     layouts = [lay for lay in layouts if keep is None or keep(lay)]
-    results = [predict_layout(spec, system, lay, traffic, serve, cal, model_ref, slo=slo) for lay in layouts]
+    results = fan_out(lambda lay: predict_layout(spec, system, lay, traffic, serve, cal, model_ref, slo=slo),
+                      layouts, work_units=traffic.num_requests * len(layouts), min_work=PARALLEL_MIN_REQUESTS)
     results.sort(key=_sort_key(objective, slo, traffic))
     for r in results:
         r.meets_slo = slo_met(slo, r.predicted) if r.fits and slo.any else None
