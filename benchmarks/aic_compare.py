@@ -8,7 +8,9 @@ qwen3-8b-fp8-serve}.json, and the MoE and FP8 engines again on machine 5 with fo
 {qwen3-30b-a3b,qwen3-8b-fp8}-serve-long.json, Qwen3-4B on machine 6, qwen3-4b-serve.json, four engines again on
 machine 7 (*-serve-steps.json, 1 and 8 clients), Qwen3-4B on machine 8 started three times
 (qwen3-4b-serve-starts.json) and three engines on machine 9 (tests/data/vllm-h200-2026-12-02/*-serve-rates.json,
-1 and 32 clients, 16 with ~8K prompts); all but the
+1 and 32 clients, 16 with ~8K prompts), and on machine 10 Qwen3-8B-FP8 started twice (qwen3-8b-fp8-serve-align.json,
+with 1,023- and 1,025-token prompts beside the 1,024 ones) and Qwen3-4B (qwen3-4b-serve-rates-machine10.json); all
+but the
 Qwen2.5-14B on later machines with the fixed one-token-a-word tokenizer, FP8 with VLLM_USE_DEEP_GEMM=0):
 concurrency 1 to 256 with ~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator
 0.12.0's predictions for them are in reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was
@@ -62,6 +64,10 @@ RUNS = [("Llama-3.1-8B", "Llama-3.1-8B", DATA / "llama-3.1-8b-serve-warm.json", 
          "fit"),
         ("Qwen3-4B (m9)", "Qwen3-4B", DATA9 / "qwen3-4b-serve-rates.json", DATA9 / "probe-machine9.json", "held out"),
         ("Qwen2.5-14B (m9)", "Qwen2.5-14B", DATA9 / "qwen2.5-14b-serve-rates.json", DATA9 / "probe-machine9.json",
+         "held out"),
+        ("Qwen3-8B-FP8 (m10, 2 starts)", "Qwen3-8B-FP8", DATA9 / "qwen3-8b-fp8-serve-align.json",
+         DATA9 / "probe-machine10.json", "held out"),
+        ("Qwen3-4B (m10)", "Qwen3-4B", DATA9 / "qwen3-4b-serve-rates-machine10.json", DATA9 / "probe-machine10.json",
          "held out")]
 """(label, model AIC was asked about, run, the probe of its machine, role). The machine-5, -7 and -8 runs are the
 same engines served again (with other request counts per load, and on machine 7 with every step logged); AIC's
@@ -73,6 +79,8 @@ AIC = {"AIC (nominal lengths)": REPORT / "aic-0.12.0.json",
 AIC_MACHINE3 = REPORT / "aic-0.12.0-machine3.json"
 AIC_MACHINE6 = REPORT / "aic-0.12.0-machine6.json"
 """AIC for the Qwen3-4B run of machine 6 (one token a word, as machine 3's)."""
+AIC_MACHINE10 = REPORT / "aic-0.12.0-machine10.json"
+"""AIC for the two FP8 loads of machine 10 no other run has: 1 client with 1,023-token prompts, 8 with 1,025."""
 """AIC for the MoE and FP8 runs (machine 3), sent with the tokenizer that counts one token a word: the nominal
 and the counted lengths are the same, so both AIC columns take these."""
 FIGURES = (("output_tokens_per_s", "output_tokens_per_s_all_tokens", "tok/s"), ("ttft_ms", "ttft_ms", "TTFT ms"),
@@ -92,7 +100,8 @@ def _aic(path: Path) -> dict[tuple[str, int, int], dict]:
 
 
 def rows() -> list[dict]:
-    aic = {name: {**_aic(path), **_aic(AIC_MACHINE3), **_aic(AIC_MACHINE6)} for name, path in AIC.items()}
+    aic = {name: {**_aic(path), **_aic(AIC_MACHINE3), **_aic(AIC_MACHINE6), **_aic(AIC_MACHINE10)}
+           for name, path in AIC.items()}
     out = []
     for label, model, path, system, role in RUNS:
         runs = load_runs(path)

@@ -17,7 +17,9 @@ The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; RE
                and CUDA graphs, each engine started three times; H200 machine 6: Qwen3-4B served (predicted on
                machine 5's probe; machine 6 was not probed); H200 machine 7: Qwen3-4B, Llama-3.1-8B,
                Qwen3-8B-FP8 and Qwen2.5-14B served with every engine step logged (``--log-steps``); H200 machine
-               8: Qwen3-4B served, the engine started three times; H100 machine 2: Llama-3.2-1B, Llama-3.2-3B,
+               8: Qwen3-4B served, the engine started three times; H200 machine 9: Llama-3.1-8B, Qwen3-4B and
+               Qwen2.5-14B served up to 40 req/s; H200 machine 10: Qwen3-8B-FP8 served, started twice (with
+               1,023-, 1,024- and 1,025-token prompts), and Qwen3-4B served; H100 machine 2: Llama-3.2-1B, Llama-3.2-3B,
                Qwen2.5-7B and Llama-3.1-8B shapes, eager and graphs (other machines, models never seen, and
                serving never fitted on those models).
   KV only      H200 machine 1: Llama-3.1-8B served through the synthetic tokenizer before its fix (a word split
@@ -26,7 +28,8 @@ The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; RE
                Qwen3-30B-A3B (its batches JIT-compiled fused-MoE kernels while timed; measured again warm on
                machine 3).
   spread       H200: the 1B offline engine started three times (machine 1), Qwen3-4B eager and graphs three times
-               each (machine 5), Qwen3-4B served three times (machine 8); H100 machine 3: the 1B started twice.
+               each (machine 5), Qwen3-4B served three times (machine 8), the 1B served three times (machine 9),
+               Qwen3-8B-FP8 served twice (machine 10); H100 machine 3: the 1B started twice.
 
 Every figure is the median of the requests of one workload (TTFT, TPOT, ITL) or the workload's output tokens
 per second, predicted at the engine's own settings (vLLM's defaults unless the run set one). KV tokens are
@@ -37,6 +40,7 @@ whichever is larger (a prediction cannot be held closer than the engine repeats)
 
 With ``--fit`` the uncertainty band is set leave-one-run-out (each fit run predicted by the factors fitted to
 the others), so it is the band a run the factors never saw can expect; that refit takes about five minutes.
+The fit set's served Llama-3.2-1B engine is machine 9's (tests/data/vllm-h200-2026-12-02/).
 """
 
 from __future__ import annotations

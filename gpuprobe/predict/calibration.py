@@ -79,27 +79,27 @@ class Calibration:
     version can fit its own (``validate --fit-calibration``, then ``recommend --calibration``).
     """
 
-    hbm_efficiency: float = 0.965057
+    hbm_efficiency: float = 0.9645218
     """Achieved bytes/s of a step over the achievable HBM bandwidth (measured copy, or 0.89 x datasheet)."""
-    prefill_compute_efficiency: float = 0.7651536
+    prefill_compute_efficiency: float = 0.8219431
     """GEMM FLOP/s over the datasheet peak in steps that carry prompt tokens."""
-    decode_compute_efficiency: float = 0.380338
+    decode_compute_efficiency: float = 0.4018322
     """GEMM FLOP/s over the peak in decode-only steps (small, skinny GEMMs)."""
-    gemm_half_hidden: float = 754.9592
+    gemm_half_hidden: float = 1135.847
     """GEMMs of small models reach less of the peak: both compute efficiencies are scaled by h / (h + this),
     h the hidden size (1.0 for a very wide model)."""
-    attention_efficiency: float = 0.5971905
+    attention_efficiency: float = 0.7575466
     """Prompt attention FLOP/s over the bf16 peak (FlashAttention on long prompts), for the causal FLOP count
     (4 x layers x heads x head_dim x n(n + 1)/2). An effective factor: the model's other prefill terms absorb
     part of the cost of long prompts."""
     roofline_sharpness: float = 4.0
     """How compute and memory time join: (a^k + b^k)^(1/k); large k is the plain max."""
-    fp8_gemm_efficiency: float = 0.7232743
+    fp8_gemm_efficiency: float = 0.7261102
     """FP8 GEMM FLOP/s over (the FP8 peak x the compute efficiencies above): what FP8 weights really gain."""
-    gpu_per_layer_us: float = 29.29543
+    gpu_per_layer_us: float = 29.79121
     """GPU time per Llama-style layer (ten kernels) per step that scales with neither bytes nor FLOPs (kernel gaps
     and tails); a layer with more kernels (q/k norms) takes its share more (``stepcost.layer_kernels``)."""
-    fp8_per_layer_us: float = 29.78734
+    fp8_per_layer_us: float = 21.47696
     """Extra GPU time per layer with FP8 weights (the activation-quantization kernels before each GEMM)."""
     fp8_unaligned_gemm_efficiency: float = 0.12
     """Block-scaled FP8 GEMM FLOP/s over the FP8 peak on Hopper when a step's token count is not a multiple of 4:
@@ -108,39 +108,39 @@ class Calibration:
     (tests/data/vllm-h200-2026-12-02/fp8-block-gemm-machine10.json), Qwen3-8B's four linear layers together, the
     median over 1,023 to 16,383 tokens (0.10-0.14). The served Qwen3-8B-FP8 engine shows it step by step: 7,168
     prompt tokens + 1 decode took 450 ms, + 4 decodes about 105 ms."""
-    moe_half_intermediate: float = 277.1238
+    moe_half_intermediate: float = 255.9515
     """The routed experts' grouped GEMMs (vLLM's fused-MoE kernels) reach i / (i + this) of a dense GEMM's
     FLOP/s, i the expert intermediate size per TP rank: narrow experts (Qwen3-30B-A3B: 768) run small tiles,
     wide ones (Mixtral: 14,336) about as fast as a dense GEMM."""
-    moe_per_layer_us: float = 12.2471
+    moe_per_layer_us: float = 11.19875
     """Extra GPU time per MoE layer (routing, token alignment, combine; grouped GEMMs below the roofline)."""
-    step_overhead_ms: float = 2.09104
+    step_overhead_ms: float = 1.979522
     """Host time per step: scheduling, input preparation, sampler launch, output (overlaps the GPU)."""
-    seq_overhead_us: float = 14.60632
+    seq_overhead_us: float = 15.07275
     """Host time per request in the step (block tables, inputs, outputs)."""
-    prompt_token_overhead_us: float = 0.2601119
+    prompt_token_overhead_us: float = 0.3134444
     """Host time per prompt token in the step (token ids, positions, block hashes)."""
-    step_serial_ms: float = 0.2788543
+    step_serial_ms: float = 0.3808501
     """Per-step time that never overlaps (sampled tokens back to the scheduler)."""
-    prompt_step_serial_ms: float = 5.787194
+    prompt_step_serial_ms: float = 5.552552
     """Extra time of a step that carries prompt tokens that does not overlap the GPU (input preparation that
     waits on it)."""
-    request_latency_ms: float = 2.810657
+    request_latency_ms: float = 2.367678
     """Latency between the front end handing a request over and the scheduler seeing it (engine IPC, request
     set-up); it delays the request but occupies nothing."""
-    graph_launch_us: float = 38.6062
+    graph_launch_us: float = 47.09649
     """Host time to replay a step's full CUDA graph."""
-    piecewise_launch_per_layer_us: float = 6.686052
+    piecewise_launch_per_layer_us: float = 6.337713
     """Host time per layer of a piecewise-graph step (attention launched between the graph pieces)."""
-    eager_launch_per_layer_us: float = 496.0003
+    eager_launch_per_layer_us: float = 494.6391
     """Host time per layer of a step without graphs (every kernel launched from Python)."""
-    moe_launch_per_layer_us: float = 1004.465
+    moe_launch_per_layer_us: float = 1051.576
     """Extra host time per MoE layer of a step without graphs (router top-k, token alignment, the two grouped
     GEMMs and the combine, dispatched from Python)."""
-    compiled_launch_ratio: float = 0.8209938
+    compiled_launch_ratio: float = 0.8113209
     """Host launch time of a step above the largest capture size (vLLM's torch.compile'd code, no graph) over
     that of the same step in eager mode (fused kernels: fewer launches)."""
-    prompt_launch_per_layer_us: float = 400.0443
+    prompt_launch_per_layer_us: float = 457.1064
     """Extra host time per layer of a step that carries prompt tokens and runs without CUDA graphs (eager, or
     above the largest capture size): the prefill path of the attention launched between the compiled pieces. The
     step logs of served engines show it: a 1,024-token prompt step under Poisson load costs about 1.1 ms per layer
@@ -148,17 +148,17 @@ class Calibration:
     decode batches out of the graphs cost less compiled than eager (Qwen3-30B-A3B at 1,024 requests: 82 against
     125 ms), so the cost is the prompt's, not the compiled path's. Offline prompt steps are mostly GPU-bound and
     hide it; the served Llama-3.2-1B engine of the fit set pins it."""
-    batch_intake_us: float = 36.18577
+    batch_intake_us: float = 26.67456
     """Offline ``LLM.generate``: time to hand one request to the engine."""
-    batch_output_seq_us: float = 29.27097
+    batch_output_seq_us: float = 29.1432
     """Offline: time per request per step to take its new token (no detokenizing)."""
-    serve_intake_us: float = 530.7301
+    serve_intake_us: float = 720.4677
     """``vllm serve``: the API server's time per request before the engine sees it (HTTP, validation)."""
-    serve_intake_per_token_us: float = 2.379681
+    serve_intake_per_token_us: float = 2.747259
     """``vllm serve``: the API server's time per prompt token (tokenizing)."""
-    serve_output_seq_us: float = 80.59538
+    serve_output_seq_us: float = 77.8432
     """``vllm serve``: the API server's time per request per step (detokenizing, streaming the chunk)."""
-    output_step_us: float = 1075.471
+    output_step_us: float = 1061.319
     """The front end's time per step output (receiving it from the engine process)."""
     allreduce_efficiency: float = 1.0
     """Multiplier on measured all-reduce times (> 1: slower inside vLLM than in the microbenchmark)."""
@@ -166,12 +166,12 @@ class Calibration:
     """NCCL send/recv bandwidth over copy-engine P2P bandwidth (PP stage boundaries)."""
     p2p_alpha_us: float = 10.0
     """Fixed cost of one PP send/recv (AIC p2p_latency 10 us)."""
-    band_output_tokens_per_s: list[float] = field(default_factory=lambda: [0.6656, 1.4139])
+    band_output_tokens_per_s: list[float] = field(default_factory=lambda: [0.645, 1.4609])
     """The uncertainty band of output tokens/s, as [low, high] ratios of measured to predicted: the 2.5th and
     97.5th percentiles of that ratio over the runs the factors were fitted to, each run predicted by the factors
     fitted to the others (leave-one-run-out: the band a run the factors never saw can expect)."""
-    band_ttft_ms: list[float] = field(default_factory=lambda: [0.6813, 1.4339])
-    band_tpot_ms: list[float] = field(default_factory=lambda: [0.667, 1.5379])
+    band_ttft_ms: list[float] = field(default_factory=lambda: [0.6903, 1.4278])
+    band_tpot_ms: list[float] = field(default_factory=lambda: [0.6365, 1.5913])
     memory: MemoryCalibration = field(default_factory=MemoryCalibration)
     source: str = "defaults"
     """Where these factors came from: ``defaults`` or the file they were loaded from."""

@@ -15,7 +15,9 @@ Step times come from ``StepCost`` (GPU work on the measured system, host work, C
 front end is a single process in front of the engine (the API server for ``vllm serve``, the ``LLM``
 object offline): each request costs it an intake time before the engine sees it, and each step's outputs
 cost it a handling time before the client sees the tokens; it works first come, first served, so at high
-load its queue shows in TTFT and inter-token latency like a real server's.
+load its queue shows in TTFT and inter-token latency like a real server's. ``vllm serve`` tokenizes prompts
+in a thread of its own (the renderer's pool, one worker by default): the time per prompt token queues there,
+so a burst of long prompts delays the requests behind it but not the tokens the event loop hands out.
 
 Runs of pure decode steps are jumped over: with no prompt to schedule and nothing arriving, the batch does
 not change until the first request ends (or the KV cache runs out), so those steps are summed in segments
@@ -131,6 +133,9 @@ class _Engine:
         self.reqs = [_Req(i, p, o) for i, (p, o) in enumerate(lens)]
         self.sends = traffic.send_times()
         self.fe = _FrontEnd()
+        self.tokenizer = _FrontEnd()
+        """``vllm serve`` tokenizes prompts in a thread of its own (the renderer's pool, one worker by default), so
+        a burst of long prompts queues there, not in front of the outputs the event loop streams."""
         self.intake_us = cal.serve_intake_us if served else cal.batch_intake_us
         self.intake_tok_us = cal.serve_intake_per_token_us if served else 0.0
         self.out_seq_us = cal.serve_output_seq_us if served else cal.batch_output_seq_us
@@ -213,7 +218,10 @@ class _Engine:
             ts, i = heapq.heappop(self.send_heap)
             r = self.reqs[i]
             r.send = ts
-            r.arrival = self.fe.serve(ts, (self.intake_us + self.intake_tok_us * r.prompt) * 1e-6) + self.latency
+            ready = self.fe.serve(ts, self.intake_us * 1e-6)
+            if self.intake_tok_us:
+                ready = self.tokenizer.serve(ready, self.intake_tok_us * r.prompt * 1e-6)
+            r.arrival = ready + self.latency
             heapq.heappush(self.arrivals, (r.arrival, i))
 
     def next_send(self) -> float:
