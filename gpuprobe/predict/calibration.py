@@ -106,8 +106,8 @@ class Calibration:
     vLLM 0.26's CUTLASS kernel then runs at about 200-275 TFLOP/s on an H200, slower than BF16, whatever the
     other factors say. Measured, not fitted: ``scripts/fp8_block_gemm.py`` on an H200
     (tests/data/vllm-h200-2026-12-02/fp8-block-gemm-machine10.json), Qwen3-8B's four linear layers together, the
-    median over 1,023 to 16,383 tokens (0.10-0.14). The served Qwen3-8B-FP8 engine shows it step by step: 7,168
-    prompt tokens + 1 decode took 450 ms, + 4 decodes about 105 ms."""
+    median over 1,023 to 16,383 tokens (0.10-0.14). The served Qwen3-8B-FP8 engine shows it step by step (machine
+    10): 7 prompts of 1,024 tokens + 1 decode took 442 ms, 7 of 1,025 + 1 (7,176 tokens) 108 ms."""
     moe_half_intermediate: float = 255.9515
     """The routed experts' grouped GEMMs (vLLM's fused-MoE kernels) reach i / (i + this) of a dense GEMM's
     FLOP/s, i the expert intermediate size per TP rank: narrow experts (Qwen3-30B-A3B: 768) run small tiles,

@@ -156,7 +156,7 @@ class StepCost:
         # too, or them alone, worsened the fit set: 3.9 % -> 4.6-4.7 % tok/s median error)
         self.per_layer_s = (cal.gpu_per_layer_us * layer_kernels(spec) / BASE_LAYER_KERNELS
                             + (cal.fp8_per_layer_us if use_fp8 else 0.0)) * 1e-6
-        # vLLM 0.26 runs block-scaled FP8 linears on Hopper with a CUTLASS kernel that slows down about fivefold
+        # vLLM 0.26 runs block-scaled FP8 linears on Hopper with a CUTLASS kernel that runs about four times slower
         # when the step's token count is not a multiple of 4 (the 1 x 128 activation scales lose their alignment)
         self.fp8_unaligned_rate = cal.fp8_unaligned_gemm_efficiency * peak_fig.value * 1e12 \
             if use_fp8 and spec.weights.block_size is not None and gpu.spec is not None \
