@@ -9,7 +9,8 @@ qwen3-8b-fp8-serve}.json, and the MoE and FP8 engines again on machine 5 with fo
 machine 7 (*-serve-steps.json, 1 and 8 clients), Qwen3-4B on machine 8 started three times
 (qwen3-4b-serve-starts.json) and three engines on machine 9 (tests/data/vllm-h200-2026-12-02/*-serve-rates.json,
 1 and 32 clients, 16 with ~8K prompts), and on machine 10 Qwen3-8B-FP8 started twice (qwen3-8b-fp8-serve-align.json,
-with 1,023- and 1,025-token prompts beside the 1,024 ones) and Qwen3-4B (qwen3-4b-serve-rates-machine10.json); all
+with 1,023- and 1,025-token prompts beside the 1,024 ones) and Qwen3-4B (qwen3-4b-serve-rates-machine10.json), and
+Llama-3.1-8B on machine 11 at 32, 128 and 256 clients with 128 to 1,024 requests (llama-3.1-8b-serve-highc.json); all
 but the
 Qwen2.5-14B on later machines with the fixed one-token-a-word tokenizer, FP8 with VLLM_USE_DEEP_GEMM=0):
 concurrency 1 to 256 with ~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator
@@ -68,7 +69,9 @@ RUNS = [("Llama-3.1-8B", "Llama-3.1-8B", DATA / "llama-3.1-8b-serve-warm.json", 
         ("Qwen3-8B-FP8 (m10, 2 starts)", "Qwen3-8B-FP8", DATA9 / "qwen3-8b-fp8-serve-align.json",
          DATA9 / "probe-machine10.json", "held out"),
         ("Qwen3-4B (m10)", "Qwen3-4B", DATA9 / "qwen3-4b-serve-rates-machine10.json", DATA9 / "probe-machine10.json",
-         "held out")]
+         "held out"),
+        ("Llama-3.1-8B (m11)", "Llama-3.1-8B", DATA9 / "llama-3.1-8b-serve-highc.json", DATA9 / "probe-machine11.json",
+         "fit")]
 """(label, model AIC was asked about, run, the probe of its machine, role). The machine-5, -7 and -8 runs are the
 same engines served again (with other request counts per load, and on machine 7 with every step logged); AIC's
 answer does not depend on the request count (it estimates the steady state at the concurrency), so the same AIC

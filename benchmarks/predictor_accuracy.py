@@ -19,7 +19,8 @@ The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; RE
                Qwen3-8B-FP8 and Qwen2.5-14B served with every engine step logged (``--log-steps``); H200 machine
                8: Qwen3-4B served, the engine started three times; H200 machine 9: Llama-3.1-8B, Qwen3-4B and
                Qwen2.5-14B served up to 40 req/s; H200 machine 10: Qwen3-8B-FP8 served, started twice (with
-               1,023-, 1,024- and 1,025-token prompts), and Qwen3-4B served; H100 machine 2: Llama-3.2-1B, Llama-3.2-3B,
+               1,023-, 1,024- and 1,025-token prompts), and Qwen3-4B served; H200 machine 11: Llama-3.1-8B served
+               at 32, 128 and 256 clients (128 to 1,024 requests); H100 machine 2: Llama-3.2-1B, Llama-3.2-3B,
                Qwen2.5-7B and Llama-3.1-8B shapes, eager and graphs (other machines, models never seen, and
                serving never fitted on those models).
   KV only      H200 machine 1: Llama-3.1-8B served through the synthetic tokenizer before its fix (a word split
@@ -96,6 +97,7 @@ HELD_OUT = [
       for m in ("llama-3.1-8b", "qwen3-4b", "qwen2.5-14b")],
     (H200_9 / "qwen3-8b-fp8-serve-align.json", H200_9 / "probe-machine10.json"),
     (H200_9 / "qwen3-4b-serve-rates-machine10.json", H200_9 / "probe-machine10.json"),
+    (H200_9 / "llama-3.1-8b-serve-highc.json", H200_9 / "probe-machine11.json"),
     *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
 ]
 KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),
