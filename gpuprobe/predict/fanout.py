@@ -67,12 +67,11 @@ def fan_out(fn: Callable[[T], R], items: Sequence[T], work_units: int, min_work:
     workers = workers_for(len(items), work_units, min_work)
     if workers < 2:
         return [fn(x) for x in items]
-    _JOB = (fn, items)
     try:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init)
     except (OSError, ValueError):
-        _JOB = None
         return [fn(x) for x in items]
+    _JOB = (fn, items)  # before the first task: the pool forks its workers then
     try:
         return list(pool.map(_call, range(len(items))))
     except BrokenProcessPool:  # a worker died (out of memory, killed): answer here instead

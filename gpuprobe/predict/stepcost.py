@@ -157,7 +157,8 @@ class StepCost:
         self.per_layer_s = (cal.gpu_per_layer_us * layer_kernels(spec) / BASE_LAYER_KERNELS
                             + (cal.fp8_per_layer_us if use_fp8 else 0.0)) * 1e-6
         # vLLM 0.26 runs block-scaled FP8 linears on Hopper with a CUTLASS kernel that runs about four times slower
-        # when the step's token count is not a multiple of 4 (the 1 x 128 activation scales lose their alignment)
+        # when the step's token count is not a multiple of 4 (measured; likely the column-major 1 x 128 activation
+        # scales, whose column stride is then not 16-byte aligned)
         self.fp8_unaligned_rate = cal.fp8_unaligned_gemm_efficiency * peak_fig.value * 1e12 \
             if use_fp8 and spec.weights.block_size is not None and gpu.spec is not None \
             and gpu.spec.sm.startswith("9.") else 0.0

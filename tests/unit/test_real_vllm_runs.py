@@ -19,6 +19,9 @@ import pytest
 from gpuprobe.predict.calibration import Calibration
 from gpuprobe.predict.memory import forward_activation_bytes
 from gpuprobe.predict.model_spec import model_spec_from_dict
+from gpuprobe.predict.options import ServeOptions
+from gpuprobe.predict.stepcost import StepCost
+from gpuprobe.predict.system import SystemProfile
 from gpuprobe.validate import compare
 from gpuprobe.validate.logparse import last_error_line, parse_allreduce, parse_memory_profile
 from gpuprobe.validate.spread import start_spreads
@@ -189,16 +192,25 @@ def test_warm_moe_batches_are_faster_than_the_ones_that_compiled_kernels() -> No
     assert cold["n=1,in=128,out=256"] == pytest.approx(warm["n=1,in=128,out=256"], rel=0.05)
 
 
+def step_cost(name: str, sysp: SystemProfile, cal: Calibration, tp: int = 1,
+              serve: ServeOptions | None = None) -> StepCost:
+    """The step cost of one replica of model ``name`` (tests/data/configs) at TP ``tp`` on system ``sysp``."""
+    from gpuprobe.predict.layouts import assign_gpus
+    from gpuprobe.predict.model_spec import load_model_spec
+    from gpuprobe.predict.recommend import predict_layout_memory
+
+    spec = load_model_spec(ROOT / "tests" / "data" / "configs" / f"{name}.json")
+    layout = assign_gpus(sysp, tp, 1, 1)
+    mem = predict_layout_memory(spec, sysp, layout, serve or ServeOptions(), cal)
+    return StepCost(spec, sysp, layout, 0, mem, cal)
+
+
 def test_fp8_steps_pay_the_fitted_activation_quantization_per_layer() -> None:
     """A decode step of the FP8 engine is longer by layers x fp8_per_layer_us than it would be without that term;
     a BF16 engine's is not touched by it."""
     from dataclasses import replace
 
-    from gpuprobe.predict.layouts import assign_gpus
-    from gpuprobe.predict.model_spec import load_model_spec
-    from gpuprobe.predict.options import ServeOptions
-    from gpuprobe.predict.recommend import predict_layout_memory
-    from gpuprobe.predict.stepcost import Batch, StepCost
+    from gpuprobe.predict.stepcost import Batch
     from gpuprobe.predict.system import system_from_results
     from gpuprobe.results.io import load_results
 
@@ -206,12 +218,10 @@ def test_fp8_steps_pay_the_fitted_activation_quantization_per_layer() -> None:
     b = Batch(tokens=1, seqs=1, context_tokens=512, sampled=1)
     cal = Calibration()
     for name, fp8 in (("qwen3-8b-fp8", True), ("qwen3-8b", False)):
-        spec = load_model_spec(ROOT / "tests" / "data" / "configs" / f"{name}.json")
-        layout = assign_gpus(sysp, 1, 1, 1)
-        mem = predict_layout_memory(spec, sysp, layout, ServeOptions(), cal)
-        with_term = StepCost(spec, sysp, layout, 0, mem, cal).step_time(b).gpu_s
-        without = StepCost(spec, sysp, layout, 0, mem, replace(cal, fp8_per_layer_us=0.0)).step_time(b).gpu_s
-        extra = spec.num_layers * cal.fp8_per_layer_us * 1e-6 if fp8 else 0.0
+        cost = step_cost(name, sysp, cal)
+        with_term = cost.step_time(b).gpu_s
+        without = step_cost(name, sysp, replace(cal, fp8_per_layer_us=0.0)).step_time(b).gpu_s
+        extra = cost.spec.num_layers * cal.fp8_per_layer_us * 1e-6 if fp8 else 0.0
         assert with_term - without == pytest.approx(extra, abs=1e-9), name
 
 
@@ -257,24 +267,17 @@ def test_unaligned_fp8_step_costs_what_the_served_engine_logged() -> None:
     took 442 ms and one of 7 x 1,025 + 1 (7,176) 108 ms (medians of 32 steps each, both engine starts). The step
     cost predicts the two within 25 %; the BF16 Qwen3-8B and an FP8 model on a GPU of another kind see no
     difference between the two counts."""
-    from gpuprobe.predict.layouts import assign_gpus
-    from gpuprobe.predict.model_spec import load_model_spec
-    from gpuprobe.predict.options import ServeOptions
-    from gpuprobe.predict.recommend import predict_layout_memory
-    from gpuprobe.predict.stepcost import Batch, StepCost
+    from gpuprobe.predict.stepcost import Batch
     from gpuprobe.predict.system import system_from_results, system_from_spec
     from gpuprobe.results.io import load_results
 
     cal = Calibration()
     h200 = system_from_results(load_results(H200_2 / "probe-machine10.json"), name="H200")
 
-    def step_ms(name: str, sysp: object, prompt: int) -> float:
-        spec = load_model_spec(ROOT / "tests" / "data" / "configs" / f"{name}.json")
-        layout = assign_gpus(sysp, 1, 1, 1)
-        mem = predict_layout_memory(spec, sysp, layout, ServeOptions(max_model_len=8192), cal)
+    def step_ms(name: str, sysp: SystemProfile, prompt: int) -> float:
         b = Batch(tokens=7 * prompt + 1, seqs=8, context_tokens=1100.0, prompt_tokens=7 * prompt,
                   attn_work=7 * prompt * prompt / 2.0, sampled=8)
-        return StepCost(spec, sysp, layout, 0, mem, cal).step_time(b).total_s * 1e3
+        return step_cost(name, sysp, cal, serve=ServeOptions(max_model_len=8192)).step_time(b).total_s * 1e3
 
     assert step_ms("qwen3-8b-fp8", h200, 1024) == pytest.approx(442, rel=0.25)
     assert step_ms("qwen3-8b-fp8", h200, 1025) == pytest.approx(108, rel=0.25)
@@ -360,23 +363,17 @@ def test_expert_gemms_run_at_the_rate_their_width_allows(name: str, tp: int, rat
     moe_half_intermediate) with i the expert intermediate size per TP rank; nothing else of the step moves."""
     from dataclasses import replace
 
-    from gpuprobe.predict.layouts import assign_gpus
-    from gpuprobe.predict.model_spec import load_model_spec
-    from gpuprobe.predict.options import ServeOptions
-    from gpuprobe.predict.recommend import predict_layout_memory
-    from gpuprobe.predict.stepcost import Batch, StepCost
+    from gpuprobe.predict.stepcost import Batch
     from gpuprobe.predict.system import system_from_spec
 
     sysp = system_from_spec("H100-SXM", 8)
-    spec = load_model_spec(ROOT / "tests" / "data" / "configs" / f"{name}.json")
-    layout = assign_gpus(sysp, tp, 1, 1)
     cal = Calibration()
-    mem = predict_layout_memory(spec, sysp, layout, ServeOptions(), cal)
-    cost = StepCost(spec, sysp, layout, 0, mem, cal)
+    cost = step_cost(name, sysp, cal, tp=tp)
+    spec = cost.spec
     assert rate[0] <= cost.moe_gemm_rate <= rate[1]
     b = Batch(tokens=8192, seqs=8, context_tokens=0, prompt_tokens=8192, attn_work=8 * 1024 * 512, sampled=8)
     slow = cost.step_time(b).compute_s
-    fast = StepCost(spec, sysp, layout, 0, mem, replace(cal, moe_half_intermediate=1e-9)).step_time(b).compute_s
+    fast = step_cost(name, sysp, replace(cal, moe_half_intermediate=1e-9), tp=tp).step_time(b).compute_s
     st = cost.stages[0]
     assert (spec.num_experts > 0) == (st.expert_flops_per_token > 0)
     extra = b.tokens * st.expert_flops_per_token * (1 / cost.moe_gemm_rate - 1) / (
