@@ -2,6 +2,7 @@
 
     python benchmarks/predictor_accuracy.py                 # the report (markdown) with the shipped defaults
     python benchmarks/predictor_accuracy.py --fit OUT.json  # refit the reference calibration, then the report
+    python benchmarks/predictor_accuracy.py --fit OUT.json --only A,B  # refit factors A and B, keep the bands
 
 The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; README.md there):
 
@@ -20,9 +21,10 @@ The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; RE
                8: Qwen3-4B served, the engine started three times; H200 machine 9: Llama-3.1-8B, Qwen3-4B and
                Qwen2.5-14B served up to 40 req/s; H200 machine 10: Qwen3-8B-FP8 served, started twice (with
                1,023-, 1,024- and 1,025-token prompts), and Qwen3-4B served; H200 machine 11: Llama-3.1-8B served
-               at 32, 128 and 256 clients (128 to 1,024 requests); H100 machine 2: Llama-3.2-1B, Llama-3.2-3B,
-               Qwen2.5-7B and Llama-3.1-8B shapes, eager and graphs (other machines, models never seen, and
-               serving never fitted on those models).
+               at 32, 128 and 256 clients (128 to 1,024 requests); H200 machine 12: Qwen3-14B-FP8 and
+               Mistral-7B served (two shapes never seen, up to 128 clients and 20 req/s); H100 machine 2:
+               Llama-3.2-1B, Llama-3.2-3B, Qwen2.5-7B and Llama-3.1-8B shapes, eager and graphs (other
+               machines, models never seen, and serving never fitted on those models).
   KV only      H200 machine 1: Llama-3.1-8B served through the synthetic tokenizer before its fix (a word split
                into about 1.7 tokens, so the API server's costs are not a working tokenizer's; measured again
                on machine 4). H200 machine 2: Qwen3-8B-FP8 (its engine never finished DeepGEMM's warm-up) and
@@ -41,7 +43,9 @@ whichever is larger (a prediction cannot be held closer than the engine repeats)
 
 With ``--fit`` the uncertainty band is set leave-one-run-out (each fit run predicted by the factors fitted to
 the others), so it is the band a run the factors never saw can expect; that refit takes about five minutes.
-The fit set's served Llama-3.2-1B engine is machine 9's (tests/data/vllm-h200-2026-12-02/).
+The fit set's served Llama-3.2-1B engine is machine 9's (tests/data/vllm-h200-2026-12-02/). ``--only``
+refits a few factors after a model change that touches only them (the FP8 ones after the FP8 weight-rate
+terms); the bands are then the last full refit's.
 """
 
 from __future__ import annotations
@@ -98,6 +102,8 @@ HELD_OUT = [
     (H200_9 / "qwen3-8b-fp8-serve-align.json", H200_9 / "probe-machine10.json"),
     (H200_9 / "qwen3-4b-serve-rates-machine10.json", H200_9 / "probe-machine10.json"),
     (H200_9 / "llama-3.1-8b-serve-highc.json", H200_9 / "probe-machine11.json"),
+    *[(H200_9 / f"{m}.json", H200_9 / "probe-machine12.json")
+      for m in ("qwen3-14b-fp8-serve", "qwen3-14b-fp8-serve-highc", "mistral-7b-serve")],
     *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
 ]
 KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),
@@ -270,12 +276,23 @@ def spreads() -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", type=Path, help="refit the reference calibration on the fit set and write it here")
+    ap.add_argument("--only", help="with --fit: refit only these factors (comma-separated), from the reference "
+                                   "calibration, and keep its bands (a model change that touches only them)")
     args = ap.parse_args()
     cal = Calibration()
     if args.fit:
         fit_runs = _load(FIT)
-        cal = calibrate.fit_factors([r for r, _ in fit_runs], [s for _, s in fit_runs], cal, names=FITTED,
-                                   heldout_band=True)
+        if args.only:
+            names = args.only.split(",")
+            unknown = sorted(set(names) - set(FITTED))
+            if unknown:
+                ap.error(f"--only: not fitted factors: {', '.join(unknown)}")
+            bands = {f"band_{f}": getattr(cal, f"band_{f}") for f in calibrate.BAND_FIGURES}
+            cal = dataclasses.replace(calibrate.fit_factors([r for r, _ in fit_runs], [s for _, s in fit_runs], cal,
+                                                            names=names), **bands)
+        else:
+            cal = calibrate.fit_factors([r for r, _ in fit_runs], [s for _, s in fit_runs], cal, names=FITTED,
+                                       heldout_band=True)
         cal = dataclasses.replace(cal, source="reference fit (benchmarks/predictor_accuracy.py --fit)")
         args.fit.write_text(json.dumps({k: v for k, v in to_data(cal).items() if k != "memory"}, indent=1) + "\n")
         print(f"fitted calibration written to {args.fit}", file=sys.stderr)

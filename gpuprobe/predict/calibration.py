@@ -94,20 +94,39 @@ class Calibration:
     part of the cost of long prompts."""
     roofline_sharpness: float = 4.0
     """How compute and memory time join: (a^k + b^k)^(1/k); large k is the plain max."""
-    fp8_gemm_efficiency: float = 0.7261102
+    fp8_gemm_efficiency: float = 0.7349706
     """FP8 GEMM FLOP/s over (the FP8 peak x the compute efficiencies above): what FP8 weights really gain."""
     gpu_per_layer_us: float = 29.79121
     """GPU time per Llama-style layer (ten kernels) per step that scales with neither bytes nor FLOPs (kernel gaps
     and tails); a layer with more kernels (q/k norms) takes its share more (``stepcost.layer_kernels``)."""
-    fp8_per_layer_us: float = 21.47696
-    """Extra GPU time per layer with FP8 weights (the activation-quantization kernels before each GEMM)."""
-    fp8_unaligned_gemm_efficiency: float = 0.12
-    """Block-scaled FP8 GEMM FLOP/s over the FP8 peak on Hopper when a step's token count is not a multiple of 4:
-    vLLM 0.26's CUTLASS kernel then runs at about 200-275 TFLOP/s on an H200, slower than BF16, whatever the
-    other factors say. Measured, not fitted: ``scripts/fp8_block_gemm.py`` on an H200
-    (tests/data/vllm-h200-2026-12-02/fp8-block-gemm-machine10.json), Qwen3-8B's four linear layers together, the
-    median over 1,023 to 16,383 tokens (0.10-0.14). The served Qwen3-8B-FP8 engine shows it step by step (machine
-    10): 7 prompts of 1,024 tokens + 1 decode took 442 ms, 7 of 1,025 + 1 (7,176 tokens) 108 ms."""
+    fp8_per_layer_us: float = 9.278531
+    """Extra GPU time per layer with FP8 weights (the activation-quantization kernels before each GEMM). Fitted;
+    the four quantization kernels of a Qwen3-8B or Qwen3-14B layer measure about 9 us together at decode sizes
+    (``scripts/fp8_block_gemm.py --graph``)."""
+    fp8_unaligned_gemm_efficiency: float = 0.112
+    """Block-scaled FP8 GEMM FLOP/s over the FP8 peak on Hopper when a step's token count is not a multiple of 4
+    and above ``stepcost.FP8_SHORT_STEP_TOKENS``: vLLM 0.26's CUTLASS kernel then runs at about 200-240 TFLOP/s on
+    an H200, slower than BF16, whatever the other factors say. Measured, not fitted, twice: ``scripts/
+    fp8_block_gemm.py`` on an H200 (machine 10), Qwen3-8B's four linear layers together, 3,073 to 16,383 tokens
+    (0.103-0.123); and ``scripts/fp8_prompt_step.py`` in vLLM's engine (an unprobed H200), one prompt of N + 1
+    against N tokens, Qwen3-8B-FP8 and Qwen3-14B-FP8, 3,073 to 12,289 tokens (0.097-0.119, median 0.11; Qwen3-14B
+    keeps the short rate up to 4,097 tokens: where the slow regime begins depends on the shape). The served
+    Qwen3-8B-FP8 engine shows it step by step (machine 10): 7 prompts of 1,024 tokens + 1 decode took 442 ms, 7 of
+    1,025 + 1 (7,176 tokens) 108 ms."""
+    fp8_unaligned_short_gemm_efficiency: float = 0.135
+    """The same for steps of at most ``stepcost.FP8_SHORT_STEP_TOKENS`` tokens (a prompt or two): 0.129-0.143
+    over 1,023 to 2,050 tokens in both measurements above (median 0.135)."""
+    fp8_aligned_weight_rate: float = 0.53
+    """Weight bytes per second a block-scaled FP8 GEMM streams at decode sizes on Hopper, over what a BF16 GEMM of
+    the same shape streams, when the step's token count is a multiple of 4: vLLM 0.26's CUTLASS kernel then reads
+    its FP8 weights at about 1.6-2.1 TB/s on an H200 (BF16: about 3.5-3.7), so FP8 halves the bytes but not the
+    time. Measured, not fitted: ``scripts/fp8_block_gemm.py --graph`` on an H200 (machine 12), each linear in a
+    CUDA graph on weights larger than the L2 cache, Qwen3-8B's and Qwen3-14B's four linear shapes, the median
+    over 4 to 128 tokens (0.46-0.62; tests/data/vllm-h200-2026-12-02/fp8-block-gemm-graph-*-machine12.json)."""
+    fp8_unaligned_weight_rate: float = 0.75
+    """The same ratio when the token count is not a multiple of 4 (the kernel the slow large steps also get): the
+    median over 1 to 96 tokens, 0.71-0.84. Served Qwen3-8B-FP8 steps show both: a decode step of 1 or 2 requests
+    takes about 4 ms, one of 4 to 15 (padded to 4, 8 or 16) about 6 ms."""
     moe_half_intermediate: float = 255.9515
     """The routed experts' grouped GEMMs (vLLM's fused-MoE kernels) reach i / (i + this) of a dense GEMM's
     FLOP/s, i the expert intermediate size per TP rank: narrow experts (Qwen3-30B-A3B: 768) run small tiles,

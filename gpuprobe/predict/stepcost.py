@@ -34,7 +34,10 @@ h / (h + ``gemm_half_hidden``): a small model's GEMMs reach less of the peak. FP
 tensor cores run at the FP8 peak times ``fp8_gemm_efficiency`` and add ``fp8_per_layer_us`` of GPU time per
 layer (block-scaled FP8 GEMMs quantize their activations per group of 128 in kernels of their own and rescale
 per block, which the BF16 terms do not cover); on Hopper a block-scaled FP8 step whose token count (after graph
-padding) is not a multiple of 4 runs its dense GEMMs at ``fp8_unaligned_gemm_efficiency`` of the FP8 peak; MoE
+padding) is not a multiple of 4 runs its dense GEMMs at ``fp8_unaligned_gemm_efficiency`` of the FP8 peak
+(``fp8_unaligned_short_gemm_efficiency`` up to ``FP8_SHORT_STEP_TOKENS`` tokens), and
+its FP8 weights stream at ``fp8_unaligned_weight_rate`` (``fp8_aligned_weight_rate`` when aligned) of the rate
+BF16 weights stream at; MoE
 layers add ``moe_per_layer_us`` (routing, token alignment and combine kernels; grouped GEMMs that reach little of
 the roofline at small batches).
 """
@@ -68,6 +71,10 @@ CUSTOM_AR_ONE_SHOT_BYTES = 512 << 10
 """Below this (or at tp 2) vLLM's custom all-reduce uses the one-shot kernel, above it two-shot."""
 
 GRAPH_FULL, GRAPH_PIECEWISE, GRAPH_NONE = "full", "piecewise", "none"
+
+FP8_SHORT_STEP_TOKENS = 2560
+"""Unaligned block-FP8 steps up to this many tokens run their GEMMs a little faster (measured: 1,023-2,050 tokens
+against 3,073 and more; ``Calibration.fp8_unaligned_short_gemm_efficiency``)."""
 
 BASE_LAYER_KERNELS = 10
 """GPU kernels of a Llama-style decoder layer in vLLM: two fused residual-add + RMSNorms, the QKV, output,
@@ -128,6 +135,9 @@ class _Stage:
     moe_layers: int
     kv_bytes_per_token: float
     group: tuple[int, ...]
+    fp8_linear_bytes: float = 0.0
+    """Bytes of the stage's block-scaled FP8 dense linears on Hopper (0 otherwise): they stream slower than
+    their size says (``Calibration.fp8_aligned_weight_rate``)."""
 
 
 def indexed_bytes(spec: ModelSpec, tp: int, first: bool, last: bool) -> int:
@@ -159,9 +169,16 @@ class StepCost:
         # vLLM 0.26 runs block-scaled FP8 linears on Hopper with a CUTLASS kernel that runs about four times slower
         # when the step's token count is not a multiple of 4 (measured; likely the column-major 1 x 128 activation
         # scales, whose column stride is then not 16-byte aligned)
-        self.fp8_unaligned_rate = cal.fp8_unaligned_gemm_efficiency * peak_fig.value * 1e12 \
-            if use_fp8 and spec.weights.block_size is not None and gpu.spec is not None \
-            and gpu.spec.sm.startswith("9.") else 0.0
+        block_fp8_hopper = use_fp8 and spec.weights.block_size is not None and gpu.spec is not None \
+            and gpu.spec.sm.startswith("9.")
+        self.fp8_unaligned_rates = (cal.fp8_unaligned_short_gemm_efficiency * peak_fig.value * 1e12,
+                                    cal.fp8_unaligned_gemm_efficiency * peak_fig.value * 1e12) \
+            if block_fp8_hopper else None
+        """Dense GEMM FLOP/s of an unaligned step of at most FP8_SHORT_STEP_TOKENS tokens, and of a longer one."""
+        # and its FP8 weights stream at a fraction of the rate BF16 weights do: a different fraction on each side
+        # of the same alignment (aligned, unaligned)
+        self.fp8_weight_extra = (1.0 / cal.fp8_aligned_weight_rate - 1.0, 1.0 / cal.fp8_unaligned_weight_rate - 1.0) \
+            if block_fp8_hopper else (0.0, 0.0)
         self.attn_peak = gpu.bf16_tflops.value * 1e12
         self.peak_source = peak_fig.source
         self.hbm = min(system.gpus[g].hbm_gbps.value for st in self.groups for g in st) * 1e9
@@ -176,12 +193,14 @@ class StepCost:
         self.stages: list[_Stage] = []
         for i, rng in enumerate(pp_layer_ranges(spec.num_layers, self.pp)):
             active = 0.0
+            linear = 0
             expert_bytes = 0.0
             expert_active = 0.0
             moe_layers = 0
             for j in rng:
                 sh = layer_shard(spec, j, self.tp)
                 active += sh.active_linear
+                linear += sh.linear
                 if sh.expert_linear:
                     expert_bytes += sh.expert_linear * bpp / spec.num_experts
                     expert_active += sh.expert_linear / spec.num_experts * spec.experts_per_token
@@ -196,7 +215,7 @@ class StepCost:
                 - indexed_bytes(spec, self.tp, i == 0, last),
                 expert_bytes_per_expert=expert_bytes, expert_flops_per_token=2 * expert_active, moe_layers=moe_layers,
                 kv_bytes_per_token=kv_bytes_per_token_per_layer(spec, self.tp, s.kv_cache_bytes_per_element) * len(rng),
-                group=self.groups[i],
+                group=self.groups[i], fp8_linear_bytes=linear * bpp if block_fp8_hopper else 0.0,
             ))  # fmt: skip
         self.moe_layers_per_stage = sum(st.moe_layers for st in self.stages) / self.pp
         self.moe_layer_s = cal.moe_per_layer_us * 1e-6
@@ -253,13 +272,15 @@ class StepCost:
         # routed experts run as grouped GEMMs (fused-MoE kernels) at self.moe_gemm_rate of a dense GEMM's rate
         dense = tokens * (st.gemm_flops_per_token - st.expert_flops_per_token)
         unaligned = 0.0
-        if self.fp8_unaligned_rate and round(tokens) % 4:
-            dense, unaligned = 0.0, dense / self.fp8_unaligned_rate
+        if self.fp8_unaligned_rates and round(tokens) % 4:
+            dense, unaligned = 0.0, dense / self.fp8_unaligned_rates[tokens > FP8_SHORT_STEP_TOKENS]
         gemm = dense + tokens * st.expert_flops_per_token / self.moe_gemm_rate + rows * st.head_flops_per_row
         attn = st.attn_flops_coef * b.attn_work * share
         t_c = gemm / (cal.decode_compute_efficiency if b.uniform_decode else cal.prefill_compute_efficiency) \
             / self.gemm_peak + unaligned + attn / (cal.attention_efficiency * self.attn_peak)
         weights = st.dense_weight_bytes
+        if st.fp8_linear_bytes:
+            weights += st.fp8_linear_bytes * self.fp8_weight_extra[1 if round(tokens) % 4 else 0]
         if st.expert_bytes_per_expert:
             topk, e = spec.experts_per_token, spec.num_experts
             touched = e * (1.0 - (1.0 - topk / e) ** max(tokens, 1.0))
