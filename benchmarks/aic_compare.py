@@ -10,8 +10,9 @@ machine 7 (*-serve-steps.json, 1 and 8 clients), Qwen3-4B on machine 8 started t
 (qwen3-4b-serve-starts.json) and three engines on machine 9 (tests/data/vllm-h200-2026-12-02/*-serve-rates.json,
 1 and 32 clients, 16 with ~8K prompts), and on machine 10 Qwen3-8B-FP8 started twice (qwen3-8b-fp8-serve-align.json,
 with 1,023- and 1,025-token prompts beside the 1,024 ones) and Qwen3-4B (qwen3-4b-serve-rates-machine10.json), and
-Llama-3.1-8B on machine 11 at 32, 128 and 256 clients with 128 to 1,024 requests (llama-3.1-8b-serve-highc.json); all
-but the
+Llama-3.1-8B on machine 11 at 32, 128 and 256 clients with 128 to 1,024 requests (llama-3.1-8b-serve-highc.json), and
+on machine 12 Qwen3-14B-FP8 (qwen3-14b-fp8-serve.json, and qwen3-14b-fp8-serve-highc.json for 128 clients) and
+Mistral-7B (mistral-7b-serve.json), two shapes never run before; all but the
 Qwen2.5-14B on later machines with the fixed one-token-a-word tokenizer, FP8 with VLLM_USE_DEEP_GEMM=0):
 concurrency 1 to 256 with ~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator
 0.12.0's predictions for them are in reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was
@@ -71,7 +72,13 @@ RUNS = [("Llama-3.1-8B", "Llama-3.1-8B", DATA / "llama-3.1-8b-serve-warm.json", 
         ("Qwen3-4B (m10)", "Qwen3-4B", DATA9 / "qwen3-4b-serve-rates-machine10.json", DATA9 / "probe-machine10.json",
          "held out"),
         ("Llama-3.1-8B (m11)", "Llama-3.1-8B", DATA9 / "llama-3.1-8b-serve-highc.json", DATA9 / "probe-machine11.json",
-         "fit")]
+         "fit"),
+        ("Qwen3-14B-FP8 (m12)", "Qwen3-14B-FP8", DATA9 / "qwen3-14b-fp8-serve.json", DATA9 / "probe-machine12.json",
+         "held out"),
+        ("Qwen3-14B-FP8 (m12, again)", "Qwen3-14B-FP8", DATA9 / "qwen3-14b-fp8-serve-highc.json",
+         DATA9 / "probe-machine12.json", "held out"),
+        ("Mistral-7B (m12)", "Mistral-7B", DATA9 / "mistral-7b-serve.json", DATA9 / "probe-machine12.json",
+         "held out")]
 """(label, model AIC was asked about, run, the probe of its machine, role). The machine-5, -7 and -8 runs are the
 same engines served again (with other request counts per load, and on machine 7 with every step logged); AIC's
 answer does not depend on the request count (it estimates the steady state at the concurrency), so the same AIC
@@ -84,6 +91,9 @@ AIC_MACHINE6 = REPORT / "aic-0.12.0-machine6.json"
 """AIC for the Qwen3-4B run of machine 6 (one token a word, as machine 3's)."""
 AIC_MACHINE10 = REPORT / "aic-0.12.0-machine10.json"
 """AIC for the two FP8 loads of machine 10 no other run has: 1 client with 1,023-token prompts, 8 with 1,025."""
+AIC_MACHINE12 = REPORT / "aic-0.12.0-machine12.json"
+"""AIC for machine 12's Qwen3-14B-FP8 and Mistral-7B loads. AIC 0.12.0 refuses Mistral-7B ("architecture
+MistralForCausalLM is not supported"), so those rows have no AIC figure and leave its medians."""
 """AIC for the MoE and FP8 runs (machine 3), sent with the tokenizer that counts one token a word: the nominal
 and the counted lengths are the same, so both AIC columns take these."""
 FIGURES = (("output_tokens_per_s", "output_tokens_per_s_all_tokens", "tok/s"), ("ttft_ms", "ttft_ms", "TTFT ms"),
@@ -103,8 +113,8 @@ def _aic(path: Path) -> dict[tuple[str, int, int], dict]:
 
 
 def rows() -> list[dict]:
-    aic = {name: {**_aic(path), **_aic(AIC_MACHINE3), **_aic(AIC_MACHINE6), **_aic(AIC_MACHINE10)}
-           for name, path in AIC.items()}
+    extra = [_aic(p) for p in (AIC_MACHINE3, AIC_MACHINE6, AIC_MACHINE10, AIC_MACHINE12)]
+    aic = {name: {k: v for d in (_aic(path), *extra) for k, v in d.items()} for name, path in AIC.items()}
     out = []
     for label, model, path, system, role in RUNS:
         runs = load_runs(path)
@@ -146,11 +156,20 @@ def main() -> int:
         sel = [r for r in data if role == "all" or r["role"] == role]
         for pred in predictors:
             cells = []
-            for fig, _, _ in FIGURES:
-                errs = [abs(e) for r in sel if (e := _err(r[f"{pred} {fig}"], r[f"measured {fig}"])) is not None]
+            for fig, _, _ in FIGURES:  # only the points every predictor answered
+                errs = [abs(e) for r in sel if all(r[f"{q} {fig}"] is not None for q in predictors)
+                        and (e := _err(r[f"{pred} {fig}"], r[f"measured {fig}"])) is not None]
                 cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
             label = "held out (all but Llama-3.1-8B)" if role == "held out" else "all"
             print(f"| {pred} | {label} | " + " | ".join(cells) + " |")
+    unanswered = [r for r in data if any(r[f"{q} {fig}"] is None for q in predictors for fig, _, _ in FIGURES)]
+    if unanswered:
+        cells = []
+        for fig, _, _ in FIGURES:
+            errs = [abs(e) for r in unanswered if (e := _err(r[f"gpuprobe {fig}"], r[f"measured {fig}"])) is not None]
+            cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
+        models = sorted({r["model"] for r in unanswered})
+        print(f"| gpuprobe | points AIC has no answer for ({', '.join(models)}) | " + " | ".join(cells) + " |")
     print("\n## Every point (measured, then each prediction with its error)\n")
     head = "| model | c | prompt (sent → counted) |"
     for _, _, label in FIGURES:
