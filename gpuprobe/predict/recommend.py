@@ -227,8 +227,10 @@ def model_caveats(spec: ModelSpec) -> list[str]:
         out.append("block-scaled FP8: modelled on vLLM's CUTLASS kernels as measured on an H200 "
                    "(VLLM_USE_DEEP_GEMM=0): a step whose token count is not a multiple of 4 runs its GEMMs about "
                    "4x slower (7,168 prompt tokens + 1 decode: 440 ms; 7,175 + 1: 110 ms), so TTFT swings with "
-                   "prompt lengths; vLLM's default DeepGEMM path was not measured: check with 'gpuprobe validate "
-                   "--serve --warm-each'")
+                   "prompt lengths; and a decode batch of 4 to 128 requests (graphs pad it to a multiple of 4) "
+                   "reads its FP8 weights at about half the BF16 rate, so its GEMMs take about as long as BF16's "
+                   "(FP8 gains memory, not decode speed); vLLM's default DeepGEMM path was not measured: check "
+                   "with 'gpuprobe validate --serve --warm-each'")
     if spec.num_experts:
         out.append("MoE: vLLM compiles fused-MoE kernels the first time it sees a batch size (a cold server was "
                    "measured at under half the warm speed); the figures are for a warm server")

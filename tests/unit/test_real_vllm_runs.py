@@ -525,3 +525,15 @@ def test_recommend_carries_what_the_runs_say_of_fp8_and_moe() -> None:
     slow, fast = statistics.median(ms[7168]), statistics.median(ms[7175])
     assert f"+ 1 decode: {round(slow, -1):.0f} ms; 7,175 + 1: {round(fast, -1):.0f} ms" in fp8
     assert f"about {round(slow / fast):.0f}x slower" in fp8
+    # and the decode claim is the CUDA-graph microbenchmark's: at 4 to 128 tokens (multiples of 4) a Qwen3-8B or
+    # Qwen3-14B layer's FP8 GEMMs and their quantization take about as long as its BF16 GEMMs
+    import json
+
+    ratios = []
+    for name in ("qwen3-8b", "qwen3-14b"):
+        doc = json.loads((H200_2 / f"fp8-block-gemm-graph-{name}-machine12.json").read_text())
+        for m in {r["tokens"] for r in doc["graph_rows"] if r["tokens"] % 4 == 0 and 4 <= r["tokens"] <= 128}:
+            rows = [r for r in doc["graph_rows"] if r["tokens"] == m]
+            ratios.append(sum(r["fp8_gemm_ms"] + r["quant_ms"] for r in rows) / sum(r["bf16_gemm_ms"] for r in rows))
+    assert len(ratios) >= 16 and 0.85 < statistics.median(ratios) < 1.25
+    assert "about half the BF16 rate" in fp8 and "about as long as BF16's" in fp8
