@@ -2,7 +2,7 @@
 
     python benchmarks/predictor_accuracy.py                 # the report (markdown) with the shipped defaults
     python benchmarks/predictor_accuracy.py --fit OUT.json  # refit the reference calibration, then the report
-    python benchmarks/predictor_accuracy.py --fit OUT.json --only A,B  # refit factors A and B, keep the bands
+    python benchmarks/predictor_accuracy.py --fit OUT.json --only A,B  # refit factors A and B, then the band
 
 The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; README.md there):
 
@@ -41,11 +41,12 @@ N``) is one point per workload and figure: the median of its starts, with its st
 - 1) beside it; the point counts as within tolerance when its error is within 10 % or within that spread,
 whichever is larger (a prediction cannot be held closer than the engine repeats).
 
-With ``--fit`` the uncertainty band is set leave-one-run-out (each fit run predicted by the factors fitted to
-the others), so it is the band a run the factors never saw can expect; that refit takes about five minutes.
+With ``--fit`` the uncertainty band is set leave-one-machine-out (each fit machine's runs predicted by the
+factors fitted to the other machines' runs: the H200 machines 1, 3 with 4, and 9, and the H100 machine 1), so it
+is the band a machine the factors never saw can expect; that refit takes about five minutes.
 The fit set's served Llama-3.2-1B engine is machine 9's (tests/data/vllm-h200-2026-12-02/). ``--only``
 refits a few factors after a model change that touches only them (the FP8 ones after the FP8 weight-rate
-terms); the bands are then the last full refit's.
+terms); the band is still refitted with every factor, machine by machine.
 """
 
 from __future__ import annotations
@@ -277,22 +278,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", type=Path, help="refit the reference calibration on the fit set and write it here")
     ap.add_argument("--only", help="with --fit: refit only these factors (comma-separated), from the reference "
-                                   "calibration, and keep its bands (a model change that touches only them)")
+                                   "calibration (a model change that touches only them; 'none': no factor); the "
+                                   "band is refitted whole")
     args = ap.parse_args()
     cal = Calibration()
     if args.fit:
         fit_runs = _load(FIT)
         if args.only:
-            names = args.only.split(",")
+            names = [] if args.only == "none" else args.only.split(",")
             unknown = sorted(set(names) - set(FITTED))
             if unknown:
                 ap.error(f"--only: not fitted factors: {', '.join(unknown)}")
-            bands = {f"band_{f}": getattr(cal, f"band_{f}") for f in calibrate.BAND_FIGURES}
-            cal = dataclasses.replace(calibrate.fit_factors([r for r, _ in fit_runs], [s for _, s in fit_runs], cal,
-                                                            names=names), **bands)
         else:
-            cal = calibrate.fit_factors([r for r, _ in fit_runs], [s for _, s in fit_runs], cal, names=FITTED,
-                                       heldout_band=True)
+            names = FITTED
+        # the band: each machine's runs predicted by all the factors fitted to the other machines' runs
+        cal = calibrate.fit_factors([r for r, _ in fit_runs], [s for _, s in fit_runs], cal, names=names,
+                                   heldout_band=True, band_holdout="machine", band_names=FITTED)
         cal = dataclasses.replace(cal, source="reference fit (benchmarks/predictor_accuracy.py --fit)")
         args.fit.write_text(json.dumps({k: v for k, v in to_data(cal).items() if k != "memory"}, indent=1) + "\n")
         print(f"fitted calibration written to {args.fit}", file=sys.stderr)

@@ -16,7 +16,8 @@ capped at 3 (a CPU's bf16 kernels may beat the float32 rate its ceiling is measu
 Honesty: the error after calibration is reported on held-out data. ``holdout`` picks what is left out in
 turn (the factors are fitted on the rest and the left-out points are predicted):
 ``run`` each engine run; ``workload`` each workload shape (n x in -> out) in every run at once;
-``model`` each model (all its runs). ``auto``: ``run`` with two or more engine runs, else ``workload``.
+``model`` each model (all its runs); ``machine`` each machine (all the runs predicted from one probe results
+file, or on one device kind without a probe). ``auto``: ``run`` with two or more engine runs, else ``workload``.
 The in-sample error is shown too, labelled as such.
 """
 
@@ -214,11 +215,14 @@ def _fit(cases: list[_Case], base: Any, names: list[str], predictor: Predictor) 
 
 
 def fit_factors(all_runs: list[ValidationRuns], system: Systems, base: Any, names: list[str] | None = None,
-                predictor: Predictor | None = None, heldout_band: bool = False) -> Any:
+                predictor: Predictor | None = None, heldout_band: bool = False, band_holdout: str = "run",
+                band_names: list[str] | None = None) -> Any:
     """The calibration fitted to every ok run of ``all_runs`` (see ``fit_calibration`` for the honest report).
-    ``names``: the factors to fit (default: those that change at least one prediction). The uncertainty band
-    comes from the fitted predictions (in-sample), or with ``heldout_band`` from each run predicted by the factors
-    fitted to the other runs (leave-one-run-out: what a run the factors never saw can expect)."""
+    ``names``: the factors to fit (default: those that change at least one prediction; ``[]``: none, keep
+    ``base``'s). The uncertainty band comes from the fitted predictions (in-sample), or with ``heldout_band`` from
+    each group of ``band_holdout`` (``_holdout_groups``: ``run`` by default, ``machine`` for leave-one-machine-out)
+    predicted by the factors (``band_names``, default ``names``) fitted to the others: what a run or a machine the
+    factors never saw can expect."""
     predictor = predictor or adapter.predict_run
     cases = _cases(all_runs, system)
     if not cases:
@@ -226,7 +230,9 @@ def fit_factors(all_runs: list[ValidationRuns], system: Systems, base: Any, name
     names = names if names is not None else _sensitive(cases, base, _factor_names(base), predictor)
     fitted = _fit(cases, base, names, predictor) if names else base
     if heldout_band and len(cases) >= 2:
-        return dataclasses.replace(fitted, **_band(cases, heldout_predictions(cases, base, names, predictor, "run")))
+        held = heldout_predictions(cases, base, band_names if band_names is not None else names, predictor,
+                                   band_holdout)
+        return dataclasses.replace(fitted, **_band(cases, held))
     return fit_band(cases, fitted, predictor)
 
 
@@ -347,11 +353,16 @@ def fit_calibration(
     return fit
 
 
-HOLDOUTS = ("auto", "run", "workload", "model")
+HOLDOUTS = ("auto", "run", "workload", "model", "machine")
 
 
 def _model_of(key: str) -> str:
     return key.split(":")[1]
+
+
+def _machine_of(c: _Case) -> str:
+    """The machine a case was predicted on: its probe results file, or its device kind without one."""
+    return c.req.system_path or f"device {c.req.device}"
 
 
 def _holdout_groups(cases: list[_Case], holdout: str = "auto") -> list[tuple[str | None, str | None]]:
@@ -366,6 +377,9 @@ def _holdout_groups(cases: list[_Case], holdout: str = "auto") -> list[tuple[str
     if holdout == "model":
         models = sorted({_model_of(c.key) for c in cases})
         return [(f"model:{m}", None) for m in models] if len(models) >= 2 else []
+    if holdout == "machine":
+        machines = sorted({_machine_of(c) for c in cases})
+        return [(f"machine:{m}", None) for m in machines] if len(machines) >= 2 else []
     return [(None, lab) for lab in labels] if len(labels) >= 2 else []
 
 
@@ -376,6 +390,8 @@ def _holdout_name(groups: list[tuple[str | None, str | None]], holdout: str = "a
     key, _lab = groups[0]
     if key is None:
         return "leave-one-workload-out" + (" (a single run)" if cases is not None and len(cases) == 1 else "")
+    if key.startswith("machine:"):
+        return "leave-one-machine-out"
     return "leave-one-model-out" if key.startswith("model:") else "leave-one-run-out"
 
 
@@ -387,6 +403,8 @@ def _restrict(c: _Case, held: tuple[str | None, str | None], exclude: bool) -> _
             in_group = True
         elif key.startswith("model:"):
             in_group = _model_of(c.key) == key[len("model:"):]
+        elif key.startswith("machine:"):
+            in_group = _machine_of(c) == key[len("machine:"):]
         else:
             in_group = c.key == key
         return in_group and (lab is None or label == lab)

@@ -312,6 +312,32 @@ def test_unaligned_fp8_rate_holds_inside_the_engine() -> None:
     assert statistics.median(effs[False]) == pytest.approx(cal.fp8_unaligned_gemm_efficiency, abs=0.01)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "the host cost of a prompt step without CUDA graphs is fitted to served engines (a ~1 ms a layer excess over "
+    "decode steps, prompt_launch_per_layer_us), but an idle offline engine ran one 1,024-token prompt of "
+    "Qwen3-8B-FP8 in 23 ms, generate() included, where the step cost says 39 ms (host-bound at 33 ms); dropping "
+    "the excess fixes served Llama-3.1-8B's Poisson TPOT (+25 % to +8 %) and breaks the host-bound Llama-3.2-1B "
+    "served on machine 9 (-8 % to -38 %): the fit set's machines differ in host speed, which no probe measures"))
+def test_an_idle_engines_prompt_step_costs_what_vllm_took() -> None:
+    """One prompt of 1,024 or 1,536 tokens through an idle offline Qwen3-8B-FP8 engine (another H200): the step
+    cost (plus nothing for generate()'s own overhead) within 15 %."""
+    import json
+
+    from gpuprobe.predict.stepcost import Batch
+    from gpuprobe.predict.system import system_from_results
+    from gpuprobe.results.io import load_results
+
+    doc = json.loads((H200_2 / "fp8-prompt-step-qwen3-8b.json").read_text())
+    ms = {r["tokens"]: r["ms_median"] for r in doc["rows"]}
+    h200 = system_from_results(load_results(H200_2 / "probe-machine12.json"), name="H200")
+    cost = step_cost("qwen3-8b-fp8", h200, Calibration(), serve=ServeOptions(
+        max_model_len=doc["max_num_batched_tokens"], max_num_seqs=8,
+        max_num_batched_tokens=doc["max_num_batched_tokens"]))
+    for m in (1024, 1536):
+        b = Batch(tokens=m, seqs=1, context_tokens=0.0, prompt_tokens=m, attn_work=m * m / 2.0, sampled=1)
+        assert cost.step_time(b).total_s * 1e3 == pytest.approx(ms[m], rel=0.15), m
+
+
 def test_fp8_weights_stream_at_the_measured_rates() -> None:
     """fp8_aligned_weight_rate and fp8_unaligned_weight_rate are the CUDA-graph microbenchmark's figures: at
     decode sizes a block-scaled FP8 linear reads its weights at about half the rate a BF16 one does when the

