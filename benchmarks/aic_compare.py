@@ -21,6 +21,11 @@ at the mean prompt lengths the server counted (the Qwen2.5-14B run's words were 
 ~5,684; for the other runs the two are the same). gpuprobe is given the lengths the server counted, per request.
 AIC has no arrival-rate mode, so the Poisson loads are left out.
 
+The H100 section: no H100 served runs exist, so the offline batches of the H100 engines with CUDA graphs
+(tests/data/vllm-h100-2026-11-25/, machine 1 in the fit set, machine 2 held out: 1 to 64 requests at t = 0) stand
+in, each compared with AIC's answer for a server at that concurrency (reports/h200-2026-12-01/
+aic-0.12.0-h100-offline.json, AIC's H100 database; the model configs the runs recorded are in aic-h100-configs/).
+
 gpuprobe's reference calibration was fitted to the Llama-3.1-8B runs (among others), so its Llama column is
 in-sample; the Qwen2.5-14B, Qwen3-30B-A3B, Qwen3-8B-FP8 and Qwen3-4B serving runs are held out (the
 Qwen3-30B-A3B and Qwen3-8B-FP8 offline runs are in its fit set; Qwen3-4B is in none). AIC was fitted to none of
@@ -142,6 +147,46 @@ def rows() -> list[dict]:
     return out
 
 
+H100 = ROOT / "tests" / "data" / "vllm-h100-2026-11-25"
+H100_RUNS = [("Llama-3.2-1B (m1)", H100 / "machine1-validation-1b.json", ROOT / "tests" / "data" /
+              "h100-probe-2026-11-25.json", "fit"),
+             ("Llama-3.1-8B (m1)", H100 / "machine1-validation-8b.json", ROOT / "tests" / "data" /
+              "h100-probe-2026-11-25.json", "fit"),
+             *[(label, H100 / f"machine2-validation-{f}.json", H100 / "machine2-probe.json", "held out")
+               for label, f in (("Llama-3.2-1B (m2)", "1b"), ("Llama-3.2-3B (m2)", "3b"),
+                                ("Llama-3.1-8B (m2)", "8b"), ("Qwen2.5-7B (m2)", "qwen7b"))]]
+"""(label, run, probe, role) of the H100 engines with CUDA graphs. No H100 served runs exist: these are offline
+batches (all n requests at t = 0, ``LLM.generate``), compared as one wave at concurrency n; AIC has no offline
+mode, and its answer for a server at concurrency n with n requests is the nearest it gives."""
+AIC_H100 = REPORT / "aic-0.12.0-h100-offline.json"
+
+
+def _aic_by_shape(path: Path) -> dict[tuple[str, int, int], dict]:
+    return {(p["input"]["model"], p["input"]["concurrency"], p["input"]["input_len"]): p
+            for p in json.loads(path.read_text())["points"]}
+
+
+def h100_rows() -> list[dict]:
+    aic = _aic_by_shape(AIC_H100)
+    out = []
+    for label, path, system, role in H100_RUNS:
+        runs = load_runs(path)
+        run = next(r for r in runs.layouts if not r.layout.enforce_eager and r.measured is not None)
+        assert run.measured is not None
+        figs = {(f.figure, f.workload): f for f in compare_run(runs, run, system=system).figures}
+        for w in run.measured.workloads:
+            wl = w.workload
+            row = {"model": label, "role": role, "c": wl.num_requests, "in": wl.input_len, "out": wl.output_len}
+            p = aic.get((runs.model_name, wl.num_requests, wl.input_len))
+            for fig, aic_key, _ in FIGURES:
+                f = figs[(fig, wl.label)]
+                row[f"measured {fig}"] = f.measured
+                row[f"gpuprobe {fig}"] = f.predicted
+                row[f"AIC {fig}"] = p.get(aic_key) if p and p.get("ok") else None
+            out.append(row)
+    return out
+
+
 def _err(pred: float | None, meas: float | None) -> float | None:
     return None if pred is None or not meas else (pred - meas) / meas
 
@@ -170,7 +215,33 @@ def main() -> int:
             cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
         models = sorted({r["model"] for r in unanswered})
         print(f"| gpuprobe | points AIC has no answer for ({', '.join(models)}) | " + " | ".join(cells) + " |")
-    print("\n## Every point (measured, then each prediction with its error)\n")
+    h100 = h100_rows()
+    print("\n## H100: offline batches, one wave of n requests (no H100 served runs exist)\n")
+    print("| predictor | points | " + " | ".join(label for _, _, label in FIGURES) + " |")
+    print("|---|---|" + "---:|" * len(FIGURES))
+    for role in ("all", "held out"):
+        sel = [r for r in h100 if role == "all" or r["role"] == role]
+        for pred in ("gpuprobe", "AIC"):
+            cells = []
+            for fig, _, _ in FIGURES:
+                errs = [abs(e) for r in sel if r[f"AIC {fig}"] is not None
+                        and (e := _err(r[f"{pred} {fig}"], r[f"measured {fig}"])) is not None]
+                cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
+            label = "held out (machine 2)" if role == "held out" else "all"
+            print(f"| {pred} | {label} | " + " | ".join(cells) + " |")
+    print("\n| model | n | prompt / output |" + "".join(f" {lab} measured | gpuprobe | AIC |" for _, _, lab in FIGURES))
+    print("|---|---:|---|" + "---:|---:|---:|" * len(FIGURES))
+    for r in h100:
+        line = f"| {r['model']} | {r['c']} | {r['in']} / {r['out']} |"
+        for fig, _, _ in FIGURES:
+            m = r[f"measured {fig}"]
+            line += f" {m:,.1f} |"
+            for pred in ("gpuprobe", "AIC"):
+                v = r[f"{pred} {fig}"]
+                e = _err(v, m)
+                line += " — |" if v is None or e is None else f" {v:,.1f} ({100 * e:+.0f} %) |"
+        print(line)
+    print("\n## Every H200 point (measured, then each prediction with its error)\n")
     head = "| model | c | prompt (sent → counted) |"
     for _, _, label in FIGURES:
         head += f" {label} measured | gpuprobe | AIC nominal | AIC counted |"
