@@ -191,56 +191,55 @@ def _err(pred: float | None, meas: float | None) -> float | None:
     return None if pred is None or not meas else (pred - meas) / meas
 
 
-def main() -> int:
-    data = rows()
-    predictors = ["gpuprobe", *AIC]
-    print("## Median |error| over the same points\n")
+def _medians(sel: list[dict], pred: str, predictors: list[str]) -> str:
+    """The median |error| cells of ``pred`` over the points of ``sel`` every one of ``predictors`` answered."""
+    cells = []
+    for fig, _, _ in FIGURES:
+        errs = [abs(e) for r in sel if all(r[f"{q} {fig}"] is not None for q in predictors)
+                and (e := _err(r[f"{pred} {fig}"], r[f"measured {fig}"])) is not None]
+        cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
+    return " | ".join(cells)
+
+
+def _point(r: dict, predictors: list[str]) -> str:
+    """A point's cells: the measurement, then each prediction with its error."""
+    line = ""
+    for fig, _, _ in FIGURES:
+        m = r[f"measured {fig}"]
+        line += f" {m:,.1f} |"
+        for pred in predictors:
+            v = r[f"{pred} {fig}"]
+            e = _err(v, m)
+            line += " — |" if v is None or e is None else f" {v:,.1f} ({100 * e:+.0f} %) |"
+    return line
+
+
+def _median_table(data: list[dict], predictors: list[str], held_label: str) -> None:
     print("| predictor | points | " + " | ".join(label for _, _, label in FIGURES) + " |")
     print("|---|---|" + "---:|" * len(FIGURES))
     for role in ("all", "held out"):
         sel = [r for r in data if role == "all" or r["role"] == role]
         for pred in predictors:
-            cells = []
-            for fig, _, _ in FIGURES:  # only the points every predictor answered
-                errs = [abs(e) for r in sel if all(r[f"{q} {fig}"] is not None for q in predictors)
-                        and (e := _err(r[f"{pred} {fig}"], r[f"measured {fig}"])) is not None]
-                cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
-            label = "held out (all but Llama-3.1-8B)" if role == "held out" else "all"
-            print(f"| {pred} | {label} | " + " | ".join(cells) + " |")
+            print(f"| {pred} | {held_label if role == 'held out' else 'all'} | {_medians(sel, pred, predictors)} |")
+
+
+def main() -> int:
+    data = rows()
+    predictors = ["gpuprobe", *AIC]
+    print("## Median |error| over the same points\n")
+    _median_table(data, predictors, "held out (all but Llama-3.1-8B)")
     unanswered = [r for r in data if any(r[f"{q} {fig}"] is None for q in predictors for fig, _, _ in FIGURES)]
     if unanswered:
-        cells = []
-        for fig, _, _ in FIGURES:
-            errs = [abs(e) for r in unanswered if (e := _err(r[f"gpuprobe {fig}"], r[f"measured {fig}"])) is not None]
-            cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
         models = sorted({r["model"] for r in unanswered})
-        print(f"| gpuprobe | points AIC has no answer for ({', '.join(models)}) | " + " | ".join(cells) + " |")
+        print(f"| gpuprobe | points AIC has no answer for ({', '.join(models)}) | "
+              f"{_medians(unanswered, 'gpuprobe', ['gpuprobe'])} |")
     h100 = h100_rows()
     print("\n## H100: offline batches, one wave of n requests (no H100 served runs exist)\n")
-    print("| predictor | points | " + " | ".join(label for _, _, label in FIGURES) + " |")
-    print("|---|---|" + "---:|" * len(FIGURES))
-    for role in ("all", "held out"):
-        sel = [r for r in h100 if role == "all" or r["role"] == role]
-        for pred in ("gpuprobe", "AIC"):
-            cells = []
-            for fig, _, _ in FIGURES:
-                errs = [abs(e) for r in sel if r[f"AIC {fig}"] is not None
-                        and (e := _err(r[f"{pred} {fig}"], r[f"measured {fig}"])) is not None]
-                cells.append(f"{100 * statistics.median(errs):.1f} % ({len(errs)})" if errs else "—")
-            label = "held out (machine 2)" if role == "held out" else "all"
-            print(f"| {pred} | {label} | " + " | ".join(cells) + " |")
+    _median_table(h100, ["gpuprobe", "AIC"], "held out (machine 2)")
     print("\n| model | n | prompt / output |" + "".join(f" {lab} measured | gpuprobe | AIC |" for _, _, lab in FIGURES))
     print("|---|---:|---|" + "---:|---:|---:|" * len(FIGURES))
     for r in h100:
-        line = f"| {r['model']} | {r['c']} | {r['in']} / {r['out']} |"
-        for fig, _, _ in FIGURES:
-            m = r[f"measured {fig}"]
-            line += f" {m:,.1f} |"
-            for pred in ("gpuprobe", "AIC"):
-                v = r[f"{pred} {fig}"]
-                e = _err(v, m)
-                line += " — |" if v is None or e is None else f" {v:,.1f} ({100 * e:+.0f} %) |"
-        print(line)
+        print(f"| {r['model']} | {r['c']} | {r['in']} / {r['out']} |" + _point(r, ["gpuprobe", "AIC"]))
     print("\n## Every H200 point (measured, then each prediction with its error)\n")
     head = "| model | c | prompt (sent → counted) |"
     for _, _, label in FIGURES:
@@ -248,15 +247,7 @@ def main() -> int:
     print(head)
     print("|---|---:|---|" + "---:|---:|---:|---:|" * len(FIGURES))
     for r in data:
-        line = f"| {r['model']} | {r['c']} | {r['in']} → {r['counted_in']} |"
-        for fig, _, _ in FIGURES:
-            m = r[f"measured {fig}"]
-            line += f" {m:,.1f} |"
-            for pred in predictors:
-                v = r[f"{pred} {fig}"]
-                e = _err(v, m)
-                line += " — |" if v is None else f" {v:,.1f} ({100 * e:+.0f} %) |"
-        print(line)
+        print(f"| {r['model']} | {r['c']} | {r['in']} → {r['counted_in']} |" + _point(r, predictors))
     return 0
 
 
