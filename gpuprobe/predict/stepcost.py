@@ -35,9 +35,8 @@ tensor cores run at the FP8 peak times ``fp8_gemm_efficiency`` and add ``fp8_per
 layer (block-scaled FP8 GEMMs quantize their activations per group of 128 in kernels of their own and rescale
 per block, which the BF16 terms do not cover); on Hopper a block-scaled FP8 step whose token count (after graph
 padding) is not a multiple of 4 runs its dense GEMMs at ``fp8_unaligned_gemm_efficiency`` of the FP8 peak
-(``fp8_unaligned_short_gemm_efficiency`` up to ``FP8_SHORT_STEP_TOKENS`` tokens), and
-its FP8 weights stream at ``fp8_unaligned_weight_rate`` (``fp8_aligned_weight_rate`` when aligned) of the rate
-BF16 weights stream at; MoE
+(``fp8_unaligned_short_gemm_efficiency`` up to ``FP8_SHORT_STEP_TOKENS`` tokens), and its FP8 weights stream at
+``fp8_unaligned_weight_rate`` (``fp8_aligned_weight_rate`` when aligned) of the rate BF16 weights stream at; MoE
 layers add ``moe_per_layer_us`` (routing, token alignment and combine kernels; grouped GEMMs that reach little of
 the roofline at small batches).
 """
@@ -273,7 +272,7 @@ class StepCost:
         dense = tokens * (st.gemm_flops_per_token - st.expert_flops_per_token)
         unaligned = 0.0
         if self.fp8_unaligned_rates and round(tokens) % 4:
-            dense, unaligned = 0.0, dense / self.fp8_unaligned_rates[tokens > FP8_SHORT_STEP_TOKENS]
+            dense, unaligned = 0.0, dense / self.fp8_unaligned_rates[0 if tokens <= FP8_SHORT_STEP_TOKENS else 1]
         gemm = dense + tokens * st.expert_flops_per_token / self.moe_gemm_rate + rows * st.head_flops_per_row
         attn = st.attn_flops_coef * b.attn_work * share
         t_c = gemm / (cal.decode_compute_efficiency if b.uniform_decode else cal.prefill_compute_efficiency) \

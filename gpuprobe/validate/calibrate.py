@@ -366,7 +366,7 @@ def _machine_of(c: _Case) -> str:
 
 
 def _holdout_groups(cases: list[_Case], holdout: str = "auto") -> list[tuple[str | None, str | None]]:
-    """(run key or ``model:NAME`` or None, workload label or None) groups to leave out in turn."""
+    """(run key, ``model:NAME``, ``machine:SYSTEM`` or None; workload label or None) groups to leave out in turn."""
     if holdout not in HOLDOUTS:
         raise UsageError(f"holdout must be one of {', '.join(HOLDOUTS)}, not {holdout!r}")
     labels = sorted({lab for c in cases for (_, lab) in c.measured})
