@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,15 +106,18 @@ FIGURES = (("output_tokens_per_s", "output_tokens_per_s_all_tokens", "tok/s"), (
            ("tpot_ms", "tpot_ms", "TPOT ms"))
 
 
-def _aic(path: Path) -> dict[tuple[str, int, int], dict]:
+def _served_model(name: str) -> str:
+    """The model label of the H200 serving points for the name AIC was asked with."""
+    return "Llama-3.1-8B" if "llama" in name.lower() else "Qwen2.5-14B" if "2.5" in name else name
+
+
+def _aic(path: Path, model_of: Callable[[str], str] = _served_model) -> dict[tuple[str, int, int], dict]:
     """(model, concurrency, nominal input length) -> AIC's point."""
     out = {}
     for p in json.loads(path.read_text())["points"]:
         inp = p["input"]
-        model = "Llama-3.1-8B" if "llama" in inp["model"].lower() else "Qwen2.5-14B" \
-            if "2.5" in inp["model"] else inp["model"]
         nominal = inp.get("nominal_input_len", inp["input_len"])
-        out[(model, inp["concurrency"], nominal)] = p
+        out[(model_of(inp["model"]), inp["concurrency"], nominal)] = p
     return out
 
 
@@ -161,13 +165,8 @@ mode, and its answer for a server at concurrency n with n requests is the neares
 AIC_H100 = REPORT / "aic-0.12.0-h100-offline.json"
 
 
-def _aic_by_shape(path: Path) -> dict[tuple[str, int, int], dict]:
-    return {(p["input"]["model"], p["input"]["concurrency"], p["input"]["input_len"]): p
-            for p in json.loads(path.read_text())["points"]}
-
-
 def h100_rows() -> list[dict]:
-    aic = _aic_by_shape(AIC_H100)
+    aic = _aic(AIC_H100, model_of=lambda name: name)  # the H100 runs' shape names, as AIC was asked
     out = []
     for label, path, system, role in H100_RUNS:
         runs = load_runs(path)

@@ -271,7 +271,8 @@ class StepCost:
         # routed experts run as grouped GEMMs (fused-MoE kernels) at self.moe_gemm_rate of a dense GEMM's rate
         dense = tokens * (st.gemm_flops_per_token - st.expert_flops_per_token)
         unaligned = 0.0
-        if self.fp8_unaligned_rates and round(tokens) % 4:
+        misaligned = bool(round(tokens) % 4)
+        if self.fp8_unaligned_rates and misaligned:
             dense, unaligned = 0.0, dense / self.fp8_unaligned_rates[0 if tokens <= FP8_SHORT_STEP_TOKENS else 1]
         gemm = dense + tokens * st.expert_flops_per_token / self.moe_gemm_rate + rows * st.head_flops_per_row
         attn = st.attn_flops_coef * b.attn_work * share
@@ -279,7 +280,7 @@ class StepCost:
             / self.gemm_peak + unaligned + attn / (cal.attention_efficiency * self.attn_peak)
         weights = st.dense_weight_bytes
         if st.fp8_linear_bytes:
-            weights += st.fp8_linear_bytes * self.fp8_weight_extra[1 if round(tokens) % 4 else 0]
+            weights += st.fp8_linear_bytes * self.fp8_weight_extra[1 if misaligned else 0]
         if st.expert_bytes_per_expert:
             topk, e = spec.experts_per_token, spec.num_experts
             touched = e * (1.0 - (1.0 - topk / e) ** max(tokens, 1.0))

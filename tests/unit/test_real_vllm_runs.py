@@ -9,6 +9,7 @@ H100 80GB HBM3 (three machines) and an H200 (five machines). The exact accuracy 
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import statistics
 import sys
@@ -228,6 +229,22 @@ def test_fp8_steps_pay_the_fitted_activation_quantization_per_layer() -> None:
 H200_2 = ROOT / "tests" / "data" / "vllm-h200-2026-12-02"
 
 
+def _h200(probe: str) -> SystemProfile:
+    """The system of one of the 2026-12-02 H200 probes (``probe-machineN.json``)."""
+    from gpuprobe.predict.system import system_from_results
+    from gpuprobe.results.io import load_results
+
+    return system_from_results(load_results(H200_2 / probe), name="H200")
+
+
+def _by_tokens(rows: list[dict]) -> dict[int, list[dict]]:
+    """A microbenchmark's rows (one per linear layer and token count) grouped by token count."""
+    by: dict[int, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["tokens"], []).append(r)
+    return by
+
+
 def _fp8_peak(device_name: str) -> float:
     from gpuprobe.predict.gpu_specs import spec_for_device_name
 
@@ -241,19 +258,14 @@ def test_unaligned_fp8_gemm_rate_is_the_measured_one() -> None:
     vLLM's block-scaled CUTLASS GEMM at token counts not divisible by 4 (Qwen3-8B's four linear layers together),
     over the FP8 peak, above and up to FP8_SHORT_STEP_TOKENS; at those counts it is slower than BF16, while at
     multiples of 4 it is faster."""
-    import json
-
     from gpuprobe.predict.stepcost import FP8_SHORT_STEP_TOKENS
 
     doc = json.loads((H200_2 / "fp8-block-gemm-machine10.json").read_text())
     assert doc["problems"] == [] and doc["vllm_version"] == "0.26.0"
     peak = _fp8_peak(doc["device_name"])
-    by: dict[int, list[dict]] = {}
-    for r in doc["rows"]:
-        assert r["rel_error"] < 0.01  # every GEMM checked against the dequantized product
-        by.setdefault(r["tokens"], []).append(r)
+    assert all(r["rel_error"] < 0.01 for r in doc["rows"])  # every GEMM checked against the dequantized product
     short, long, slower, faster = [], [], [], []
-    for m, rows in by.items():
+    for m, rows in _by_tokens(doc["rows"]).items():
         flops = sum(2 * m * r["n"] * r["k"] for r in rows)
         fp8 = sum(r["fp8_gemm_ms"] for r in rows) * 1e-3
         bf16 = sum(r["bf16_gemm_ms"] for r in rows) * 1e-3
@@ -278,17 +290,15 @@ def test_unaligned_fp8_rate_holds_inside_the_engine() -> None:
     efficiency. The medians of the short and of the long steps are the shipped figures; every count is within
     25 % of its figure (where the slower regime begins depends on the shape: 3,073 tokens for Qwen3-8B, 6,145
     for Qwen3-14B, whose 3,073 and 4,097 run at the short rate; one threshold is the simplification)."""
-    import json
-
     from gpuprobe.predict.model_spec import load_model_spec
     from gpuprobe.predict.params import layer_shard
     from gpuprobe.predict.stepcost import FP8_SHORT_STEP_TOKENS
 
     gemm = json.loads((H200_2 / "fp8-block-gemm-machine10.json").read_text())
+    by = _by_tokens(gemm["rows"])
     aligned_rate = statistics.median(  # isolated aligned FLOP/s over 1,024-12,288 tokens, Qwen3-8B's layers
-        sum(2 * m * r["n"] * r["k"] for r in rows) / (sum(r["fp8_gemm_ms"] for r in rows) * 1e-3)
-        for m in (1024, 2048, 3072, 4096, 6144, 8192, 12288)
-        for rows in [[r for r in gemm["rows"] if r["tokens"] == m]])
+        sum(2 * m * r["n"] * r["k"] for r in by[m]) / (sum(r["fp8_gemm_ms"] for r in by[m]) * 1e-3)
+        for m in (1024, 2048, 3072, 4096, 6144, 8192, 12288))
     cal = Calibration()
     effs: dict[bool, list[float]] = {}
     for name in ("qwen3-8b", "qwen3-14b"):
@@ -321,15 +331,11 @@ def test_unaligned_fp8_rate_holds_inside_the_engine() -> None:
 def test_an_idle_engines_prompt_step_costs_what_vllm_took() -> None:
     """One prompt of 1,024 or 1,536 tokens through an idle offline Qwen3-8B-FP8 engine (another H200): the step
     cost (plus nothing for generate()'s own overhead) within 15 %."""
-    import json
-
     from gpuprobe.predict.stepcost import Batch
-    from gpuprobe.predict.system import system_from_results
-    from gpuprobe.results.io import load_results
 
     doc = json.loads((H200_2 / "fp8-prompt-step-qwen3-8b.json").read_text())
     ms = {r["tokens"]: r["ms_median"] for r in doc["rows"]}
-    h200 = system_from_results(load_results(H200_2 / "probe-machine12.json"), name="H200")
+    h200 = _h200("probe-machine12.json")
     cost = step_cost("qwen3-8b-fp8", h200, Calibration(), serve=ServeOptions(
         max_model_len=doc["max_num_batched_tokens"], max_num_seqs=8,
         max_num_batched_tokens=doc["max_num_batched_tokens"]))
@@ -343,17 +349,12 @@ def test_fp8_weights_stream_at_the_measured_rates() -> None:
     decode sizes a block-scaled FP8 linear reads its weights at about half the rate a BF16 one does when the
     token count is a multiple of 4 and three quarters when it is not (Qwen3-8B's and Qwen3-14B's linears, each
     checked against the dequantized product)."""
-    import json
-
     aligned, unaligned = [], []
     for name in ("qwen3-8b", "qwen3-14b"):
         doc = json.loads((H200_2 / f"fp8-block-gemm-graph-{name}-machine12.json").read_text())
         assert doc["problems"] == [] and doc["vllm_version"] == "0.26.0"
-        by: dict[int, list[dict]] = {}
-        for r in doc["graph_rows"]:
-            assert r["rel_error"] < 0.01
-            by.setdefault(r["tokens"], []).append(r)
-        for m, rows in by.items():
+        assert all(r["rel_error"] < 0.01 for r in doc["graph_rows"])
+        for m, rows in _by_tokens(doc["graph_rows"]).items():
             if m <= 128:  # weight-bound sizes
                 ratio = sum(r["bf16_gemm_ms"] for r in rows) / (2 * sum(r["fp8_gemm_ms"] for r in rows))
                 (unaligned if m % 4 else aligned).append(ratio)
@@ -368,31 +369,24 @@ def test_fp8_decode_steps_cost_what_the_served_engine_logged() -> None:
     requests (graphs padded to 4, 8 or 16 tokens: aligned) about 6 ms apart. The step cost, which never saw the
     log, puts the second about 1.5 times the first; BF16 Qwen3-8B shows no such jump."""
     import itertools
-    import re
 
     from gpuprobe.predict.stepcost import Batch
-    from gpuprobe.predict.system import system_from_results
-    from gpuprobe.results.io import load_results
+    from gpuprobe.validate.logparse import parse_iterations
 
-    rx = re.compile(r"(\d\d):(\d\d):(\d\d\.\d+) .*Iteration\(\d+\): (\d+) context requests, \d+ context "
-                    r"tokens, (\d+) generation requests")
-    rows = []
-    with gzip.open(H200_2 / "qwen3-8b-fp8-serve-align-iterations.log.gz", "rt") as f:
-        for line in f:
-            if m := rx.search(line):
-                h, mi, sec, ctx, gen = m.groups()
-                rows.append((int(h) * 3600 + int(mi) * 60 + float(sec), int(ctx), int(gen)))
+    log = gzip.decompress((H200_2 / "qwen3-8b-fp8-serve-align-iterations.log.gz").read_bytes()).decode()
     gaps: dict[str, list[float]] = {"small": [], "aligned": []}
-    for a, b in itertools.pairwise(rows):
-        if a[1] == b[1] == 0 and a[2] == b[2] and b[0] - a[0] < 0.2:
-            if a[2] <= 2:
-                gaps["small"].append(b[0] - a[0])
-            elif a[2] <= 15:
-                gaps["aligned"].append(b[0] - a[0])
+    for a, b in itertools.pairwise(parse_iterations(log)):
+        assert a.time_s is not None and b.time_s is not None
+        if a.prompt_requests == b.prompt_requests == 0 and a.decode_requests == b.decode_requests \
+                and b.time_s - a.time_s < 0.2:
+            if a.decode_requests <= 2:
+                gaps["small"].append(b.time_s - a.time_s)
+            elif a.decode_requests <= 15:
+                gaps["aligned"].append(b.time_s - a.time_s)
     measured = statistics.median(gaps["aligned"]) / statistics.median(gaps["small"])
     assert 1.3 < measured < 1.7 and len(gaps["aligned"]) > 1000
 
-    h200 = system_from_results(load_results(H200_2 / "probe-machine10.json"), name="H200")
+    h200 = _h200("probe-machine10.json")
 
     def ratio(name: str) -> float:
         def step_ms(n: int) -> float:
@@ -411,11 +405,10 @@ def test_unaligned_fp8_step_costs_what_the_served_engine_logged() -> None:
     cost predicts the two within 25 %; the BF16 Qwen3-8B and an FP8 model on a GPU of another kind see no
     difference between the two counts."""
     from gpuprobe.predict.stepcost import Batch
-    from gpuprobe.predict.system import system_from_results, system_from_spec
-    from gpuprobe.results.io import load_results
+    from gpuprobe.predict.system import system_from_spec
 
     cal = Calibration()
-    h200 = system_from_results(load_results(H200_2 / "probe-machine10.json"), name="H200")
+    h200 = _h200("probe-machine10.json")
 
     def step_ms(name: str, sysp: SystemProfile, prompt: int) -> float:
         b = Batch(tokens=7 * prompt + 1, seqs=8, context_tokens=1100.0, prompt_tokens=7 * prompt,
@@ -553,13 +546,12 @@ def test_recommend_carries_what_the_runs_say_of_fp8_and_moe() -> None:
     assert f"about {round(slow / fast):.0f}x slower" in fp8
     # and the decode claim is the CUDA-graph microbenchmark's: at 4 to 128 tokens (multiples of 4) a Qwen3-8B or
     # Qwen3-14B layer's FP8 GEMMs and their quantization take about as long as its BF16 GEMMs
-    import json
-
     ratios = []
     for name in ("qwen3-8b", "qwen3-14b"):
         doc = json.loads((H200_2 / f"fp8-block-gemm-graph-{name}-machine12.json").read_text())
-        for m in {r["tokens"] for r in doc["graph_rows"] if r["tokens"] % 4 == 0 and 4 <= r["tokens"] <= 128}:
-            rows = [r for r in doc["graph_rows"] if r["tokens"] == m]
-            ratios.append(sum(r["fp8_gemm_ms"] + r["quant_ms"] for r in rows) / sum(r["bf16_gemm_ms"] for r in rows))
+        for m, rows in _by_tokens(doc["graph_rows"]).items():
+            if m % 4 == 0 and 4 <= m <= 128:
+                quantized = sum(r["fp8_gemm_ms"] + r["quant_ms"] for r in rows)
+                ratios.append(quantized / sum(r["bf16_gemm_ms"] for r in rows))
     assert len(ratios) >= 16 and 0.85 < statistics.median(ratios) < 1.25
     assert "about half the BF16 rate" in fp8 and "about as long as BF16's" in fp8
