@@ -5,10 +5,10 @@ of 4, to see what the CUTLASS kernel's alignment costs in the engine (not in an 
 
 An offline ``vllm.LLM`` with dummy weights and vLLM's defaults otherwise (CUDA graphs, torch.compile), except the
 token budget, raised so one prompt is one step, ``max_num_seqs`` 8 (one request at a time runs here) and prefix
-caching off (a repeated count is computed again, not served from the cache). Each token count is one request of that many random token ids and one
-output token, timed around ``generate`` (``--reps`` times, the median): the prompt step plus a fixed host cost
-that cancels between neighbouring counts. Needs a CUDA build of vLLM; run with ``VLLM_USE_DEEP_GEMM=0`` for the
-CUTLASS path. The file records the device, versions and when it ran.
+caching off (a repeated count is computed again, not served from the cache). Each token count is one request of
+that many random token ids and one output token, timed around ``generate`` (``--reps`` times, the median): the
+prompt step plus a fixed host cost that cancels between neighbouring counts. Needs a CUDA build of vLLM; run with
+``VLLM_USE_DEEP_GEMM=0`` for the CUTLASS path. The file records the device, versions and when it ran.
 """
 
 from __future__ import annotations
