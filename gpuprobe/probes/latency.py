@@ -5,10 +5,15 @@ Pointer chase: a 2 MiB chain of 8-byte pointers with a 128-byte stride (one cach
 one thread with cache-volatile loads; latency = kernel time / hops (nvbandwidth's method, one launch of
 ``latency_hops`` hops instead of #SMs launches). Small copies: ``small_copies`` 16-byte cudaMemcpyAsync
 enqueued behind a blocked stream; latency = event time / copies (p2pBandwidthLatencyTest's GPU latency).
+
+Kernel launch (host side): ``LAUNCHES`` launches of a one-word fill kernel from Python, enqueued behind a blocked
+stream so the GPU cannot pace them, timed on the host: what each kernel an engine dispatches without CUDA graphs
+costs the CPU (interpreter, CuPy and the driver), the part of an eager or compiled step that depends on the host.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +26,9 @@ from gpuprobe.probes.p2p import peer_mode, peer_ok
 from gpuprobe.results.model import Measurement
 
 CHAIN_BYTES = 2 << 20
+LAUNCHES = 256
+"""Launches per sample of ``host_kernel_launch``: well below the driver's queue of pending launches, which would
+otherwise make the host wait on the blocked stream."""
 STRIDE = 128
 SMALL = 16
 
@@ -132,6 +140,34 @@ def peer_copy_latency(ctx: ProbeContext, staged: bool) -> Iterator[Measurement]:
                            size_bytes=SMALL, **fields)
 
 
+def kernel_launch(ctx: ProbeContext) -> Iterator[Measurement]:
+    """Host microseconds per kernel launch. Launch k writes the pattern of seed k into one word; the word holds the
+    last seed's pattern afterwards, so every launch ran, in order."""
+    cuda, checked = ctx.cuda_backend, ctx.options.verify
+    for g in ctx.gpus:
+        ctx.progress(f"host_kernel_launch gpu{g}")
+        b = gpu_buffers(ctx, g)
+        s = cuda.stream(g)
+        us, wrong = [], 0
+        for sample in range(ctx.options.samples + 1):  # the first warms the launch path
+            cuda.arm()
+            cuda.block(g, s)
+            t0 = time.perf_counter()
+            for k in range(LAUNCHES):
+                cuda.launch(g, "fill", 1, 1, (np.uint64(b.d_dst), np.uint64(1), np.uint32(k)), s)
+            dt = time.perf_counter() - t0
+            clean = cuda.release()
+            s.synchronize()
+            if sample:
+                if clean:
+                    us.append(dt * 1e6 / LAUNCHES)
+                wrong += cuda.check(g, b.d_dst, 4, LAUNCHES - 1) if checked else 0
+        yield from_samples("host_kernel_launch", us, "us", verified=(wrong == 0) if checked else None,
+                           wrong_elements=wrong if checked else None, src="host", dst=gpu(g), initiator="host",
+                           direction="h2d", engine="sm", size_bytes=4,
+                           notes=[f"{LAUNCHES} launches of a one-word kernel behind a blocked stream, host time"])
+
+
 probe("host_device_latency_sm", "latency", "GPU -> pinned host pointer-chase load latency (ns)", unit="ns")(
     host_latency)
 probe("device_to_device_latency_sm", "latency", "GPU -> peer GPU pointer-chase load latency (ns)", unit="ns",
@@ -144,3 +180,5 @@ probe("device_to_device_copy_latency_ce", "latency", "16-byte GPU -> GPU copy la
       unit="us", min_gpus=2)(lambda ctx: peer_copy_latency(ctx, staged=False))
 probe("device_to_device_copy_latency_staged_ce", "latency", "16-byte GPU -> GPU copy latency, peer access off (µs)",
       unit="us", min_gpus=2)(lambda ctx: peer_copy_latency(ctx, staged=True))
+probe("host_kernel_launch", "latency", "host time per kernel launch from Python, GPU blocked (µs)", unit="us")(
+    kernel_launch)

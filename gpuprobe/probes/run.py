@@ -25,6 +25,7 @@ from gpuprobe.probes.core.record import failed, waived
 from gpuprobe.probes.core.registry import ProbeContext, ProbeSpec, select
 from gpuprobe.results.io import save_results
 from gpuprobe.results.model import CUDA_SKIPPED, DeviceInfo, Measurement, Results, RunInfo, Topology, now_utc
+from gpuprobe.system import hostspeed
 
 if TYPE_CHECKING:
     from gpuprobe.probes.core.cuda import Cuda
@@ -62,6 +63,7 @@ def _run_info(options: ProbeOptions, argv: list[str] | None) -> RunInfo:
         os=f"{platform.system()} {platform.release()}", python=platform.python_version(),
         torch_version=_pkg_version("torch"), virtual_machine=_is_vm(), command=list(argv or sys.argv),
         options={k: v for k, v in vars(options).items()},
+        cpu_model=hostspeed.cpu_model(), host_python_loop_ns=round(hostspeed.python_loop_ns(), 2),
     )
 
 

@@ -55,9 +55,9 @@ docs/sources.md; gpuprobe H100 1.55-2.43 µs), GPU <-> GPU with peer access 3.3 
 through the host 19 µs (H100 15-19 µs).
 
 Not judged (``NoExpectation``, reported as INFO): pageable host copies (the driver stages them through its own
-pinned buffer, so the host CPU and memory set the speed), the all-GPU host tests (their share of the host's
-PCIe and memory bandwidth depends on how GPUs share root ports; they are compared across GPUs as outliers),
-one-rank and CPU (gloo) all-reduce.
+pinned buffer, so the host CPU and memory set the speed), the host's kernel-launch time (the CPU's), the all-GPU
+host tests (their share of the host's PCIe and memory bandwidth depends on how GPUs share root ports; they are
+compared across GPUs as outliers), one-rank and CPU (gloo) all-reduce.
 """
 
 from __future__ import annotations
@@ -265,6 +265,8 @@ def _eff(kind: str, engine: str, traffic: str) -> tuple[float, str]:
 
 PAGEABLE = "pageable copies are staged by the driver through its own pinned buffer: the host CPU and memory " \
            "set the speed, not the link (recorded, not judged)"
+HOST_LAUNCH = "host time per kernel launch: the host CPU sets it, not the GPU or its link; engines without CUDA " \
+              "graphs (eager, long prompts) run at its pace (recorded, not judged)"
 ALL_GPU_HOST = "all-GPU host copies share the host's root ports and memory: judged against the other GPUs " \
                "(outliers), not against a link figure"
 
@@ -365,6 +367,8 @@ def _latency(m: Measurement, facts: Facts) -> Expectation | NoExpectation:
         return Expectation(LATENCY_US_STAGED_COPY, "us", "16-byte copy staged through the host: at most ~19 µs "
                            "(H100 15-19 µs with P2P off, docs/sources.md)", higher_is_better=False, link="host",
                            kind="latency")
+    if m.probe == "host_kernel_launch":
+        return NoExpectation(HOST_LAUNCH)
     return NoExpectation(f"no latency rule for {m.probe}")
 
 

@@ -97,6 +97,9 @@ def _host_summary(runs: Sequence[tuple[str, Results]]) -> Section:
             ("torch / NCCL / CuPy", lambda r: f"{r.run.torch_version or NA} / {r.run.nccl_version or NA} / "
                                               f"{r.run.cupy_version or NA}"),
             ("OS / Python", lambda r: f"{r.run.os or NA} / {r.run.python or NA}"),
+            ("CPU", lambda r: r.run.cpu_model or NA),
+            ("Python loop (ns / iteration)", lambda r: NA if r.run.host_python_loop_ns is None else
+             f"{r.run.host_python_loop_ns:.0f}"),
             ("virtual machine", lambda r: NA if r.run.virtual_machine is None else
              ("yes" if r.run.virtual_machine else "no")),
             ("measured (UTC)", lambda r: r.run.started_utc),

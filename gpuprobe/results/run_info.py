@@ -20,3 +20,8 @@ class RunInfoBase:
     os: str | None = None
     """``platform.system()`` and ``platform.release()``, e.g. ``Linux 6.8.0-49-generic``."""
     python: str | None = None
+    cpu_model: str | None = None
+    """The host processor's model name (``/proc/cpuinfo``), e.g. ``Intel(R) Xeon(R) Platinum 8480+``."""
+    host_python_loop_ns: float | None = None
+    """Nanoseconds per iteration of a fixed pure-Python loop (``gpuprobe.system.hostspeed``): the host's
+    single-core speed, which vLLM's scheduler, launches and API server run at. Lower is faster."""

@@ -231,6 +231,9 @@ class WorkloadResult:
     """Served: completed requests per second over the workload's duration."""
     requests: RequestTimes | None = None
     """Served: each request's own figures (for fitting queueing and front-end costs)."""
+    host_python_loop_ns: float | None = None
+    """The host's single-core speed just before this load (``ValidationRunInfo.host_python_loop_ns``'s loop):
+    on a shared or virtual host it moves from load to load, and host-bound figures with it."""
     notes: list[str] = field(default_factory=list)
 
 

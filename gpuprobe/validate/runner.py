@@ -34,6 +34,7 @@ from gpuprobe.results.validation import (
     ValidationRuns,
     Workload,
 )
+from gpuprobe.system import hostspeed
 from gpuprobe.validate import logparse, serve
 from gpuprobe.validate.gpumem import MemorySampler, Nvml, device_string
 from gpuprobe.validate.offline import run_offline
@@ -178,6 +179,7 @@ def run_validation(
         hostname=socket.gethostname(),
         os=f"{_platform.system()} {_platform.release()}",
         python=_platform.python_version(),
+        cpu_model=hostspeed.cpu_model(), host_python_loop_ns=round(hostspeed.python_loop_ns(), 2),
         device=device_string(platform, nvml, gpu_count),
         gpu_count=gpu_count,
         vllm_version=vllm.version,

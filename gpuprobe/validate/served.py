@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from gpuprobe.results.validation import KvCacheCapacity, Measured, ValidationLayout, Workload
+from gpuprobe.system import hostspeed
 from gpuprobe.validate import loadgen, serve
 from gpuprobe.validate.gpumem import Nvml, device_string
 from gpuprobe.validate.options import Progress, ValidateOptions
@@ -61,6 +62,7 @@ def run_served(layout: ValidationLayout, workloads: list[Workload], model_dir: P
                     serve.HOST, port, serve.SERVED_NAME, serve.prompts(short, vocab, rng), wl.concurrency, None),
                     max(left(), 1.0)))
             reqs = serve.prompts(wl, vocab, rng)
+            host_ns = round(hostspeed.python_loop_ns(), 2)
             try:
                 load = asyncio.run(asyncio.wait_for(
                     loadgen.run_load(serve.HOST, port, serve.SERVED_NAME, reqs, wl.concurrency, wl.request_rate,
@@ -70,6 +72,7 @@ def run_served(layout: ValidationLayout, workloads: list[Workload], model_dir: P
                 progress(f"{layout.name}: {wl.label} did not finish within the timeout")
                 break
             res = serve.workload_result(wl, load, layout.max_num_seqs)
+            res.host_python_loop_ns = host_ns
             measured.workloads.append(res)
             if res.status == "ok":
                 progress(f"{layout.name} {wl.label}: {res.output_tokens_per_s or 0:.1f} output tok/s, "

@@ -26,6 +26,7 @@ def test_real_capture_round_trips_losslessly(h100_results_path: Path, tmp_path: 
     # the same document, with the fields added since written out at their defaults
     before = json.loads(h100_results_path.read_text())
     before = {**before, "cuda_unavailable": None, "cluster": None,
+              "run": {**before["run"], "cpu_model": None, "host_python_loop_ns": None},
               "measurements": [{**m, "reverse_gbps": None} for m in before["measurements"]]}
     assert json.loads(out.read_text()) == before
 

@@ -42,6 +42,7 @@ def test_a_crashing_probe_becomes_an_error_record(monkeypatch, tmp_path: Path) -
     assert err.reason == "RuntimeError: boom"
     assert res.status == "partial" and load_results(out) == res
     assert set(res.probe_seconds) == {"first", "crash", "after"}
+    assert res.run.cpu_model and res.run.host_python_loop_ns and res.run.host_python_loop_ns > 0  # the host's speed
 
 
 def test_interrupt_keeps_the_results_measured_so_far(monkeypatch, tmp_path: Path) -> None:

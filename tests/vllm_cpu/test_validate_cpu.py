@@ -172,6 +172,9 @@ def test_simulation_against_real_runs_offline_and_served_tp1_tp2(tmp_path: Path,
             assert w.requests is not None and w.failed_requests == 0
             assert set(w.requests.input_tokens) == {w.workload.input_len}  # the synthetic tokenizer: word = token
             assert w.itl is not None and w.ttft is not None and w.ttft.p99_ms is not None
+            assert w.host_python_loop_ns is not None and w.host_python_loop_ns > 0  # the host's speed at this load
+    for run in load_runs(offline).layouts:
+        assert run.measured is not None and all(w.host_python_loop_ns for w in run.measured.workloads)
 
     off = calibrate.fit_calibration([load_runs(offline)], holdout="workload", base=Calibration())
     figs = {f.figure: f for f in off.figures}
