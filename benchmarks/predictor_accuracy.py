@@ -22,7 +22,8 @@ The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; RE
                Qwen2.5-14B served up to 40 req/s; H200 machine 10: Qwen3-8B-FP8 served, started twice (with
                1,023-, 1,024- and 1,025-token prompts), and Qwen3-4B served; H200 machine 11: Llama-3.1-8B served
                at 32, 128 and 256 clients (128 to 1,024 requests); H200 machine 12: Qwen3-14B-FP8 and
-               Mistral-7B served (two shapes never seen, up to 128 clients and 20 req/s); H100 machine 2:
+               Mistral-7B served (two shapes never seen, up to 128 clients and 20 req/s); H200 machine 13: Qwen3-4B
+               (started twice) and Llama-3.2-1B served, the first runs that record the host's speed; H100 machine 2:
                Llama-3.2-1B, Llama-3.2-3B, Qwen2.5-7B and Llama-3.1-8B shapes, eager and graphs (other
                machines, models never seen, and serving never fitted on those models).
   KV only      H200 machine 1: Llama-3.1-8B served through the synthetic tokenizer before its fix (a word split
@@ -32,7 +33,8 @@ The runs (tests/data/vllm-h200-2026-12-01/, tests/data/vllm-h100-2026-11-25/; RE
                machine 3).
   spread       H200: the 1B offline engine started three times (machine 1), Qwen3-4B eager and graphs three times
                each (machine 5), Qwen3-4B served three times (machine 8), the 1B served three times (machine 9),
-               Qwen3-8B-FP8 served twice (machine 10); H100 machine 3: the 1B started twice.
+               Qwen3-8B-FP8 served twice (machine 10), Qwen3-4B served twice (machine 13); H100 machine 3: the
+               1B started twice.
 
 Every figure is the median of the requests of one workload (TTFT, TPOT, ITL) or the workload's output tokens
 per second, predicted at the engine's own settings (vLLM's defaults unless the run set one). KV tokens are
@@ -105,6 +107,7 @@ HELD_OUT = [
     (H200_9 / "llama-3.1-8b-serve-highc.json", H200_9 / "probe-machine11.json"),
     *[(H200_9 / f"{m}.json", H200_9 / "probe-machine12.json")
       for m in ("qwen3-14b-fp8-serve", "qwen3-14b-fp8-serve-highc", "mistral-7b-serve")],
+    *[(H200_9 / f"{m}-serve-machine13.json", H200_9 / "probe-machine13.json") for m in ("qwen3-4b", "llama-3.2-1b")],
     *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
 ]
 KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),

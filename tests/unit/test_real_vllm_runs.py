@@ -555,3 +555,52 @@ def test_recommend_carries_what_the_runs_say_of_fp8_and_moe() -> None:
                 ratios.append(quantized / sum(r["bf16_gemm_ms"] for r in rows))
     assert len(ratios) >= 16 and 0.85 < statistics.median(ratios) < 1.25
     assert "about half the BF16 rate" in fp8 and "about as long as BF16's" in fp8
+
+
+def _idle_steps(name: str) -> tuple[dict, dict[int, float], StepCost]:
+    """Machine 13's idle-engine timings of ``name`` (``scripts/prompt_step.py``) and the step cost of that engine."""
+    doc = json.loads((H200_2 / f"prompt-step-{name}-machine13.json").read_text())
+    assert doc["vllm_version"] == "0.26.0" and doc["max_num_seqs"] == 256
+    cost = step_cost(name, _h200("probe-machine13.json"), Calibration(), serve=ServeOptions(
+        max_model_len=doc["max_num_batched_tokens"], max_num_seqs=doc["max_num_seqs"],
+        max_num_batched_tokens=doc["max_num_batched_tokens"]))
+    return doc, {r["tokens"]: r["ms_median"] for r in doc["rows"]}, cost
+
+
+def _prompt_ms(cost: StepCost, m: int) -> float:
+    from gpuprobe.predict.stepcost import Batch
+
+    return cost.step_time(Batch(tokens=m, seqs=1, context_tokens=0.0, prompt_tokens=m, attn_work=m * m / 2.0,
+                                sampled=1)).total_s * 1e3
+
+
+def test_an_idle_engines_decode_steps_and_long_prompts_cost_what_vllm_took() -> None:
+    """Idle offline engines at vLLM's capture sizes (machine 13, an H200 never fitted on): one request's decode
+    step (a full CUDA graph) of Qwen3-4B and Llama-3.1-8B within 5 %, and what an 8,192-token prompt adds to a
+    128-token one (GPU-bound; generate()'s own cost cancels) within 10 % for those two and Llama-3.2-1B."""
+    from gpuprobe.predict.stepcost import Batch
+
+    for name in ("llama-3.2-1b", "qwen3-4b", "llama-3.1-8b"):
+        doc, ms, cost = _idle_steps(name)
+        if name != "llama-3.2-1b":  # the 1B decode step is host-bound: 2.06 ms measured, 2.42 predicted
+            dec = cost.step_time(Batch(tokens=1, seqs=1, context_tokens=128.0, sampled=1)).total_s * 1e3
+            assert dec == pytest.approx(doc["decode"]["ms_per_step"], rel=0.05), name
+        added = _prompt_ms(cost, 8192) - _prompt_ms(cost, 128)
+        assert added == pytest.approx(ms[8192] - ms[128], rel=0.10), name
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "prompt steps above the largest capture size run vLLM's compiled model without graphs, launched from "
+    "Python; the step cost charges that 0.86 ms a layer (compiled_launch_ratio x eager_launch_per_layer_us + "
+    "prompt_launch_per_layer_us, fitted to served engines), while idle offline engines on machine 13 took about "
+    "0.6-0.7 ms a layer (Llama-3.2-1B, Qwen3-4B, Llama-3.1-8B); the same machine's served Qwen3-4B answered one "
+    "client in 56 ms where the simulation says 46: the served path costs more than the idle engine and the fit "
+    "puts that in the step"))
+def test_an_idle_engines_graphless_prompt_steps_cost_what_vllm_took() -> None:
+    """What 513 to 2,048 prompt tokens (no CUDA graph) add to a 512-token prompt (a piecewise graph) in an idle
+    engine, within 15 %, for three shapes of 16 to 36 layers."""
+    for name in ("llama-3.2-1b", "qwen3-4b", "llama-3.1-8b"):
+        _, ms, cost = _idle_steps(name)
+        for m in (513, 1024, 2048):
+            added = _prompt_ms(cost, m) - _prompt_ms(cost, 512)
+            assert added == pytest.approx(ms[m] - ms[512], rel=0.15), (name, m)
