@@ -170,7 +170,10 @@ class Calibration:
     engine ran one 1,024-token prompt in 23 ms, generate() included (``scripts/fp8_prompt_step.py``), where this
     term makes the step host-bound at 39 ms, and served Llama-3.1-8B's Poisson TPOT comes out 25 % long with it;
     without it the host-bound 1B engine of machine 9 comes out 38 % short. The fit set's machines differ in host
-    speed (one client's TTFT: 32 to 58 ms on the same GPU), which this per-layer term partly stands in for."""
+    speed (one client's TTFT: 32 to 58 ms on the same GPU), which this per-layer term partly stands in for. Idle
+    offline engines on machine 13 took 0.6-0.7 ms a layer for such a step (Llama-3.2-1B, Qwen3-4B, Llama-3.1-8B;
+    ``scripts/prompt_step.py``) against the 0.86 charged here with the compiled launch, while that machine's
+    served Qwen3-4B answered one client 26 ms later than its idle engine: the served path's cost, in this term."""
     batch_intake_us: float = 26.67456
     """Offline ``LLM.generate``: time to hand one request to the engine."""
     batch_output_seq_us: float = 29.1432
