@@ -12,7 +12,8 @@ machine 7 (*-serve-steps.json, 1 and 8 clients), Qwen3-4B on machine 8 started t
 with 1,023- and 1,025-token prompts beside the 1,024 ones) and Qwen3-4B (qwen3-4b-serve-rates-machine10.json), and
 Llama-3.1-8B on machine 11 at 32, 128 and 256 clients with 128 to 1,024 requests (llama-3.1-8b-serve-highc.json), and
 on machine 12 Qwen3-14B-FP8 (qwen3-14b-fp8-serve.json, and qwen3-14b-fp8-serve-highc.json for 128 clients) and
-Mistral-7B (mistral-7b-serve.json), two shapes never run before; all but the
+Mistral-7B (mistral-7b-serve.json), two shapes never run before, and on machine 13 Qwen3-4B started twice and
+Llama-3.2-1B (*-serve-machine13.json); all but the
 Qwen2.5-14B on later machines with the fixed one-token-a-word tokenizer, FP8 with VLLM_USE_DEEP_GEMM=0):
 concurrency 1 to 256 with ~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator
 0.12.0's predictions for them are in reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was
@@ -84,15 +85,22 @@ RUNS = [("Llama-3.1-8B", "Llama-3.1-8B", DATA / "llama-3.1-8b-serve-warm.json", 
         ("Qwen3-14B-FP8 (m12, again)", "Qwen3-14B-FP8", DATA9 / "qwen3-14b-fp8-serve-highc.json",
          DATA9 / "probe-machine12.json", "held out"),
         ("Mistral-7B (m12)", "Mistral-7B", DATA9 / "mistral-7b-serve.json", DATA9 / "probe-machine12.json",
-         "held out")]
+         "held out"),
+        ("Qwen3-4B (m13, 2 starts)", "Qwen3-4B", DATA9 / "qwen3-4b-serve-machine13.json",
+         DATA9 / "probe-machine13.json", "held out"),
+        ("Llama-3.2-1B (m13)", "Llama-3.2-1B", DATA9 / "llama-3.2-1b-serve-machine13.json",
+         DATA9 / "probe-machine13.json", "fit")]
 """(label, model AIC was asked about, run, the probe of its machine, role). The machine-5, -7 and -8 runs are the
 same engines served again (with other request counts per load, and on machine 7 with every step logged); AIC's
 answer does not depend on the request count (it estimates the steady state at the concurrency), so the same AIC
-points are compared with them. Llama-3.1-8B is the model the calibration was fitted on, on any machine. An engine
+points are compared with them. Llama-3.1-8B and Llama-3.2-1B are models the calibration was fitted on, on any
+machine (``fit`` rows). An engine
 started several times is one point per load: the median of its starts."""
 AIC = {"AIC (nominal lengths)": REPORT / "aic-0.12.0.json",
        "AIC (counted lengths)": REPORT / "aic-0.12.0-recorded-lengths.json"}
 AIC_MACHINE3 = REPORT / "aic-0.12.0-machine3.json"
+"""AIC for the MoE and FP8 runs (machine 3), sent with the tokenizer that counts one token a word: the nominal
+and the counted lengths are the same, so both AIC columns take these."""
 AIC_MACHINE6 = REPORT / "aic-0.12.0-machine6.json"
 """AIC for the Qwen3-4B run of machine 6 (one token a word, as machine 3's)."""
 AIC_MACHINE10 = REPORT / "aic-0.12.0-machine10.json"
@@ -100,15 +108,15 @@ AIC_MACHINE10 = REPORT / "aic-0.12.0-machine10.json"
 AIC_MACHINE12 = REPORT / "aic-0.12.0-machine12.json"
 """AIC for machine 12's Qwen3-14B-FP8 and Mistral-7B loads. AIC 0.12.0 refuses Mistral-7B ("architecture
 MistralForCausalLM is not supported"), so those rows have no AIC figure and leave its medians."""
-"""AIC for the MoE and FP8 runs (machine 3), sent with the tokenizer that counts one token a word: the nominal
-and the counted lengths are the same, so both AIC columns take these."""
+AIC_MACHINE13 = REPORT / "aic-0.12.0-machine13.json"
+"""AIC for machine 13's Llama-3.2-1B loads (its Qwen3-4B loads are the ones AIC answered for machine 6)."""
 FIGURES = (("output_tokens_per_s", "output_tokens_per_s_all_tokens", "tok/s"), ("ttft_ms", "ttft_ms", "TTFT ms"),
            ("tpot_ms", "tpot_ms", "TPOT ms"))
 
 
 def _served_model(name: str) -> str:
     """The model label of the H200 serving points for the name AIC was asked with."""
-    return "Llama-3.1-8B" if "llama" in name.lower() else "Qwen2.5-14B" if "2.5" in name else name
+    return "Llama-3.1-8B" if "llama-3.1" in name.lower() else "Qwen2.5-14B" if "2.5" in name else name
 
 
 def _aic(path: Path, model_of: Callable[[str], str] = _served_model) -> dict[tuple[str, int, int], dict]:
@@ -122,7 +130,7 @@ def _aic(path: Path, model_of: Callable[[str], str] = _served_model) -> dict[tup
 
 
 def rows() -> list[dict]:
-    extra = [_aic(p) for p in (AIC_MACHINE3, AIC_MACHINE6, AIC_MACHINE10, AIC_MACHINE12)]
+    extra = [_aic(p) for p in (AIC_MACHINE3, AIC_MACHINE6, AIC_MACHINE10, AIC_MACHINE12, AIC_MACHINE13)]
     aic = {name: {k: v for d in (_aic(path), *extra) for k, v in d.items()} for name, path in AIC.items()}
     out = []
     for label, model, path, system, role in RUNS:
@@ -226,7 +234,7 @@ def main() -> int:
     data = rows()
     predictors = ["gpuprobe", *AIC]
     print("## Median |error| over the same points\n")
-    _median_table(data, predictors, "held out (all but Llama-3.1-8B)")
+    _median_table(data, predictors, "held out (all but the Llama shapes)")
     unanswered = [r for r in data if any(r[f"{q} {fig}"] is None for q in predictors for fig, _, _ in FIGURES)]
     if unanswered:
         models = sorted({r["model"] for r in unanswered})
