@@ -216,7 +216,7 @@ def recommend(spec: ModelSpec, system: SystemProfile, serve: ServeOptions, traff
         },
         objective=objective, layouts=results, vllm_version=VLLM_VERSION, gpuprobe_version=__version__,
         created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), calibration=cal.source,
-        notes=list(dict.fromkeys([*system.notes, *model_caveats(spec)])),
+        notes=list(dict.fromkeys([*system.notes, *model_caveats(spec), *host_caveats(results, system)])),
     )
 
 
@@ -235,6 +235,28 @@ def model_caveats(spec: ModelSpec) -> list[str]:
         out.append("MoE: vLLM compiles fused-MoE kernels the first time it sees a batch size (a cold server was "
                    "measured at under half the warm speed); the figures are for a warm server")
     return out
+
+
+HOST_BOUND_SHARE = 0.5
+"""A layout whose host work (scheduling, launches, the API server) is at least this share of its step time is
+host-bound."""
+
+
+def host_caveats(results: list[LayoutResult], system: SystemProfile) -> list[str]:
+    """When the first-ranked layout is host-bound: its TTFT and TPOT follow the host's single-core speed, which
+    the measurements behind the predictor show varying between machines of one GPU kind and over time on one."""
+    best = next((r for r in results if r.rank == 1 and r.predicted is not None), None)
+    if best is None or best.predicted is None:
+        return []
+    share = best.predicted.shares.get("overhead", 0.0)
+    if share < HOST_BOUND_SHARE:
+        return []
+    here = (f"; this probe's host ran gpuprobe's Python loop at {system.host_python_loop_ns:.0f} ns an iteration "
+            "(H200 hosts measured: 93-223 ns, lower is faster)" if system.host_python_loop_ns else "")
+    return [f"host-bound: host work is {share:.0%} of the first layout's step time, so its TTFT and TPOT follow "
+            "the host CPU's single-core speed, which differs between machines of one GPU kind and, on shared "
+            "virtual machines, over minutes (one client's TTFT of a Qwen3-4B server: 33-58 ms on H200 hosts)"
+            f"{here}; 'gpuprobe validate --serve --starts 3' measures this server"]
 
 
 def fits_nowhere_message(rec: Recommendation) -> str:

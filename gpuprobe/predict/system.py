@@ -115,6 +115,8 @@ class SystemProfile:
     """Copy-engine bandwidth between two GPUs (min of read and write, both directions)."""
     measured_allreduce: dict[tuple[int, ...], AllReduceCurve] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    host_python_loop_ns: float | None = None
+    """The probe's host speed (``RunInfoBase.host_python_loop_ns``); None for a datasheet system or an older file."""
     _curves: dict[tuple[int, ...], AllReduceCurve] = field(default_factory=dict, repr=False)
 
     @property
@@ -232,7 +234,8 @@ def system_from_results(results: Results, name: str = "results") -> SystemProfil
     for d in sorted(results.devices, key=lambda d: d.index):
         spec = spec_for_device_name(d.name)
         gpus.append(_gpu_profile(d.index, d.name, spec, d.memory_total_bytes, hbm.get(d.index), h2d.get(d.index)))
-    profile = SystemProfile(name=name, source="measured", gpus=gpus)
+    profile = SystemProfile(name=name, source="measured", gpus=gpus,
+                            host_python_loop_ns=results.run.host_python_loop_ns)
     if results.topology:
         for pair in results.topology.pairs:
             key = (min(pair.a, pair.b), max(pair.a, pair.b))

@@ -604,3 +604,36 @@ def test_an_idle_engines_graphless_prompt_steps_cost_what_vllm_took() -> None:
         for m in (513, 1024, 2048):
             added = _prompt_ms(cost, m) - _prompt_ms(cost, 512)
             assert added == pytest.approx(ms[m] - ms[512], rel=0.15), (name, m)
+
+
+def test_recommend_says_when_the_first_layout_is_host_bound() -> None:
+    """Llama-3.2-1B at one client on machine 13's probe is host-bound: the note says so, with the probe's own host
+    figure; the ranges it quotes are the recorded ones (one Qwen3-4B client's median TTFT on every H200 machine
+    that served it, and every host-loop figure recorded on H200 hosts). Llama-3.1-8B at 64 clients gets no note."""
+    import glob
+
+    from gpuprobe.predict.model_spec import load_model_spec
+    from gpuprobe.predict.recommend import recommend
+    from gpuprobe.predict.traffic import Traffic
+
+    sysp = _h200("probe-machine13.json")
+    assert sysp.host_python_loop_ns == 200.0
+
+    def notes(name: str, c: int) -> list[str]:
+        spec = load_model_spec(ROOT / "tests" / "data" / "configs" / f"{name}.json")
+        return recommend(spec, sysp, ServeOptions(), Traffic("closed", 4 * c, 1024, 128, c), Calibration()).notes
+
+    (host,) = [n for n in notes("llama-3.2-1b", 1) if n.startswith("host-bound")]
+    assert "Python loop at 200 ns" in host and "validate --serve --starts 3" in host
+    assert not [n for n in notes("llama-3.1-8b", 64) if n.startswith("host-bound")]
+    ttft = []
+    for path in glob.glob(str(ROOT / "tests" / "data" / "vllm-h200-2026-12-0*" / "qwen3-4b-serve*.json")):
+        for run in load_runs(Path(path)).layouts:
+            assert run.measured is not None
+            ttft += [w.ttft.median_ms for w in run.measured.workloads
+                     if w.workload.concurrency == 1 and w.workload.input_len == 1024 and w.ttft]
+    assert len(ttft) >= 8 and f"{min(ttft):.0f}-{max(ttft):.0f} ms on H200 hosts" in host
+    loops = json.loads((H200_2 / "host-loop-samples.json").read_text())["ns_per_iteration"]
+    loops += [json.loads((H200_2 / f"prompt-step-{m}-machine13.json").read_text())["host_python_loop_ns"]
+              for m in ("llama-3.2-1b", "qwen3-4b", "llama-3.1-8b")]
+    assert f"{min(loops):.0f}-{max(loops):.0f} ns" in host
