@@ -266,19 +266,29 @@ def _validation_section(vals: Sequence[tuple[str, ValidationRuns]]) -> Section |
     sec.blocks.append("Each layout was started with real vLLM; the predictor's figures for the same layout and "
                       "workload beside what vLLM measured. Error = (predicted − measured) / measured.")
     for label, vr in vals:
+        if vr.run.cpu_model or vr.run.host_python_loop_ns:
+            loop = f", Python loop {vr.run.host_python_loop_ns:.0f} ns/iteration at the start" \
+                if vr.run.host_python_loop_ns else ""
+            sec.blocks.append(f"{label}: host {vr.run.cpu_model or NA}{loop}.")
         for lr in vr.layouts:
             head = f"{label}: {vr.model_name}, {lr.layout.name}, {lr.status}"
             if lr.measured and lr.measured.vllm_version:
                 head += f" (vLLM {lr.measured.vllm_version}"
                 head += f", engine start {lr.measured.engine_start_s:.0f} s)" if lr.measured.engine_start_s else ")"
             if lr.comparison is None or not lr.comparison.figures:
-                sec.blocks.append(f"{head}: no comparison ({(lr.comparison and lr.comparison.reason) or lr.reason})")
+                why = (lr.comparison and lr.comparison.reason) or lr.reason or "none stored in the file: 'gpuprobe " \
+                    "validate --compare' predicts it"
+                sec.blocks.append(f"{head}: no comparison ({why})")
                 continue
-            t = Table(["figure", "workload", "predicted", "measured", "error"], [], caption=head)
+            host = {w.workload.label: w.host_python_loop_ns for w in (lr.measured.workloads if lr.measured else [])
+                    if w.host_python_loop_ns}
+            t = Table(["figure", "workload", "predicted", "measured", "error",
+                       *(["host loop (ns)"] if host else [])], [], caption=head)
             for f in lr.comparison.figures:
                 err = f"{f.rel_error * 100:+.0f} %" if f.rel_error is not None else NA
                 t.rows.append([plots.FIGURE_LABELS.get(f.figure, f.figure), f.workload or "engine",
-                               fmt(f.predicted), fmt(f.measured), err])
+                               fmt(f.predicted), fmt(f.measured), err,
+                               *([f"{host[f.workload]:.0f}" if f.workload in host else NA] if host else [])])
                 if f.rel_error is not None:
                     cls = "pass" if abs(f.rel_error) <= 0.25 else ("warn" if abs(f.rel_error) <= 0.5 else "fail")
                     t.cell_class[len(t.rows) - 1, 4] = cls

@@ -187,8 +187,8 @@ def test_simulation_against_real_runs_offline_and_served_tp1_tp2(tmp_path: Path,
     cal = calibrate.fit_factors(runs, None, Calibration())
     errs = []
     for run in srv.layouts:
-        figs = [f for f in compare.compare_run(srv, run, predictor=lambda req: _with_cal(req, cal)).figures
-                if f.figure == "output_tokens_per_s"]
+        run.comparison = compare.compare_run(srv, run, predictor=lambda req: _with_cal(req, cal))
+        figs = [f for f in run.comparison.figures if f.figure == "output_tokens_per_s"]
         assert len(figs) == 3 and all(f.predicted and f.predicted > 0 for f in figs)
         errs += [abs(f.rel_error) for f in figs if f.rel_error is not None]
         if run.layout.tp == 1:  # loads measured well apart (25 %) are predicted in the same order
@@ -199,6 +199,14 @@ def test_simulation_against_real_runs_offline_and_served_tp1_tp2(tmp_path: Path,
     # the upper median: 0.45 in one of three fresh-clone runs on the 2-core CI machine (TP2 at 1 client slower than
     # TP1 that time), under 0.35 in the other two
     assert len(errs) == 6 and sorted(errs)[3] <= 0.50, errs
+    # the report puts the host's speed beside each load: the run's header line, and a column of the per-load figure
+    from gpuprobe.report.content import Table, _validation_section
+
+    sec = _validation_section([("served.json", srv)])
+    assert sec is not None and any(isinstance(b, str) and "Python loop" in b for b in sec.blocks)
+    tables = [b for b in sec.blocks if isinstance(b, Table)]
+    assert len(tables) == 2 and all(t.columns[-1] == "host loop (ns)" for t in tables)
+    assert all(float(row[-1]) > 0 for t in tables for row in t.rows if row[1] != "engine")
 
 
 def _only(runs, tp: int):
