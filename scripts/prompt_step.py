@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None, *, tokens: list[int] = TOKENS, kind: str
     budget = max(counts) + 64
     doc: dict = {"kind": kind, "device_name": torch.cuda.get_device_name(0), "torch_version": torch.__version__,
                  "vllm_version": vllm.__version__, "cuda": torch.version.cuda, "cpu_model": hostspeed.cpu_model(),
-                 "host_python_loop_ns": round(hostspeed.python_loop_ns(), 2), "config": args.config,
+                 "host_python_loop_ns": hostspeed.python_loop_ns(), "config": args.config,
                  "reps": args.reps, "max_num_batched_tokens": budget, "max_num_seqs": args.max_num_seqs,
                  "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "rows": []}
     llm = LLM(model=str(model_dir), load_format="dummy", skip_tokenizer_init=True, max_model_len=budget,

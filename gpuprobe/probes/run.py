@@ -63,7 +63,7 @@ def _run_info(options: ProbeOptions, argv: list[str] | None) -> RunInfo:
         os=f"{platform.system()} {platform.release()}", python=platform.python_version(),
         torch_version=_pkg_version("torch"), virtual_machine=_is_vm(), command=list(argv or sys.argv),
         options={k: v for k, v in vars(options).items()},
-        cpu_model=hostspeed.cpu_model(), host_python_loop_ns=round(hostspeed.python_loop_ns(), 2),
+        cpu_model=hostspeed.cpu_model(), host_python_loop_ns=hostspeed.python_loop_ns(),
     )
 
 

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from gpuprobe.report import plots, plots_health
-from gpuprobe.report.fmt import NA, ranks_label, size_label
+from gpuprobe.report.fmt import NA, host_line, ranks_label, size_label
 from gpuprobe.results.model import Measurement, Results
 from gpuprobe.results.validation import ValidationRuns
 
@@ -266,10 +266,9 @@ def _validation_section(vals: Sequence[tuple[str, ValidationRuns]]) -> Section |
     sec.blocks.append("Each layout was started with real vLLM; the predictor's figures for the same layout and "
                       "workload beside what vLLM measured. Error = (predicted − measured) / measured.")
     for label, vr in vals:
-        if vr.run.cpu_model or vr.run.host_python_loop_ns:
-            loop = f", Python loop {vr.run.host_python_loop_ns:.0f} ns/iteration at the start" \
-                if vr.run.host_python_loop_ns else ""
-            sec.blocks.append(f"{label}: host {vr.run.cpu_model or NA}{loop}.")
+        host = host_line(vr.run.cpu_model, vr.run.host_python_loop_ns)
+        if host:
+            sec.blocks.append(f"{label}: {host} (at the start).")
         for lr in vr.layouts:
             head = f"{label}: {vr.model_name}, {lr.layout.name}, {lr.status}"
             if lr.measured and lr.measured.vllm_version:
@@ -280,15 +279,15 @@ def _validation_section(vals: Sequence[tuple[str, ValidationRuns]]) -> Section |
                     "validate --compare' predicts it"
                 sec.blocks.append(f"{head}: no comparison ({why})")
                 continue
-            host = {w.workload.label: w.host_python_loop_ns for w in (lr.measured.workloads if lr.measured else [])
-                    if w.host_python_loop_ns}
+            loop_ns = {w.workload.label: w.host_python_loop_ns
+                       for w in (lr.measured.workloads if lr.measured else []) if w.host_python_loop_ns}
             t = Table(["figure", "workload", "predicted", "measured", "error",
-                       *(["host loop (ns)"] if host else [])], [], caption=head)
+                       *(["host loop (ns)"] if loop_ns else [])], [], caption=head)
             for f in lr.comparison.figures:
                 err = f"{f.rel_error * 100:+.0f} %" if f.rel_error is not None else NA
                 t.rows.append([plots.FIGURE_LABELS.get(f.figure, f.figure), f.workload or "engine",
                                fmt(f.predicted), fmt(f.measured), err,
-                               *([f"{host[f.workload]:.0f}" if f.workload in host else NA] if host else [])])
+                               *([f"{loop_ns[f.workload]:.0f}" if f.workload in loop_ns else NA] if loop_ns else [])])
                 if f.rel_error is not None:
                     cls = "pass" if abs(f.rel_error) <= 0.25 else ("warn" if abs(f.rel_error) <= 0.5 else "fail")
                     t.cell_class[len(t.rows) - 1, 4] = cls

@@ -11,6 +11,13 @@ NA = "—"
 """A figure that is not there."""
 
 
+def host_line(cpu_model: str | None, loop_ns: float | None) -> str | None:
+    """``host: CPU, Python loop N ns/iteration`` from a run header's host facts; None when it has neither."""
+    if not (cpu_model or loop_ns):
+        return None
+    return f"host: {cpu_model or NA}" + (f", Python loop {loop_ns:.0f} ns/iteration" if loop_ns else "")
+
+
 def size_label(n: float | None) -> str:
     """Bytes in binary units with no trailing zeros (``512 B``, ``1.5 KiB``, ``8 MiB``); ``NA`` for None."""
     if n is None:

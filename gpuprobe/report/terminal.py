@@ -7,7 +7,7 @@ from collections import defaultdict
 from rich import box
 from rich.table import Table
 
-from gpuprobe.report.fmt import NA, plain, ranks_label, safe, size_label
+from gpuprobe.report.fmt import NA, host_line, plain, ranks_label, safe, size_label
 from gpuprobe.results.model import Measurement, Results
 
 
@@ -64,10 +64,9 @@ def summary_table(results: Results) -> Table:
         cv = f"{m.stat.cv * 100:.1f}%" if m.stat else ""
         median = f"{fmt_value(m.value, m.unit)} {m.unit}" if m.value is not None else NA
         t.add_row(safe(m.probe), safe(_route(m)), size_label(m.size_bytes), median, spread, cv, _status(m))
-    run = results.run
-    if run.cpu_model or run.host_python_loop_ns:
-        loop = f", Python loop {run.host_python_loop_ns:.0f} ns/iteration" if run.host_python_loop_ns else ""
-        t.caption, t.caption_justify = safe(f"host: {run.cpu_model or '?'}{loop}"), "left"
+    host = host_line(results.run.cpu_model, results.run.host_python_loop_ns)
+    if host:
+        t.caption, t.caption_justify = safe(host), "left"
     return t
 
 

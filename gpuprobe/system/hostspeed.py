@@ -71,9 +71,9 @@ def _loop(n: int) -> int:
 
 
 def python_loop_ns(iterations: int = LOOP_ITERATIONS, samples: int = SAMPLES, gap_s: float = GAP_S) -> float:
-    """Nanoseconds per iteration of the fixed loop: the median of ``samples`` runs ``gap_s`` apart. A median, not
-    the best: on a shared virtual machine the core runs at about half speed for spells of a tenth of a second or
-    more (an idle H200 host: 93-223 ns, 11 of 50 samples above 150; tests/data/vllm-h200-2026-12-02/
+    """Nanoseconds per iteration of the fixed loop (to 0.01 ns): the median of ``samples`` runs ``gap_s`` apart.
+    A median, not the best: on a shared virtual machine the core runs at about half speed for spells of a tenth of
+    a second or more (an idle H200 host: 93-223 ns, 11 of 50 samples above 150; tests/data/vllm-h200-2026-12-02/
     host-loop-samples.json), and what a host-bound engine gets is the typical speed, spells included."""
     _loop(iterations // 4)  # warm-up
     times = []
@@ -83,4 +83,4 @@ def python_loop_ns(iterations: int = LOOP_ITERATIONS, samples: int = SAMPLES, ga
         t0 = time.perf_counter()
         _loop(iterations)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) / iterations * 1e9
+    return round(statistics.median(times) / iterations * 1e9, 2)

@@ -179,7 +179,7 @@ def run_validation(
         hostname=socket.gethostname(),
         os=f"{_platform.system()} {_platform.release()}",
         python=_platform.python_version(),
-        cpu_model=hostspeed.cpu_model(), host_python_loop_ns=round(hostspeed.python_loop_ns(), 2),
+        cpu_model=hostspeed.cpu_model(), host_python_loop_ns=hostspeed.python_loop_ns(),
         device=device_string(platform, nvml, gpu_count),
         gpu_count=gpu_count,
         vllm_version=vllm.version,

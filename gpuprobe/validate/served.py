@@ -62,7 +62,7 @@ def run_served(layout: ValidationLayout, workloads: list[Workload], model_dir: P
                     serve.HOST, port, serve.SERVED_NAME, serve.prompts(short, vocab, rng), wl.concurrency, None),
                     max(left(), 1.0)))
             reqs = serve.prompts(wl, vocab, rng)
-            host_ns = round(hostspeed.python_loop_ns(), 2)
+            host_ns = hostspeed.python_loop_ns()
             try:
                 load = asyncio.run(asyncio.wait_for(
                     loadgen.run_load(serve.HOST, port, serve.SERVED_NAME, reqs, wl.concurrency, wl.request_rate,

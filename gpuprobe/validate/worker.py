@@ -260,7 +260,7 @@ class Worker:
                         _, took = self.generate(llm, wl.num_requests, wl.input_len,
                                                 min(wl.output_len, WARM_OUTPUT_TOKENS))
                         _progress(f"{wl.label}: warmed in {took:.2f} s")
-                    host_ns = round(hostspeed.python_loop_ns(), 2)
+                    host_ns = hostspeed.python_loop_ns()
                     res = self.run_workload(llm, wl)
                     res.host_python_loop_ns = host_ns
                     _progress(f"{wl.label}: {res.output_tokens_per_s:.1f} output tok/s in {res.elapsed_s:.2f} s")

@@ -331,8 +331,6 @@ def test_unaligned_fp8_rate_holds_inside_the_engine() -> None:
 def test_an_idle_engines_prompt_step_costs_what_vllm_took() -> None:
     """One prompt of 1,024 or 1,536 tokens through an idle offline Qwen3-8B-FP8 engine (another H200): the step
     cost (plus nothing for generate()'s own overhead) within 15 %."""
-    from gpuprobe.predict.stepcost import Batch
-
     doc = json.loads((H200_2 / "fp8-prompt-step-qwen3-8b.json").read_text())
     ms = {r["tokens"]: r["ms_median"] for r in doc["rows"]}
     h200 = _h200("probe-machine12.json")
@@ -340,8 +338,7 @@ def test_an_idle_engines_prompt_step_costs_what_vllm_took() -> None:
         max_model_len=doc["max_num_batched_tokens"], max_num_seqs=8,
         max_num_batched_tokens=doc["max_num_batched_tokens"]))
     for m in (1024, 1536):
-        b = Batch(tokens=m, seqs=1, context_tokens=0.0, prompt_tokens=m, attn_work=m * m / 2.0, sampled=1)
-        assert cost.step_time(b).total_s * 1e3 == pytest.approx(ms[m], rel=0.15), m
+        assert _prompt_ms(cost, m) == pytest.approx(ms[m], rel=0.15), m
 
 
 def test_fp8_weights_stream_at_the_measured_rates() -> None:
