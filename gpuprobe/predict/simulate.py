@@ -8,8 +8,11 @@ preempted, waiting requests are admitted in arrival order while the token budget
 free KV blocks allow (the last one admitted may get only part of its prompt: chunked prefill). A request
 samples a token in the step that computes its last known token; it ends after its output length. With
 asynchronous scheduling, vLLM's default, the engine schedules a step as soon as it has launched the one before
-(``EngineCore.step_with_batch_queue``): while it is busy, a request that reaches it during step N is first
-computed in step N + 2; an idle engine takes it at once.
+(``EngineCore.step_with_batch_queue``) and the output of the one before that is in. A one-GPU engine launches
+in its own process (``UniProcExecutor``), so the launch's host time counts; with more GPUs worker processes
+launch. While the GPU sets the pace, a request that reaches the engine during step N is first computed in step
+N + 2; while a long launch does (a prompt above the capture sizes, after short steps or an idle spell), a
+request that comes in before the launch ends is computed in step N + 1; an idle engine takes it at once.
 
 Step times come from ``StepCost`` (GPU work on the measured system, host work, CUDA-graph mode). The
 front end is a single process in front of the engine (the API server for ``vllm serve``, the ``LLM``
@@ -163,6 +166,10 @@ class _Engine:
         self.prev_visible = math.nan
         self.step_start = self.step_end = -math.inf
         """When the last simulated step began and ended on the GPU."""
+        self.sched_at = self.step_sched = -math.inf
+        self.step_host = 0.0
+        """When the step about to run was scheduled (the latest arrival it holds); when the last simulated step was,
+        and the host time of its launch."""
         self.cap = traffic.concurrency if traffic.concurrency is not None else self.n
         self.next_to_send = 0
         self.p_next = 0
@@ -189,17 +196,22 @@ class _Engine:
     # --- clients and the front end -----------------------------------------------------------------------
     def scheduler_horizon(self, now: float) -> float:
         """The latest arrival the step starting at ``now`` can hold. With asynchronous scheduling (vLLM's
-        default) the engine schedules a step as soon as it has launched the one before, so while it is busy a
-        step holds only the requests that reached the scheduler before the previous step began; an idle engine
-        schedules a request as it arrives."""
+        default) the engine schedules a step once it has launched the one before and has the output of the one
+        before that: while it is busy that is when the previous step began on the GPU or, if later, when its
+        launch (its host time, from when it was scheduled) ended; an idle engine schedules a request as it
+        arrives."""
         busy = self.step_end == now and self.n_running
-        return self.step_start if busy and self.limits.async_scheduling else now
+        if not (busy and self.limits.async_scheduling):
+            return now
+        if not self.limits.launch_in_engine:
+            return self.step_start
+        return max(self.step_start, self.step_sched + self.step_host)
 
     def release_sends(self, now: float) -> None:
         """Client sends up to ``now`` go through the front end's intake to the engine; the requests that reached
         the scheduler in time for the step starting at ``now`` join the waiting queue."""
         self.intake(now)
-        horizon = self.scheduler_horizon(now)
+        horizon = self.sched_at = self.scheduler_horizon(now)
         while self.arrivals and self.arrivals[0][0] <= horizon:
             self.waiting.append(self.reqs[heapq.heappop(self.arrivals)[1]])
 
@@ -425,6 +437,7 @@ class _Engine:
         self.prev_visible = visible
         self.step_no = s + 1
         self.step_start, self.step_end = t, end
+        self.step_sched, self.step_host = self.sched_at, st.host_s
         return end
 
     def finish_decoders(self, last_step: int, visible: float) -> None:
@@ -530,6 +543,7 @@ class _Engine:
         self.finish_decoders(s0 + k - 1, visible)
         self.prev_visible = visible
         self.step_start, self.step_end = t - last, t
+        self.step_sched, self.step_host = t - 2 * last, 0.0  # a run of like steps: launched a step ahead
         return t
 
 

@@ -35,17 +35,19 @@ STEP = 0.01
 
 
 class ConstantCost:
-    """A step cost with the interface ``simulate`` uses (``cal``, ``step_time``): every step takes ``step_s``,
-    host and front-end factors are 0 unless given; every batch asked about is kept in ``batches``."""
+    """A step cost with the interface ``simulate`` uses (``cal``, ``step_time``): every step takes ``step_s``, of
+    which the engine spends ``host_s`` launching it; host and front-end factors are 0 unless given; every batch
+    asked about is kept in ``batches``."""
 
-    def __init__(self, step_s: float = STEP, **factors: float) -> None:
+    def __init__(self, step_s: float = STEP, host_s: float = 0.0, **factors: float) -> None:
         self.cal = dataclasses.replace(Calibration(), **{**{f: 0.0 for f in HOST_FACTORS}, **factors})
         self.step_s = step_s
+        self.host_s = host_s
         self.batches: list[Batch] = []
 
     def step_time(self, b: Batch, micro: int = 1) -> StepTime:
         self.batches.append(b)
-        return StepTime(total_s=self.step_s, gpu_s=self.step_s, host_s=0.0, graph="full")
+        return StepTime(total_s=self.step_s, gpu_s=self.step_s, host_s=self.host_s, graph="full")
 
     @property
     def prompt_steps(self) -> list[Batch]:
@@ -210,6 +212,40 @@ def test_a_request_reaching_a_busy_engine_joins_the_step_after_next(jumping: boo
     res = run(traffic, limits(), cost, served=True)
     assert res.ttft_s == pytest.approx([0.010, 0.025])
     assert [b.prompt_tokens for b in cost.prompt_steps] == [16, 16]
+
+
+def test_a_request_reaching_the_engine_while_it_launches_joins_the_next_step() -> None:
+    """vLLM 0.26 runs a one-GPU engine's model runner in the engine's own process (``UniProcExecutor``), so it
+    cannot schedule the next step before it has launched this one. Steps of 10 ms, 6 of them launching: the first
+    request finds the engine idle (step 1, 0-10 ms); one sent at 4 ms, while step 1 is still being launched, is in
+    step 2 (10-20 ms: TTFT 16 ms); one sent at 8 ms, after the launch, waits for step 3 (20-30 ms: TTFT 22 ms).
+    With more GPUs (``MultiprocExecutor``) worker processes launch and the engine schedules step 2 at once: both
+    wait for step 3."""
+    traffic = Traffic("poisson", 3, requests=[(16, 50), (16, 5), (16, 5)], arrivals_s=[0.0, 0.004, 0.008],
+                      request_rate=1.0, concurrency=None)
+    res = run(traffic, limits(), ConstantCost(host_s=0.006), served=True)
+    assert res.ttft_s == pytest.approx([0.010, 0.016, 0.022])
+    workers = dataclasses.replace(limits(), launch_in_engine=False)
+    res = run(traffic, workers, ConstantCost(host_s=0.006), served=True)
+    assert res.ttft_s == pytest.approx([0.010, 0.026, 0.022])
+
+
+def test_a_busy_engine_schedules_when_the_step_before_began_unless_its_launch_ran_longer() -> None:
+    """Once busy, the engine schedules step N + 1 when step N - 1's output is in (step N began on the GPU) or, if
+    later, when it has launched step N. Steps of 10 ms with 6 ms launches: a request sent at 25 ms (step 3 runs
+    20-30) misses step 4, scheduled at 20 ms, and runs in step 5 (40-50 ms), as with no host time. Steps of 20 ms
+    with 16 ms launches: step 2 (20-40 ms) is scheduled at 16 ms, when step 1's launch ends, and takes a request
+    sent at 15 ms (TTFT 25 ms); step 3 (40-60) at 32 ms, when step 2's does, and takes one sent at 25 ms (TTFT
+    35 ms); with nothing to launch both wait for the step after next (TTFT 45 and 55 ms)."""
+    def ttfts(step_s: float, host_s: float, sends: list[float]) -> list[float]:
+        traffic = Traffic("poisson", 1 + len(sends), requests=[(16, 50)] + [(16, 5)] * len(sends),
+                          arrivals_s=[0.0, *sends], request_rate=1.0, concurrency=None)
+        return run(traffic, limits(), ConstantCost(step_s, host_s=host_s), served=True).ttft_s[1:]
+
+    assert ttfts(0.010, 0.006, [0.025]) == pytest.approx([0.025])
+    assert ttfts(0.010, 0.0, [0.025]) == pytest.approx([0.025])
+    assert ttfts(0.020, 0.016, [0.015, 0.025]) == pytest.approx([0.025, 0.035])
+    assert ttfts(0.020, 0.0, [0.015, 0.025]) == pytest.approx([0.045, 0.055])
 
 
 def test_without_asynchronous_scheduling_a_request_joins_the_next_step() -> None:
