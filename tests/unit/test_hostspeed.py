@@ -63,3 +63,16 @@ def test_recorded_runs_carry_the_host_facts() -> None:
              *(s["host_python_loop_ns"] for s in steps)]
     assert all(100.0 < x < 215.0 for x in loops)
     assert max(loops) / min(loops) > 1.5
+
+
+def test_every_served_load_records_the_host_loop_before_it() -> None:
+    """Machine 14's served runs (the first made with the per-load figure) hold the loop's time before each of their
+    14 loads: 112-223 ns within ten minutes on one machine, beside the same processor name as the probe's."""
+    probe = json.loads((DATA / "probe-machine14.json").read_text())
+    served = [from_data(ValidationRuns, json.loads((DATA / f"{m}-serve-machine14.json").read_text()))
+              for m in ("qwen2.5-7b", "qwen3-4b")]
+    loops = [x for r in served for run in r.layouts if run.measured for w in run.measured.workloads
+             if (x := w.host_python_loop_ns) is not None]
+    assert len(loops) == 14 and all(100.0 < x < 250.0 for x in loops)
+    assert max(loops) / min(loops) > 1.5
+    assert {r.run.cpu_model for r in served} == {probe["run"]["cpu_model"]}

@@ -135,10 +135,10 @@ def test_host_bound_engines_move_between_starts() -> None:
 
 def test_held_out_accuracy_of_the_shipped_defaults() -> None:
     """Runs the reference calibration never saw (other models, other machines, the other GPU kind, an MoE model
-    and a dense shape never seen, MoE and FP8 serving): median |error| of output tokens/s within 5 %, TPOT within
-    7 %, TTFT within 16.5 %, the served loads' tokens/s within 3.5 % and TPOT within 5.5 %, and the band covers at
-    least 92 % of measured points (the benchmark reports the exact figures: 3.6 %, 6.0 %, 15.0 %, 2.4 %, 4.2 %,
-    95 %)."""
+    and dense shapes never seen, MoE and FP8 serving): median |error| of output tokens/s within 5 %, TPOT within
+    7 %, TTFT within 13 %, the served loads' tokens/s within 3.5 %, TTFT within 10 % and TPOT within 5.5 %, and
+    the band covers at least 92 % of measured points (the benchmark reports the exact figures: 2.4 %, 5.4 %,
+    10.9 %, 1.7 %, 8.7 %, 4.4 %, 98 %)."""
     pts = [p for p in bench.points("held out", bench.HELD_OUT, Calibration()) if p.figure != "kv_cache_tokens"]
     assert len(pts) >= 300
 
@@ -147,9 +147,10 @@ def test_held_out_accuracy_of_the_shipped_defaults() -> None:
 
     assert med("output_tokens_per_s") <= 0.05
     assert med("tpot_ms") <= 0.07
-    assert med("ttft_ms") <= 0.165
+    assert med("ttft_ms") <= 0.13
     served = [p for p in pts if p.mode == "served" and p.err is not None]
     assert statistics.median(abs(p.err) for p in served if p.figure == "output_tokens_per_s") <= 0.035
+    assert statistics.median(abs(p.err) for p in served if p.figure == "ttft_ms") <= 0.10
     assert statistics.median(abs(p.err) for p in served if p.figure == "tpot_ms") <= 0.055
     covered = [p.covered for p in pts if p.covered is not None]
     assert len(covered) >= 380 and sum(covered) / len(covered) >= 0.92
@@ -456,6 +457,49 @@ def _prompt_waves(steps: list[tuple[int, int]], prompt_tokens: int) -> list[list
     return waves
 
 
+USUAL_WAVE = [8192, 8192, 8192, 7217]
+"""A wave of 32 prompts of 1,024 tokens under an 8,192-token budget after its first step (the first prompt alone,
+with the decodes of the wave before it, if any): three steps filled to the budget, then the rest."""
+
+
+def _logged_waves(name: str) -> list[list[int]]:
+    """The waves of 32 x 1,024 prompt tokens in a served run's step log (``NAME-iterations.log.gz``)."""
+    from gpuprobe.validate.logparse import parse_iterations
+
+    log = gzip.decompress((H200_2 / f"{name}-iterations.log.gz").read_bytes()).decode()
+    return _prompt_waves([(i.prompt_tokens, i.prompt_tokens + i.decode_tokens) for i in parse_iterations(log)],
+                         32 * 1024)
+
+
+def _simulated_waves(name: str, probe: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[list[int]], float,
+                                                                                          float]]:
+    """Per start of served run ``name``'s 32-client load: (the simulation's waves, measured and predicted median
+    TTFT in ms)."""
+    from gpuprobe.predict import perf
+    from gpuprobe.validate import adapter
+
+    steps: list[tuple[int, int]] = []
+
+    class Recorded(StepCost):
+        def step_time(self, b, micro: int = 1):  # type: ignore[no-untyped-def]
+            steps.append((b.prompt_tokens, b.tokens))
+            return super().step_time(b, micro)
+
+    monkeypatch.setattr(perf, "StepCost", Recorded)
+    runs = load_runs(H200_2 / f"{name}.json")
+    label = "n=128,in=1024,out=128,c=32"
+    out = []
+    for run in runs.layouts:
+        assert run.measured is not None
+        (wl,) = [w for w in run.measured.workloads if w.workload.label == label]
+        steps.clear()
+        req = compare.predict_request(runs, run, str(H200_2 / probe))
+        pred = adapter.predict_run(dataclasses.replace(req, workloads=[wl.workload]))
+        assert wl.ttft is not None
+        out.append((_prompt_waves(steps, 32 * 1024), wl.ttft.median_ms, pred.workloads[label]["ttft_ms"]))
+    return out
+
+
 def test_a_wave_of_32_clients_fills_its_second_step_as_the_served_engine_did(monkeypatch: pytest.MonkeyPatch) -> None:
     """Machine 10's served Qwen3-8B-FP8 engine at 32 clients (1,024-token prompts, an 8,192-token budget) logged 12
     of its 15 waves (both starts) alike: the first send's prompt alone, then three steps filled to the budget
@@ -466,42 +510,32 @@ def test_a_wave_of_32_clients_fills_its_second_step_as_the_served_engine_did(mon
     which never saw this engine, makes the same steps in the same order; its median TTFT lies within the two
     starts' (368 and 473 ms), 12 % below their mean (it was 64 % above while the scheduler did not wait for the
     launch)."""
-    from gpuprobe.predict import perf
-    from gpuprobe.validate import adapter
-    from gpuprobe.validate.logparse import parse_iterations
-
-    log = gzip.decompress((H200_2 / "qwen3-8b-fp8-serve-align-iterations.log.gz").read_bytes()).decode()
-    logged = _prompt_waves([(i.prompt_tokens, i.prompt_tokens + i.decode_tokens) for i in parse_iterations(log)],
-                           32 * 1024)
-    usual = [w for w in logged if w[0] in (1024, 1032) and w[1:] == [8192, 8192, 8192, 7217]]
+    logged = _logged_waves("qwen3-8b-fp8-serve-align")
+    usual = [w for w in logged if w[0] in (1024, 1032) and w[1:] == USUAL_WAVE]
     assert len(logged) == 15 and len(usual) == 12
-
-    steps: list[tuple[int, int]] = []
-
-    class Recorded(StepCost):
-        def step_time(self, b, micro: int = 1):  # type: ignore[no-untyped-def]
-            steps.append((b.prompt_tokens, b.tokens))
-            return super().step_time(b, micro)
-
-    monkeypatch.setattr(perf, "StepCost", Recorded)
-    runs = load_runs(H200_2 / "qwen3-8b-fp8-serve-align.json")
-    label = "n=128,in=1024,out=128,c=32"
     measured, predicted = [], []
-    for run in runs.layouts:
-        assert run.measured is not None
-        (wl,) = [w for w in run.measured.workloads if w.workload.label == label]
-        steps.clear()
-        req = compare.predict_request(runs, run, str(H200_2 / "probe-machine10.json"))
-        pred = adapter.predict_run(dataclasses.replace(req, workloads=[wl.workload]))
-        simulated = _prompt_waves(steps, 32 * 1024)
+    for simulated, meas, pred in _simulated_waves("qwen3-8b-fp8-serve-align", "probe-machine10.json", monkeypatch):
         assert len(simulated) >= 3
         for w in simulated[1:]:
-            assert w[0] in (1024, 1032) and w[1:] == [8192, 8192, 8192, 7217]
-        assert wl.ttft is not None
-        measured.append(wl.ttft.median_ms)
-        predicted.append(pred.workloads[label]["ttft_ms"])
+            assert w[0] in (1024, 1032) and w[1:] == USUAL_WAVE
+        measured.append(meas)
+        predicted.append(pred)
     assert len(measured) == 2 and min(measured) * 0.95 <= min(predicted) <= max(predicted) <= max(measured)
     assert statistics.mean(predicted) == pytest.approx(statistics.mean(measured), rel=0.15)
+
+
+@pytest.mark.parametrize("name", ["qwen3-4b-serve-machine14", "qwen2.5-7b-serve-machine14"])
+def test_bf16_engines_wave_as_the_simulation_does(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Machine 14 (never fitted on): Qwen3-4B and Qwen2.5-7B (a shape never served before) behind `vllm serve` at
+    its defaults logged their waves of 32 clients as the FP8 engine did most of its own: all 8 of Qwen3-4B's (the
+    load's 4 and its warm-up pass's 4), 7 of Qwen2.5-7B's (the eighth held 5 prompts in its second step). The
+    simulation makes the usual steps and its median TTFT is within 10 %."""
+    logged = _logged_waves(name)
+    usual = [w for w in logged if w[0] in (1024, 1032) and w[1:] == USUAL_WAVE]
+    assert len(logged) == 8 and len(usual) >= 7
+    ((simulated, measured, predicted),) = _simulated_waves(name, "probe-machine14.json", monkeypatch)
+    assert len(simulated) >= 3 and all(w[0] in (1024, 1032) and w[1:] == USUAL_WAVE for w in simulated)
+    assert predicted == pytest.approx(measured, rel=0.10)
 
 
 def test_refit_on_one_engine_lowers_its_error() -> None:
