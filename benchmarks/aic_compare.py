@@ -13,8 +13,9 @@ with 1,023- and 1,025-token prompts beside the 1,024 ones) and Qwen3-4B (qwen3-4
 Llama-3.1-8B on machine 11 at 32, 128 and 256 clients with 128 to 1,024 requests (llama-3.1-8b-serve-highc.json), and
 on machine 12 Qwen3-14B-FP8 (qwen3-14b-fp8-serve.json, and qwen3-14b-fp8-serve-highc.json for 128 clients) and
 Mistral-7B (mistral-7b-serve.json), two shapes never run before, and on machine 13 Qwen3-4B started twice and
-Llama-3.2-1B (*-serve-machine13.json), and on machine 14 Qwen2.5-7B, a shape never served before, and Qwen3-4B
-(*-serve-machine14.json); all but the
+Llama-3.2-1B (*-serve-machine13.json), on machine 14 Qwen2.5-7B, a shape never served before, and Qwen3-4B
+(*-serve-machine14.json), and on machine 15 Qwen3-8B in BF16 (never served before) and Llama-3.1-8B
+(*-serve-machine15.json); all but the
 Qwen2.5-14B on later machines with the fixed one-token-a-word tokenizer, FP8 with VLLM_USE_DEEP_GEMM=0):
 concurrency 1 to 256 with ~1K-token prompts and 16 with ~8K-token prompts, 128 output tokens. AIConfigurator
 0.12.0's predictions for them are in reports/h200-2026-12-01/ (made with benchmarks/aic_points.py; its database was
@@ -94,7 +95,11 @@ RUNS = [("Llama-3.1-8B", "Llama-3.1-8B", DATA / "llama-3.1-8b-serve-warm.json", 
         ("Qwen2.5-7B (m14)", "Qwen2.5-7B", DATA9 / "qwen2.5-7b-serve-machine14.json", DATA9 / "probe-machine14.json",
          "held out"),
         ("Qwen3-4B (m14)", "Qwen3-4B", DATA9 / "qwen3-4b-serve-machine14.json", DATA9 / "probe-machine14.json",
-         "held out")]
+         "held out"),
+        ("Qwen3-8B (m15)", "Qwen3-8B", DATA9 / "qwen3-8b-serve-machine15.json", DATA9 / "probe-machine15.json",
+         "held out"),
+        ("Llama-3.1-8B (m15)", "Llama-3.1-8B", DATA9 / "llama-3.1-8b-serve-machine15.json",
+         DATA9 / "probe-machine15.json", "fit")]
 """(label, model AIC was asked about, run, the probe of its machine, role). The machine-5, -7 and -8 runs are the
 same engines served again (with other request counts per load, and on machine 7 with every step logged); AIC's
 answer does not depend on the request count (it estimates the steady state at the concurrency), so the same AIC
@@ -117,6 +122,8 @@ AIC_MACHINE13 = REPORT / "aic-0.12.0-machine13.json"
 """AIC for machine 13's Llama-3.2-1B loads (its Qwen3-4B loads are the ones AIC answered for machine 6)."""
 AIC_MACHINE14 = REPORT / "aic-0.12.0-machine14.json"
 """AIC for machine 14's Qwen2.5-7B loads (its Qwen3-4B loads, as machine 13's, are machine 6's answers)."""
+AIC_MACHINE15 = REPORT / "aic-0.12.0-machine15.json"
+"""AIC for machine 15's Qwen3-8B (BF16) loads (its Llama-3.1-8B loads are the ones AIC answered before)."""
 FIGURES = (("output_tokens_per_s", "output_tokens_per_s_all_tokens", "tok/s"), ("ttft_ms", "ttft_ms", "TTFT ms"),
            ("tpot_ms", "tpot_ms", "TPOT ms"))
 
@@ -138,7 +145,7 @@ def _aic(path: Path, model_of: Callable[[str], str] = _served_model) -> dict[tup
 
 def rows() -> list[dict]:
     extra = [_aic(p) for p in (AIC_MACHINE3, AIC_MACHINE6, AIC_MACHINE10, AIC_MACHINE12, AIC_MACHINE13,
-                                 AIC_MACHINE14)]
+                                 AIC_MACHINE14, AIC_MACHINE15)]
     aic = {name: {k: v for d in (_aic(path), *extra) for k, v in d.items()} for name, path in AIC.items()}
     out = []
     for label, model, path, system, role in RUNS:

@@ -109,6 +109,7 @@ HELD_OUT = [
       for m in ("qwen3-14b-fp8-serve", "qwen3-14b-fp8-serve-highc", "mistral-7b-serve")],
     *[(H200_9 / f"{m}-serve-machine13.json", H200_9 / "probe-machine13.json") for m in ("qwen3-4b", "llama-3.2-1b")],
     *[(H200_9 / f"{m}-serve-machine14.json", H200_9 / "probe-machine14.json") for m in ("qwen2.5-7b", "qwen3-4b")],
+    *[(H200_9 / f"{m}-serve-machine15.json", H200_9 / "probe-machine15.json") for m in ("qwen3-8b", "llama-3.1-8b")],
     *[(H100 / f"machine2-validation-{m}.json", H100 / "machine2-probe.json") for m in ("1b", "3b", "qwen7b", "8b")],
 ]
 KV_ONLY = [(H200 / "llama-3.1-8b-serve.json", H200 / "probe-machine1.json"),

@@ -137,8 +137,8 @@ def test_held_out_accuracy_of_the_shipped_defaults() -> None:
     """Runs the reference calibration never saw (other models, other machines, the other GPU kind, an MoE model
     and dense shapes never seen, MoE and FP8 serving): median |error| of output tokens/s within 5 %, TPOT within
     7 %, TTFT within 13 %, the served loads' tokens/s within 3.5 %, TTFT within 10 % and TPOT within 5.5 %, and
-    the band covers at least 92 % of measured points (the benchmark reports the exact figures: 2.4 %, 5.4 %,
-    10.9 %, 1.7 %, 8.7 %, 4.4 %, 98 %)."""
+    the band covers at least 92 % of measured points (the benchmark reports the exact figures: 2.2 %, 5.2 %,
+    9.7 %, 1.7 %, 8.6 %, 3.9 %, 98 %)."""
     pts = [p for p in bench.points("held out", bench.HELD_OUT, Calibration()) if p.figure != "kv_cache_tokens"]
     assert len(pts) >= 300
 
@@ -524,16 +524,20 @@ def test_a_wave_of_32_clients_fills_its_second_step_as_the_served_engine_did(mon
     assert statistics.mean(predicted) == pytest.approx(statistics.mean(measured), rel=0.15)
 
 
-@pytest.mark.parametrize("name", ["qwen3-4b-serve-machine14", "qwen2.5-7b-serve-machine14"])
-def test_bf16_engines_wave_as_the_simulation_does(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Machine 14 (never fitted on): Qwen3-4B and Qwen2.5-7B (a shape never served before) behind `vllm serve` at
-    its defaults logged their waves of 32 clients as the FP8 engine did most of its own: all 8 of Qwen3-4B's (the
-    load's 4 and its warm-up pass's 4), 7 of Qwen2.5-7B's (the eighth held 5 prompts in its second step). The
-    simulation makes the usual steps and its median TTFT is within 10 %."""
+@pytest.mark.parametrize(("name", "probe"), [("qwen3-4b-serve-machine14", "probe-machine14.json"),
+                                           ("qwen2.5-7b-serve-machine14", "probe-machine14.json"),
+                                           ("qwen3-8b-serve-machine15", "probe-machine15.json")])
+def test_bf16_engines_wave_as_the_simulation_does(name: str, probe: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Machines 14 and 15 (never fitted on): Qwen3-4B, Qwen2.5-7B and Qwen3-8B in BF16 (two shapes never served
+    before) behind `vllm serve` at its defaults logged their waves of 32 clients as the FP8 engine did most of
+    its own: all 8 of Qwen3-4B's (the load's 4 and its warm-up pass's 4), 7 of Qwen2.5-7B's and of Qwen3-8B's (the
+    eighth held 5 or 6 prompts in its second step). The simulation makes the usual steps and its median TTFT is
+    within 10 %. (Llama-3.1-8B on machine 15 filled its second step in only 3 of 8 waves: the wave's arrivals race
+    the first prompt's launch.)"""
     logged = _logged_waves(name)
     usual = [w for w in logged if w[0] in (1024, 1032) and w[1:] == USUAL_WAVE]
     assert len(logged) == 8 and len(usual) >= 7
-    ((simulated, measured, predicted),) = _simulated_waves(name, "probe-machine14.json", monkeypatch)
+    ((simulated, measured, predicted),) = _simulated_waves(name, probe, monkeypatch)
     assert len(simulated) >= 3 and all(w[0] in (1024, 1032) and w[1:] == USUAL_WAVE for w in simulated)
     assert predicted == pytest.approx(measured, rel=0.10)
 
