@@ -102,7 +102,7 @@ def weighted_percentile(pairs: list[tuple[float, int]], q: float) -> float:
     return ordered[-1][0]
 
 
-def _limits(mem: MemoryPrediction, pp: int, async_scheduling: bool = True, tp: int = 1) -> EngineLimits:
+def _limits(mem: MemoryPrediction, tp: int, pp: int, async_scheduling: bool = True) -> EngineLimits:
     s = mem.settings
     return EngineLimits(s.max_num_seqs, s.max_num_batched_tokens, s.block_size, mem.num_blocks, pp, async_scheduling,
                         launch_in_engine=tp * pp == 1)
@@ -132,7 +132,7 @@ def _run(spec: ModelSpec, system: SystemProfile, layout: Layout, mem: MemoryPred
         if key not in cache:
             cost = StepCost(spec, system, layout, r, mem, cal)
             first_cost = first_cost or cost
-            cache[key] = simulate(cost, _limits(mem, layout.pp, system.async_scheduling, layout.tp), share, served)
+            cache[key] = simulate(cost, _limits(mem, layout.tp, layout.pp, system.async_scheduling), share, served)
         results.append(cache[key])
     if first_cost is None:  # no replica got work (cannot happen with >= 1 request): cost of replica 0
         first_cost = StepCost(spec, system, layout, 0, mem, cal)

@@ -406,7 +406,7 @@ def test_batch_with_more_requests_than_max_num_seqs_runs_in_waves(name: str, sys
     ended."""
     layout, mem = engine(name, sysname, shape, seqs=64, llm=True)
     cost = StepCost(model(name), system(sysname), layout, 0, mem, CAL)
-    res = simulate(cost, _limits(mem, shape[1]), Traffic("batch", 256, 1024, 128, None), served=False)
+    res = simulate(cost, _limits(mem, shape[0], shape[1]), Traffic("batch", 256, 1024, 128, None), served=False)
     assert res.completed == 256 and res.running_max == 64 and res.preemptions == 0
     waves = [range(64 * k, 64 * (k + 1)) for k in range(4)]
     for a, b in itertools.pairwise(waves):

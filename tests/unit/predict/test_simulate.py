@@ -325,7 +325,7 @@ def h200_engine(model: str, seqs: int | None = None) -> tuple:
 
 def real_run(model: str, traffic: Traffic, seqs: int | None = None) -> SimResult:
     spec, system, layout, mem = h200_engine(model, seqs)
-    return simulate(StepCost(spec, system, layout, 0, mem, Calibration()), _limits(mem, 1), traffic, True)
+    return simulate(StepCost(spec, system, layout, 0, mem, Calibration()), _limits(mem, 1, 1), traffic, True)
 
 
 def figures(res: SimResult) -> dict[str, float]:
