@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import itertools
 import json
 import math
 import statistics
@@ -24,8 +25,9 @@ from gpuprobe.predict.model_spec import model_spec_from_dict
 from gpuprobe.predict.options import ServeOptions
 from gpuprobe.predict.stepcost import StepCost
 from gpuprobe.predict.system import SystemProfile
+from gpuprobe.results.validation import WorkloadResult
 from gpuprobe.validate import compare
-from gpuprobe.validate.logparse import last_error_line, parse_allreduce, parse_memory_profile
+from gpuprobe.validate.logparse import Iteration, last_error_line, parse_allreduce, parse_memory_profile
 from gpuprobe.validate.spread import start_spreads
 from gpuprobe.validate.store import load_runs
 
@@ -367,7 +369,6 @@ def test_fp8_decode_steps_cost_what_the_served_engine_logged() -> None:
     """Machine 10's served Qwen3-8B-FP8 engine logged decode steps of 1-2 requests about 4 ms apart and of 4-15
     requests (graphs padded to 4, 8 or 16 tokens: aligned) about 6 ms apart. The step cost, which never saw the
     log, puts the second about 1.5 times the first; BF16 Qwen3-8B shows no such jump."""
-    import itertools
 
     from gpuprobe.predict.stepcost import Batch
     from gpuprobe.validate.logparse import parse_iterations
@@ -471,23 +472,23 @@ def _logged_waves(name: str) -> list[list[int]]:
                          32 * 1024)
 
 
-def _simulated_waves(name: str, probe: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[list[int]], float,
-                                                                                          float]]:
-    """Per start of served run ``name``'s 32-client load: (the simulation's waves, measured and predicted median
-    TTFT in ms)."""
+def _simulated_steps(name: str, probe: str, label: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[
+        list[tuple[int, int, float]], WorkloadResult, dict[str, float]]]:
+    """Per start of served run ``name``: the simulation's steps of load ``label`` as (prompt tokens, all tokens,
+    milliseconds), the measured load and the predicted figures."""
     from gpuprobe.predict import perf
     from gpuprobe.validate import adapter
 
-    steps: list[tuple[int, int]] = []
+    steps: list[tuple[int, int, float]] = []
 
     class Recorded(StepCost):
         def step_time(self, b, micro: int = 1):  # type: ignore[no-untyped-def]
-            steps.append((b.prompt_tokens, b.tokens))
-            return super().step_time(b, micro)
+            st = super().step_time(b, micro)
+            steps.append((b.prompt_tokens, b.tokens, st.total_s * 1e3))
+            return st
 
     monkeypatch.setattr(perf, "StepCost", Recorded)
     runs = load_runs(H200_2 / f"{name}.json")
-    label = "n=128,in=1024,out=128,c=32"
     out = []
     for run in runs.layouts:
         assert run.measured is not None
@@ -495,8 +496,18 @@ def _simulated_waves(name: str, probe: str, monkeypatch: pytest.MonkeyPatch) -> 
         steps.clear()
         req = compare.predict_request(runs, run, str(H200_2 / probe))
         pred = adapter.predict_run(dataclasses.replace(req, workloads=[wl.workload]))
+        out.append((list(steps), wl, pred.workloads[label]))
+    return out
+
+
+def _simulated_waves(name: str, probe: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[list[int]], float,
+                                                                                          float]]:
+    """Per start of served run ``name``'s 32-client load: (the simulation's waves, measured and predicted median
+    TTFT in ms)."""
+    out = []
+    for steps, wl, pred in _simulated_steps(name, probe, "n=128,in=1024,out=128,c=32", monkeypatch):
         assert wl.ttft is not None
-        out.append((_prompt_waves(steps, 32 * 1024), wl.ttft.median_ms, pred.workloads[label]["ttft_ms"]))
+        out.append((_prompt_waves([(p, t) for p, t, _ in steps], 32 * 1024), wl.ttft.median_ms, pred["ttft_ms"]))
     return out
 
 
@@ -540,6 +551,53 @@ def test_bf16_engines_wave_as_the_simulation_does(name: str, probe: str, monkeyp
     ((simulated, measured, predicted),) = _simulated_waves(name, probe, monkeypatch)
     assert len(simulated) >= 3 and all(w[0] in (1024, 1032) and w[1:] == USUAL_WAVE for w in simulated)
     assert predicted == pytest.approx(measured, rel=0.10)
+
+
+POISSON_FIRST_TOKEN = (
+    "Qwen3-4B at 20 req/s on machine 14: median TTFT 106 ms, predicted 72, while the prompt steps and TPOT are "
+    "priced right (test below). vLLM hands out a step's output only after it has launched the next step, so a "
+    "first token waits for the launch of the next prompt (about 34 ms here) when one follows at once, as under "
+    "Poisson load it often does; the simulation hands the output out when the step ends. Modelled (held until the "
+    "next launch ends), Poisson TTFT improved (18.5 to 15.3 % median on 29 points) but FP8 waves and the served "
+    "median moved the wrong way (8.6 to 9.2 %), so it is not in")
+
+
+def _log_segments(name: str, gap_s: float = 0.5) -> list[list[Iteration]]:
+    """A served run's logged steps cut where the engine sat idle for more than ``gap_s`` (between loads)."""
+    from gpuprobe.validate.logparse import parse_iterations
+
+    its = parse_iterations(gzip.decompress((H200_2 / f"{name}-iterations.log.gz").read_bytes()).decode())
+    segs: list[list[Iteration]] = [[its[0]]]
+    for a, b in itertools.pairwise(its):
+        assert a.time_s is not None and b.time_s is not None
+        if b.time_s - a.time_s > gap_s:
+            segs.append([])
+        segs[-1].append(b)
+    return segs
+
+
+def test_poisson_prompt_steps_cost_what_the_log_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Machine 14 (never fitted on), Qwen3-4B behind `vllm serve` at 20 req/s, 400 requests (its last load): the
+    300 steps that carried a prompt came 41 ms after the step before (median of the logged times), and the
+    simulation's prompt steps cost 40 ms at the median; TPOT is within 2 % and tokens/s within 1 %."""
+    label = "n=400,in=1024,out=128,rate=20"
+    last = _log_segments("qwen3-4b-serve-machine14")[-1]
+    assert sum(i.prompt_requests for i in last) >= 400
+    logged = statistics.median((b.time_s - a.time_s) * 1e3 for a, b in itertools.pairwise(last)  # type: ignore[operator]
+                               if b.prompt_tokens)
+    ((steps, wl, pred),) = _simulated_steps("qwen3-4b-serve-machine14", "probe-machine14.json", label, monkeypatch)
+    simulated = statistics.median(ms for p, _, ms in steps if p)
+    assert 38 < logged < 44 and simulated == pytest.approx(logged, rel=0.10)
+    assert wl.tpot is not None and pred["tpot_ms"] == pytest.approx(wl.tpot.median_ms, rel=0.02)
+    assert wl.output_tokens_per_s is not None
+    assert pred["output_tokens_per_s"] == pytest.approx(wl.output_tokens_per_s, rel=0.01)
+
+
+@pytest.mark.xfail(strict=True, reason=POISSON_FIRST_TOKEN)
+def test_poisson_first_tokens_wait_for_the_next_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    ((_, wl, pred),) = _simulated_steps("qwen3-4b-serve-machine14", "probe-machine14.json",
+                                        "n=400,in=1024,out=128,rate=20", monkeypatch)
+    assert wl.ttft is not None and pred["ttft_ms"] == pytest.approx(wl.ttft.median_ms, rel=0.15)
 
 
 def test_refit_on_one_engine_lowers_its_error() -> None:
